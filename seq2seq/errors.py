@@ -1,0 +1,17 @@
+"""User-facing errors: the CLIs print `error: <message>` and exit 1, with no traceback."""
+
+
+class Seq2SeqError(Exception):
+    """Base class of every error whose message is meant for the user."""
+
+
+class DataError(Seq2SeqError):
+    """A corpus file is missing, unreadable, corrupt or inconsistent."""
+
+
+class CheckpointError(Seq2SeqError):
+    """A checkpoint is missing, not a checkpoint, corrupt or of an incompatible format."""
+
+
+class TrainingError(Seq2SeqError):
+    """Training cannot go on (e.g. too many non-finite losses in a row)."""
