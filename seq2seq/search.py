@@ -1,0 +1,265 @@
+"""Batched greedy and beam search over `model.start` and `model.decoder.step`.
+
+Both searches run every sentence of a batch (and every beam of each sentence) as one batch of
+decoder rows. Sentences that are done leave the batch through `index_select`, so late steps only
+pay for the sentences still searching, and each step synchronises with the device once (to learn
+which sentences are done). Nothing loops over sentences in Python until the results are unpacked.
+
+Conventions shared by both searches:
+- The output never contains PAD or BOS (their log-probabilities are set to -inf) and a
+  hypothesis's `tokens` hold neither BOS nor EOS.
+- A sentence may produce at most `floor(max_len_ratio * src_len) + max_len_offset` tokens, where
+  `src_len` is its entry in `src_lengths` (which counts the source EOS). At that step EOS is
+  forced, as fairseq does, so every hypothesis ends with EOS, its score is the log-probability of
+  a complete sentence, and its attention has one row per token plus one for EOS.
+- Scores are sums of log-probabilities under the model; beam search divides them by the GNMT
+  length penalty (Wu et al. 2016, "Google's Neural Machine Translation System", eq. 14).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class Hypothesis:
+    """One translation: subword ids, its ranking score and its attention over the source."""
+
+    tokens: list[int]  # target ids without BOS and EOS
+    score: float  # log-probability (beam search: divided by the length penalty)
+    attention: torch.Tensor  # (heads, len(tokens) + 1, real source length) on the CPU; +1 is EOS
+
+
+def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
+    """The most tokens (EOS excluded) each sentence may produce: floor(ratio * len) + offset."""
+    return (src_lengths.double() * ratio).floor().long().add(offset).clamp(min=0)  # (B,)
+
+
+def gnmt_length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al. 2016, eq. 14).
+
+    Dividing a log-probability by it offsets beam search's bias towards short outputs; alpha 0
+    ranks by the plain log-probability. `length` counts the output tokens including EOS.
+    """
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _next_log_probs(logits: torch.Tensor, at_max: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the next token: PAD and BOS never, only EOS where `at_max`.
+
+    logits (N, V), at_max (N,) bool -> (N, V) float32. The kept entries are the model's own
+    log-probabilities (no renormalisation), so scores stay log-probabilities under the model.
+    """
+    log_probs = logits.float().log_softmax(dim=-1)  # (N, V)
+    log_probs[:, PAD_ID] = float("-inf")
+    log_probs[:, BOS_ID] = float("-inf")
+    not_eos = torch.ones(log_probs.size(1), dtype=torch.bool, device=log_probs.device)
+    not_eos[EOS_ID] = False
+    return log_probs.masked_fill(at_max[:, None] & not_eos, float("-inf"))
+
+
+def _hypothesis(tokens: torch.Tensor, score: float, attention: torch.Tensor,
+                src_len: int) -> Hypothesis:
+    """Cut one finished row: tokens (T,) ending in EOS then PAD; attention (T, heads, S)."""
+    length = int((tokens == EOS_ID).int().argmax())  # the first EOS; every row has one
+    return Hypothesis(
+        tokens=tokens[:length].tolist(),
+        score=score,
+        attention=attention[: length + 1, :, :src_len].permute(1, 0, 2).float().contiguous(),
+    )
+
+
+@torch.inference_mode()
+def greedy(
+    model: torch.nn.Module,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_len_ratio: float = 1.5,
+    max_len_offset: int = 10,
+) -> list[Hypothesis]:
+    """Pick the most probable token at every step; one hypothesis per sentence, in input order.
+
+    src (B, S) long with EOS and right padding; src_lengths (B,). Call `model.eval()` first.
+    The score is the plain log-probability of the output (EOS included).
+    """
+    B, S = src.shape
+    device = src.device
+    memory, state = model.start(src, src_lengths)
+    max_lens = max_output_lengths(src_lengths, max_len_ratio, max_len_offset)  # (B,)
+    steps = int(max_lens.max()) + 1  # + 1 for the EOS
+
+    tokens = torch.full((B, steps), PAD_ID, dtype=torch.long, device=device)
+    scores = torch.zeros(B, device=device)
+    attention: torch.Tensor | None = None  # (B, steps, heads, S), allocated once heads is known
+    active = torch.arange(B, device=device)  # (A,) the sentences still decoding
+    prev = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
+    for t in range(steps):
+        logits, state, weights = model.decoder.step(prev, state, memory)  # (A, V), (A, heads, S)
+        best, prev = _next_log_probs(logits, max_lens[active] <= t).max(dim=1)  # (A,), (A,)
+        scores.index_add_(0, active, best)
+        tokens[active, t] = prev
+        if attention is None:
+            attention = weights.new_zeros(B, steps, weights.size(1), S)
+        attention[active, t] = weights
+
+        keep = (prev != EOS_ID).nonzero().squeeze(1)  # the one host sync of the step
+        if keep.numel() == 0:
+            break
+        if keep.numel() < prev.numel():  # drop the finished sentences from the batch
+            active, prev = active[keep], prev[keep]
+            memory, state = memory.select(keep), state.select(keep)
+
+    tokens, scores, attention = tokens.cpu(), scores.cpu(), attention.cpu()
+    return [_hypothesis(tokens[b], float(scores[b]), attention[b], int(src_lengths[b]))
+            for b in range(B)]
+
+
+class _FinishedPool:
+    """Per sentence, up to K finished hypotheses, kept on the device in fixed-size tensors.
+
+    Slot K of each sentence is a spare that absorbs every write that is not a new hypothesis, so
+    adding hypotheses needs no data-dependent shapes (and no host sync).
+    """
+
+    def __init__(self, batch_size: int, beam_size: int, steps: int, device: torch.device):
+        self.beam_size = beam_size
+        self.steps = steps
+        self.count = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.scores = torch.full((batch_size, beam_size + 1), float("-inf"), device=device)
+        self.tokens = torch.full((batch_size, beam_size + 1, steps), PAD_ID, dtype=torch.long,
+                                 device=device)
+        self.attention: torch.Tensor | None = None  # (B, K + 1, steps, heads, S)
+
+    def add(self, sentences: torch.Tensor, finish: torch.Tensor, scores: torch.Tensor,
+            tokens: torch.Tensor, attention: torch.Tensor) -> None:
+        """Store the candidates marked in `finish`, best first, while slots are free.
+
+        sentences (A,), finish (A, K) bool, scores (A, K), tokens (A, K, t + 1),
+        attention (A, K, t + 1, heads, S).
+        """
+        K, length = self.beam_size, tokens.size(2)
+        if self.attention is None:
+            B, heads, S = self.count.numel(), attention.size(3), attention.size(4)
+            self.attention = attention.new_zeros(B, K + 1, self.steps, heads, S)
+        slot = self.count[sentences, None] + finish.long().cumsum(dim=1) - 1  # (A, K)
+        slot = torch.where(finish & (slot < K), slot, K)
+        rows = sentences[:, None].expand_as(slot)  # (A, K)
+        self.scores[rows, slot] = scores
+        self.tokens[rows, slot, :length] = tokens
+        self.attention[rows, slot, :length] = attention
+        self.count.index_add_(0, sentences, finish.long().sum(dim=1))
+
+
+@torch.inference_mode()
+def beam_search(
+    model: torch.nn.Module,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_len_ratio: float = 1.5,
+    max_len_offset: int = 10,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
+    """Beam search; for each sentence (in input order) its `nbest` best hypotheses, best first.
+
+    src (B, S) long with EOS and right padding; src_lengths (B,). Call `model.eval()` first.
+    `length_penalty` is the GNMT alpha (0 ranks by log-probability). A sentence may return fewer
+    than `nbest` hypotheses only when its vocabulary cannot fill the beam.
+
+    As in fairseq, each step takes the 2K best of the K x V extensions with one `topk`: an EOS
+    among the best K finishes a hypothesis, and the K best that do not end keep the beam full. A
+    sentence is done when it has K finished hypotheses or reaches its length limit, so beam 1
+    takes the same path as greedy search.
+    """
+    if beam_size < 1 or not 1 <= nbest <= beam_size:
+        raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, "
+                         f"got beam_size={beam_size}, nbest={nbest}")
+    B, S = src.shape
+    K = beam_size
+    device = src.device
+    memory, state = model.start(src, src_lengths)
+    max_lens = max_output_lengths(src_lengths, max_len_ratio, max_len_offset)  # (B,)
+    steps = int(max_lens.max()) + 1  # + 1 for the EOS
+    finished = _FinishedPool(B, K, steps, device)
+
+    # Rows are sentence-major: row a * K + k is beam k of active sentence a.
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B * K,)
+    memory, state = memory.select(rows), state.select(rows)
+    active = torch.arange(B, device=device)  # (A,) the sentences still searching
+    # Only beam 0 is live at first, so the first step fills the beam with K distinct tokens.
+    beam_scores = torch.full((B, K), float("-inf"), device=device)  # (A, K) log-probabilities
+    beam_scores[:, 0] = 0.0
+    prev = torch.full((B * K,), BOS_ID, dtype=torch.long, device=device)  # (A * K,)
+    history = torch.empty(B * K, 0, dtype=torch.long, device=device)  # (A * K, t)
+    history_attention: torch.Tensor | None = None  # (A * K, t, heads, S)
+
+    for t in range(steps):
+        A = active.numel()
+        logits, state, weights = model.decoder.step(prev, state, memory)  # (A*K, V), (A*K, h, S)
+        at_max = max_lens[active] <= t  # (A,)
+        log_probs = _next_log_probs(logits, at_max.repeat_interleave(K))  # (A * K, V)
+        V = log_probs.size(1)
+        if history_attention is None:
+            history_attention = weights.new_zeros(A * K, 0, weights.size(1), S)
+
+        # One topk over beam x vocab per sentence.
+        candidates = (beam_scores.view(A * K, 1) + log_probs).view(A, K * V)
+        top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K), best first
+        token = top_index % V  # (A, 2K)
+        parent = top_index // V + torch.arange(A, device=device)[:, None] * K  # (A, 2K) rows
+        parent_rows = parent.view(-1)
+        cand_tokens = torch.cat([history[parent_rows], token.view(-1, 1)], dim=1)
+        cand_attention = torch.cat([history_attention[parent_rows],
+                                    weights[parent_rows].unsqueeze(1)], dim=1)
+        cand_tokens = cand_tokens.view(A, 2 * K, t + 1)
+        cand_attention = cand_attention.view(A, 2 * K, t + 1, *weights.shape[1:])
+
+        # EOS among the best K finishes a hypothesis (ranked with the length penalty).
+        ends = token == EOS_ID  # (A, 2K)
+        finish = ends[:, :K] & top_scores[:, :K].isfinite()
+        penalty = gnmt_length_penalty(t + 1, length_penalty)
+        finished.add(active, finish, top_scores[:, :K] / penalty, cand_tokens[:, :K],
+                     cand_attention[:, :K])
+        done = (finished.count[active] >= K) | at_max  # (A,)
+
+        # The K best candidates that do not end form the next beam (a stable sort keeps order).
+        survivors = ends.to(torch.uint8).sort(dim=1, stable=True).indices[:, :K]  # (A, K)
+        beam_scores = top_scores.gather(1, survivors)  # (A, K)
+        flat = (survivors + torch.arange(A, device=device)[:, None] * 2 * K).view(-1)  # (A * K,)
+        prev = token.view(-1)[flat]
+        parent_rows = parent_rows[flat]
+        history = cand_tokens.view(A * 2 * K, t + 1)[flat]
+        history_attention = cand_attention.view(A * 2 * K, *cand_attention.shape[2:])[flat]
+
+        keep = (~done).nonzero().squeeze(1)  # the one host sync of the step
+        if keep.numel() == 0:
+            break
+        if keep.numel() < A:  # drop the done sentences from the batch
+            keep_rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
+            active, beam_scores = active[keep], beam_scores[keep]
+            prev, parent_rows = prev[keep_rows], parent_rows[keep_rows]
+            history, history_attention = history[keep_rows], history_attention[keep_rows]
+            memory = memory.select(keep_rows)  # the K rows of a sentence share its memory
+        state = state.select(parent_rows)
+
+    return _best_finished(finished, src_lengths, nbest)
+
+
+def _best_finished(finished: _FinishedPool, src_lengths: torch.Tensor,
+                   nbest: int) -> list[list[Hypothesis]]:
+    """Unpack the pool on the CPU: per sentence the `nbest` best finite-scored hypotheses."""
+    K = finished.beam_size
+    scores = finished.scores[:, :K].cpu()  # (B, K)
+    tokens, attention = finished.tokens.cpu(), finished.attention.cpu()
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :nbest]  # (B, nbest)
+    results: list[list[Hypothesis]] = []
+    for b in range(scores.size(0)):
+        src_len = int(src_lengths[b])
+        results.append([_hypothesis(tokens[b, k], float(scores[b, k]), attention[b, k], src_len)
+                        for k in order[b].tolist() if scores[b, k].isfinite()])
+    return results
