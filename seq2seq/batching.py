@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from seq2seq.errors import DataError
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
@@ -33,3 +38,174 @@ class Batch:
               (self.src, self.src_lengths, self.src_mask, self.tgt_in, self.tgt_out)),
             indices=self.indices,
         )
+
+
+def _pad(rows: Sequence[list[int]]) -> torch.Tensor:
+    """Right-pad lists of ids with PAD_ID into one (B, L) long tensor."""
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [PAD_ID] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def pad_source(src_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source ids + EOS, right-padded: src (B, S), src_lengths (B,), src_mask (B, S)."""
+    src = _pad([[*ids, EOS_ID] for ids in src_ids])  # (B, S)
+    src_lengths = torch.tensor([len(ids) + 1 for ids in src_ids], dtype=torch.long)  # (B,)
+    src_mask = torch.arange(src.size(1)) < src_lengths.unsqueeze(1)  # (B, S)
+    return src, src_lengths, src_mask
+
+
+def collate(examples: Sequence[tuple[int, list[int], list[int]]]) -> Batch:
+    """Turn ``(index, src_ids, tgt_ids)`` examples into a padded Batch (see its docstring)."""
+    indices = torch.tensor([index for index, _, _ in examples], dtype=torch.long)
+    src, src_lengths, src_mask = pad_source([src for _, src, _ in examples])
+    tgt_in = _pad([[BOS_ID, *tgt] for _, _, tgt in examples])  # (B, T)
+    tgt_out = _pad([[*tgt, EOS_ID] for _, _, tgt in examples])  # (B, T)
+    return Batch(src, src_lengths, src_mask, tgt_in, tgt_out, indices)
+
+
+class PairDataset(Dataset):
+    """Encoded sentence pairs; item ``i`` is ``(i, src_ids, tgt_ids)``."""
+
+    def __init__(self, src_ids: Sequence[list[int]], tgt_ids: Sequence[list[int]]) -> None:
+        if len(src_ids) != len(tgt_ids):
+            raise ValueError(f"{len(src_ids)} source but {len(tgt_ids)} target sentences")
+        self.src_ids = list(src_ids)
+        self.tgt_ids = list(tgt_ids)
+
+    @property
+    def src_lengths(self) -> list[int]:
+        return [len(ids) for ids in self.src_ids]
+
+    @property
+    def tgt_lengths(self) -> list[int]:
+        return [len(ids) for ids in self.tgt_ids]
+
+    def __len__(self) -> int:
+        return len(self.src_ids)
+
+    def __getitem__(self, index: int) -> tuple[int, list[int], list[int]]:
+        return index, self.src_ids[index], self.tgt_ids[index]
+
+
+class TokenBudgetSampler(Sampler[list[int]]):
+    """Batches of similar-length pairs whose padded size stays within ``max_tokens``.
+
+    A pair costs ``max(src_len + 1, tgt_len + 1)`` tokens (source + EOS, target + BOS/EOS), and a
+    batch costs its size times its costliest pair, so the budget counts padding. Pairs are sorted
+    by (cost, source length, target length), with ties broken by a shuffle, and cut greedily into
+    batches (as in fairseq's ``batch_by_size``); a single pair over the budget forms its own
+    batch. The
+    batch order is shuffled from ``seed + epoch``, so every rank builds the same list.
+
+    Distributed training: rank ``r`` of ``world_size`` takes batches ``r, r + W, ...``. DDP needs
+    the same number of steps on every rank, so with ``world_size > 1`` the last incomplete round
+    (fewer than W batches) is dropped; as the batch order is reshuffled each epoch, a different
+    few pairs sit out each time. With ``world_size == 1`` nothing is dropped.
+    """
+
+    def __init__(
+        self,
+        src_lengths: Sequence[int],
+        tgt_lengths: Sequence[int],
+        max_tokens: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(src_lengths) != len(tgt_lengths):
+            raise ValueError(f"{len(src_lengths)} source but {len(tgt_lengths)} target lengths")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.src_lengths = list(src_lengths)
+        self.tgt_lengths = list(tgt_lengths)
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        # The sorted length sequence, and so the batch boundaries, do not depend on the epoch.
+        self._num_batches = len(self._global_batches(epoch=0))
+        if self._num_batches < world_size:
+            raise DataError(
+                f"{len(self.src_lengths)} training pairs make only {self._num_batches} batches "
+                f"of {max_tokens} tokens for {world_size} processes; lower train.batch_tokens"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.world_size == 1:
+            return self._num_batches
+        return self._num_batches // self.world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._global_batches(self.epoch)
+        if self.world_size > 1:
+            batches = batches[: len(self) * self.world_size]
+        return iter(batches[self.rank :: self.world_size])
+
+    def _cost(self, index: int) -> int:
+        return max(self.src_lengths[index], self.tgt_lengths[index]) + 1
+
+    def _global_batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        n = len(self.src_lengths)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else range(n)
+        # Sorting by cost first packs the budget; then by source, target length so that a batch
+        # of one cost tends to be short on one side (0.94 padding efficiency on Multi30k train
+        # against 0.90 for a plain (source, target) sort).
+        order = sorted(order, key=lambda i: (self._cost(i), self.src_lengths[i],
+                                             self.tgt_lengths[i]))
+
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        longest = 0
+        for index in order:
+            cost = self._cost(index)
+            if batch and (len(batch) + 1) * max(longest, cost) > self.max_tokens:
+                batches.append(batch)
+                batch, longest = [], 0
+            batch.append(index)
+            longest = max(longest, cost)
+        if batch:
+            batches.append(batch)
+
+        if self.shuffle:
+            permutation = torch.randperm(len(batches), generator=generator).tolist()
+            batches = [batches[i] for i in permutation]
+        return batches
+
+
+def padding_efficiency(
+    sampler: Sampler[list[int]], src_lengths: Sequence[int], tgt_lengths: Sequence[int]
+) -> float:
+    """Real tokens / padded tokens over one epoch of ``sampler``, source and target together.
+
+    Counts source + EOS and target + 1 (the length of tgt_in and tgt_out) per pair.
+    """
+    real = padded = 0
+    for batch in sampler:
+        src = [src_lengths[i] + 1 for i in batch]
+        tgt = [tgt_lengths[i] + 1 for i in batch]
+        real += sum(src) + sum(tgt)
+        padded += len(batch) * (max(src) + max(tgt))
+    return real / padded if padded else 1.0
+
+
+def make_loader(
+    dataset: PairDataset, sampler: Sampler[list[int]], num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader that draws whole batches from ``sampler`` and collates them into Batch."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,186 @@
+"""From a DataConfig to tokenized, filtered data ready for training and evaluation.
+
+Training pairs are cleaned (empty pairs and pairs over data.max_len subwords are dropped, with a
+logged count); validation and test pairs are never filtered, so evaluation sees every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
+from seq2seq.config import CorpusKind, DataConfig, SplitFiles
+from seq2seq.corpus import Pairs, drop_empty, fetch_multi30k, read_aligned, read_tsv
+from seq2seq.errors import DataError
+from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSplit:
+    """A validation or test split: raw text for scoring, ids for the model."""
+
+    name: str
+    src: list[str]
+    ref: list[str]
+    src_ids: list[list[int]]
+    tgt_ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: PairDataset
+    valid: EvalSplit
+    test: EvalSplit
+    train_dropped: int  # training pairs dropped by the filters (empty + too long)
+    directory: Path  # data.root/<name>.<src>-<tgt>: where this corpus's tokenizer is cached
+    drop_counts: dict[str, int] = field(default_factory=dict)  # train_dropped by reason
+    batch_tokens: int = 6000  # the budget padding_efficiency is measured with
+
+    def stats(self) -> dict[str, Any]:
+        """Corpus statistics: pairs, tokens and lengths per split, vocab sizes, padding."""
+        splits = {"train": _split_stats(self.train.src_ids, self.train.tgt_ids)}
+        for split in (self.valid, self.test):
+            splits[split.name] = _split_stats(split.src_ids, split.tgt_ids)
+        sampler = TokenBudgetSampler(
+            self.train.src_lengths, self.train.tgt_lengths, self.batch_tokens, shuffle=False
+        )
+        return {
+            "splits": splits,
+            "train_dropped": self.train_dropped,
+            "drop_counts": dict(self.drop_counts),
+            "joint_vocab": self.tokenizer.joint,
+            "src_vocab_size": self.tokenizer.src_vocab_size,
+            "tgt_vocab_size": self.tokenizer.tgt_vocab_size,
+            "batch_tokens": self.batch_tokens,
+            "train_batches": len(sampler),
+            "padding_efficiency": padding_efficiency(
+                sampler, self.train.src_lengths, self.train.tgt_lengths
+            ),
+        }
+
+
+def _split_stats(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {"pairs": len(src_ids)}
+    for side, ids in (("src", src_ids), ("tgt", tgt_ids)):
+        lengths = [len(x) for x in ids] or [0]
+        stats[f"{side}_tokens"] = sum(lengths)
+        stats[f"{side}_mean_len"] = statistics.fmean(lengths)
+        stats[f"{side}_max_len"] = max(lengths)
+    return stats
+
+
+def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
+    """Fetch or read the corpus, train or load the tokenizer, encode and filter the pairs.
+
+    Relative paths in ``cfg`` (root, source, custom files) are resolved against the current
+    directory. Raises DataError with a message for the user when anything is wrong.
+    """
+    root = Path(cfg.root).expanduser().resolve()
+    directory = root / f"{cfg.name}.{cfg.src_lang}-{cfg.tgt_lang}"
+    train_pairs, valid_pairs, test_pairs, names = _read_splits(cfg, root)
+
+    if cfg.max_train_pairs is not None:
+        train_pairs = train_pairs[: cfg.max_train_pairs]
+    if cfg.max_eval_pairs is not None:
+        valid_pairs = valid_pairs[: cfg.max_eval_pairs]
+        test_pairs = test_pairs[: cfg.max_eval_pairs]
+    for name, pairs in zip(names[1:], (valid_pairs, test_pairs), strict=True):
+        if not pairs:
+            raise DataError(f"the {name} split is empty: evaluation needs at least one pair")
+
+    train_pairs, empty = drop_empty(train_pairs)
+    if not train_pairs:
+        raise DataError(f"the {names[0]} split has no pair with text on both sides")
+    tokenizer = load_or_train_tokenizer(cfg, train_pairs, cache_dir=directory)
+
+    src_ids = tokenizer.encode_src([s for s, _ in train_pairs])
+    tgt_ids = tokenizer.encode_tgt([t for _, t in train_pairs])
+    keep = [i for i in range(len(src_ids))
+            if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
+    too_long = len(src_ids) - len(keep)
+    if empty or too_long:
+        logger.info(
+            "dropped %d of %d training pairs: %d empty, %d over data.max_len=%d subwords",
+            empty + too_long, len(train_pairs) + empty, empty, too_long, cfg.max_len,
+        )
+    if not keep:
+        raise DataError(
+            f"no training pairs left after filtering: all {len(src_ids)} non-empty pairs are "
+            f"longer than data.max_len={cfg.max_len} subwords; raise data.max_len"
+        )
+    train = PairDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
+
+    return PreparedData(
+        tokenizer=tokenizer,
+        train=train,
+        valid=_encode_split(names[1], valid_pairs, tokenizer),
+        test=_encode_split(names[2], test_pairs, tokenizer),
+        train_dropped=empty + too_long,
+        directory=directory,
+        drop_counts={"empty": empty, "too_long": too_long},
+        batch_tokens=batch_tokens,
+    )
+
+
+def _encode_split(name: str, pairs: Pairs, tokenizer: Tokenizer) -> EvalSplit:
+    src = [s for s, _ in pairs]
+    ref = [t for _, t in pairs]
+    return EvalSplit(name, src, ref, tokenizer.encode_src(src), tokenizer.encode_tgt(ref))
+
+
+def _read_splits(cfg: DataConfig, root: Path) -> tuple[Pairs, Pairs, Pairs, tuple[str, ...]]:
+    """The train, valid and test pairs of the configured corpus, and the three split names."""
+    if cfg.corpus is CorpusKind.multi30k:
+        names = (cfg.train_split, cfg.valid_split, cfg.test_split)
+        source = Path(cfg.source).expanduser().resolve() if cfg.source else None
+        if source is not None and not source.is_dir():
+            raise DataError(
+                f"data.source={cfg.source!r} is not a directory: point it at a directory "
+                "holding the Multi30k {split}.{lang}.gz files, or leave it unset to download them"
+            )
+        raw_dir = root / "multi30k" / "raw"
+        splits = []
+        for split in names:
+            src = fetch_multi30k(split, cfg.src_lang, raw_dir, source)
+            tgt = fetch_multi30k(split, cfg.tgt_lang, raw_dir, source)
+            splits.append(read_aligned(src, tgt))
+        return splits[0], splits[1], splits[2], names
+
+    names = ("train", "valid", "test")
+    splits = [
+        _read_custom(f"data.{name}_files", files)
+        for name, files in zip(names, (cfg.train_files, cfg.valid_files, cfg.test_files),
+                               strict=True)
+    ]
+    return splits[0], splits[1], splits[2], names
+
+
+def _read_custom(key: str, files: SplitFiles) -> Pairs:
+    """One split of a custom corpus: a TSV file, or two aligned files."""
+    if files.tsv is not None and (files.src is not None or files.tgt is not None):
+        raise DataError(f"set either {key}.tsv or {key}.src and {key}.tgt, not both")
+    if files.tsv is not None:
+        return read_tsv(_existing(f"{key}.tsv", files.tsv))
+    if files.src is None or files.tgt is None:
+        raise DataError(
+            f"{key} needs a TSV file ({key}.tsv=PATH) or two aligned files "
+            f"({key}.src=PATH {key}.tgt=PATH); see conf/data/custom.yaml"
+        )
+    return read_aligned(_existing(f"{key}.src", files.src), _existing(f"{key}.tgt", files.tgt))
+
+
+def _existing(key: str, value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"{key}={value!r}: file not found ({path})")
+    return path
