@@ -1,0 +1,133 @@
+"""Translate a corpus in batches and score it with sacreBLEU (BLEU with its signature, and chrF).
+
+Scores are computed on detokenized, cased output with sacreBLEU's metric objects; lowercased BLEU
+is reported beside them, labelled as such, only to compare with older papers that used it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from sacrebleu.metrics import BLEU, CHRF
+
+from seq2seq.batching import pad_source
+from seq2seq.search import Hypothesis, beam_search, greedy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchSettings:
+    """How to decode: beam 1 is greedy search."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_len_ratio: float = 1.5
+    max_len_offset: int = 10
+    nbest: int = 1
+    batch_tokens: int = 4000  # source tokens per decoding batch (beam x this many in memory)
+    max_src_len: int | None = None  # longer sources are truncated (with a warning), never dropped
+
+
+@dataclass
+class Scores:
+    """Corpus-level scores of one system output, each with its sacreBLEU signature."""
+
+    bleu: float
+    chrf: float
+    bleu_lowercase: float
+    signatures: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float | dict[str, str]]:
+        return {"bleu": self.bleu, "chrf": self.chrf, "bleu_lowercase": self.bleu_lowercase,
+                "signatures": self.signatures}
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str]) -> Scores:
+    """Cased BLEU (13a tokenization) and chrF, plus lowercased BLEU, each with a signature."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    bleu, chrf, bleu_lc = BLEU(), CHRF(), BLEU(lowercase=True)
+    refs = [list(references)]
+    return Scores(
+        bleu=bleu.corpus_score(list(hypotheses), refs).score,
+        chrf=chrf.corpus_score(list(hypotheses), refs).score,
+        bleu_lowercase=bleu_lc.corpus_score(list(hypotheses), refs).score,
+        signatures={
+            "bleu": str(bleu.get_signature()),
+            "chrf": str(chrf.get_signature()),
+            "bleu_lowercase": str(bleu_lc.get_signature()),
+        },
+    )
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, so decoding wastes little on padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = max(lengths[index], 1)  # sorted ascending: the newest is the longest
+        if current and (len(current) + 1) * longest > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.inference_mode()
+def translate_ids(
+    model: torch.nn.Module,
+    src_ids: Sequence[Sequence[int]],
+    settings: SearchSettings,
+    device: torch.device,
+) -> list[list[Hypothesis]]:
+    """Decode every source (in input order); each entry holds `settings.nbest` hypotheses.
+
+    Batches are formed by length and the results put back in input order, so the output lines
+    match the input lines one to one whatever the batching.
+    """
+    if settings.max_src_len is not None:
+        too_long = sum(len(ids) > settings.max_src_len for ids in src_ids)
+        if too_long:
+            log.warning("%d source sentence(s) longer than %d subwords were truncated",
+                        too_long, settings.max_src_len)
+            src_ids = [ids[: settings.max_src_len] for ids in src_ids]
+    model.eval()
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    for batch_indices in length_sorted_batches([len(ids) + 1 for ids in src_ids],
+                                               settings.batch_tokens):
+        src, src_lengths, _ = pad_source([src_ids[i] for i in batch_indices])
+        src, src_lengths = src.to(device), src_lengths.to(device)
+        if settings.beam_size == 1 and settings.nbest == 1:
+            found = [[hyp] for hyp in greedy(model, src, src_lengths,
+                                             max_len_ratio=settings.max_len_ratio,
+                                             max_len_offset=settings.max_len_offset)]
+        else:
+            found = beam_search(model, src, src_lengths, beam_size=settings.beam_size,
+                                length_penalty=settings.length_penalty,
+                                max_len_ratio=settings.max_len_ratio,
+                                max_len_offset=settings.max_len_offset, nbest=settings.nbest)
+        for index, hypotheses in zip(batch_indices, found):
+            results[index] = hypotheses
+    return results
+
+
+def translate_and_score(
+    model: torch.nn.Module,
+    tokenizer,
+    src_ids: Sequence[Sequence[int]],
+    references: Sequence[str],
+    settings: SearchSettings,
+    device: torch.device,
+) -> tuple[Scores, list[str], list[Hypothesis]]:
+    """Translate a split, detokenize and score it; returns scores, hypotheses and their search
+    results (tokens, scores, attention) for plots."""
+    best = [hyps[0] for hyps in translate_ids(model, src_ids, settings, device)]
+    hypotheses = tokenizer.decode_tgt([hyp.tokens for hyp in best])
+    return score(hypotheses, references), hypotheses, best

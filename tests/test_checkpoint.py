@@ -1,0 +1,114 @@
+"""Checkpoints are written atomically and loaded only through the weights-only unpickler."""
+
+import pickle
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    resolve_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from seq2seq.errors import CheckpointError
+
+
+def payload(value: float = 1.0) -> dict:
+    return {"model": {"w": torch.full((2, 2), value)}, "config": {"seed": 1},
+            "tokenizer": {"src": b"abc", "tgt": b"abc"}}
+
+
+def test_round_trip(tmp_path):
+    save_checkpoint(payload(3.0), tmp_path / "checkpoints" / "best.pt")
+    loaded = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert loaded["format_version"] == FORMAT_VERSION
+    assert torch.equal(loaded["model"]["w"], torch.full((2, 2), 3.0))
+    assert loaded["tokenizer"]["src"] == b"abc"
+
+
+def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(payload(1.0), path)
+    real_save = torch.save
+
+    def crash_after_partial_write(obj, handle, *args, **kwargs):
+        real_save(obj, handle, *args, **kwargs)
+        handle.truncate(10)  # a half-written file...
+        raise OSError("disk full")  # ...and the process dies
+
+    monkeypatch.setattr(torch, "save", crash_after_partial_write)
+    with pytest.raises(OSError):
+        save_checkpoint(payload(2.0), path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((2, 2), 1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this code must never run",))
+
+
+def test_pickle_with_custom_object_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({**payload(), "format_version": FORMAT_VERSION, "extra": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(path)
+    assert "never run" not in capsys.readouterr().out
+
+
+def test_plain_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "x.pt"
+    path.write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken"])
+def test_garbage_is_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "t.pt"
+    save_checkpoint(payload(), path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_tensor_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.ones(1)}, path)
+    with pytest.raises(CheckpointError, match="not a seq2seq checkpoint"):
+        load_checkpoint(path)
+
+
+def test_other_format_version_is_refused(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({**payload(), "format_version": FORMAT_VERSION + 1}, path)
+    with pytest.raises(CheckpointError, match="format version"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_and_run_dir_resolution(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        resolve_checkpoint(tmp_path)
+    save_checkpoint(payload(), tmp_path / "checkpoints" / "best.pt")
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best.pt"
+    assert resolve_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "best.pt"
+
+
+def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
+    save_checkpoint({**payload(), "rng": rng_states()}, tmp_path / "c.pt")
+    expected = torch.rand(3)
+    restore_rng_states(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert torch.equal(torch.rand(3), expected)
