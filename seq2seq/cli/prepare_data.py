@@ -1,0 +1,76 @@
+"""`python scripts/prepare_data.py [overrides]`: fetch and verify a corpus, train its subword models.
+
+Takes the same config as training, so `data=...` and `data.*` overrides mean the same thing, and a
+later training run reuses what this prepared. Prints corpus statistics. Errors in the config or
+the data print one line on stderr and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from seq2seq.config import ConfigError, register_configs, to_object
+from seq2seq.errors import Seq2SeqError
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# This command writes no run directory: no outputs/<date>/, no .hydra/, no log file.
+_NO_RUN_DIR = {
+    "hydra.run.dir": ".",
+    "hydra.output_subdir": "null",
+    "hydra/job_logging": "stdout",
+}
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def prepare(cfg: DictConfig) -> None:
+    from seq2seq.data import prepare_data  # after Hydra: `--help` stays fast
+
+    try:
+        config = to_object(cfg)
+        data = prepare_data(config.data, batch_tokens=config.train.batch_tokens)
+    except (ConfigError, Seq2SeqError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(format_stats(data.stats(), f"{config.data.src_lang}->{config.data.tgt_lang}",
+                       data.directory))
+
+
+def format_stats(stats: dict[str, Any], pair: str, directory: Path) -> str:
+    """The statistics of PreparedData.stats() as a small table."""
+    lines = [
+        f"corpus {directory.name} ({pair}), prepared in {directory}",
+        f"{'split':<18}{'pairs':>8}{'src tokens':>12}{'tgt tokens':>12}"
+        f"{'src mean/max':>14}{'tgt mean/max':>14}",
+    ]
+    for name, split in stats["splits"].items():
+        lines.append(
+            f"{name:<18}{split['pairs']:>8,}{split['src_tokens']:>12,}{split['tgt_tokens']:>12,}"
+            f"{split['src_mean_len']:>9.1f}/{split['src_max_len']:<4}"
+            f"{split['tgt_mean_len']:>9.1f}/{split['tgt_max_len']:<4}"
+        )
+    drops = stats["drop_counts"]
+    lines += [
+        f"train pairs dropped: {stats['train_dropped']:,} ({drops.get('empty', 0):,} empty, "
+        f"{drops.get('too_long', 0):,} over data.max_len)",
+        f"vocabulary: {'joint' if stats['joint_vocab'] else 'separate'}, "
+        f"src {stats['src_vocab_size']:,}, tgt {stats['tgt_vocab_size']:,}",
+        f"padding efficiency: {stats['padding_efficiency']:.3f} "
+        f"({stats['train_batches']:,} train batches of <= {stats['batch_tokens']:,} tokens)",
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main() -> None:
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in sys.argv[1:]}
+    sys.argv += [f"{key}={value}" for key, value in _NO_RUN_DIR.items() if key not in given]
+    register_configs()
+    prepare()
+
+
+if __name__ == "__main__":
+    main()
