@@ -14,7 +14,14 @@ from typing import Any
 
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
 from seq2seq.config import CorpusKind, DataConfig, SplitFiles
-from seq2seq.corpus import Pairs, drop_empty, fetch_multi30k, read_aligned, read_tsv
+from seq2seq.corpus import (
+    Pairs,
+    drop_empty,
+    fetch_multi30k,
+    multi30k_filename,
+    read_aligned,
+    read_tsv,
+)
 from seq2seq.errors import DataError
 from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
 
@@ -142,6 +149,9 @@ def _read_splits(cfg: DataConfig, root: Path) -> tuple[Pairs, Pairs, Pairs, tupl
     """The train, valid and test pairs of the configured corpus, and the three split names."""
     if cfg.corpus is CorpusKind.multi30k:
         names = (cfg.train_split, cfg.valid_split, cfg.test_split)
+        for split in names:  # fail on a split that does not exist before fetching anything
+            multi30k_filename(split, cfg.src_lang)
+            multi30k_filename(split, cfg.tgt_lang)
         source = Path(cfg.source).expanduser().resolve() if cfg.source else None
         if source is not None and not source.is_dir():
             raise DataError(

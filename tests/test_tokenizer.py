@@ -1,0 +1,135 @@
+"""sentencepiece tokenizers: fixed ids, round trips, joint/separate vocabularies, the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import unicodedata
+
+import pytest
+
+from seq2seq import tokenizer as tokenizer_module
+from seq2seq.config import SubwordModel, TokenizerConfig
+from seq2seq.corpus import read_aligned
+from seq2seq.errors import DataError
+from seq2seq.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    Tokenizer,
+    load_or_train_tokenizer,
+)
+
+
+def normalized(text: str) -> str:
+    """What sentencepiece's default nmt_nfkc normalization makes of a sentence."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+@pytest.fixture(scope="module")
+def tiny_pairs(tiny_corpus_dir):
+    tiny = tiny_corpus_dir / "tiny"
+    return read_aligned(tiny / "train.de", tiny / "train.en")
+
+
+def with_tokenizer(cfg, **changes):
+    return dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **changes))
+
+
+def test_multi30k_round_trip_keeps_umlauts(multi30k_prepared):
+    tok, valid, test = multi30k_prepared.tokenizer, multi30k_prepared.valid, multi30k_prepared.test
+    umlauts = [s for s in valid.src if any(c in s for c in "äöüßÄÖÜ")]
+    assert len(umlauts) > 300
+    ids = tok.encode_src(umlauts)
+    assert all(UNK_ID not in sentence for sentence in ids)
+    # nmt_nfkc normalization keeps umlauts and ß; it only maps odd spaces (one NBSP in val)
+    assert tok.decode_src(ids) == [normalized(s) for s in umlauts]
+    assert sum(normalized(s) != s for s in umlauts) == 1
+    for split in (valid, test):
+        assert tok.decode_src(split.src_ids) == [normalized(s) for s in split.src]
+        assert tok.decode_tgt(split.tgt_ids) == [normalized(s) for s in split.ref]
+
+
+def test_special_ids_are_fixed_and_never_produced_by_encoding(multi30k_prepared):
+    tok = multi30k_prepared.tokenizer
+    assert tok.joint and tok.src_vocab_size == tok.tgt_vocab_size == 8000
+    assert tok.src_pieces([PAD_ID, UNK_ID, BOS_ID, EOS_ID]) == ["<pad>", "<unk>", "<s>", "</s>"]
+    produced = {i for sentence in multi30k_prepared.valid.src_ids for i in sentence}
+    assert not produced & {PAD_ID, BOS_ID, EOS_ID}
+
+
+def test_decode_ignores_pad_bos_eos(multi30k_prepared):
+    tok = multi30k_prepared.tokenizer
+    [ids] = tok.encode_tgt(["A man in a blue shirt."])
+    assert tok.decode_tgt([[BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]]) == ["A man in a blue shirt."]
+    assert "".join(tok.tgt_pieces(ids)).replace("\u2581", " ").strip() == "A man in a blue shirt."
+
+
+def test_bytes_round_trip(tiny_data_config, tiny_pairs, tmp_path):
+    tok = load_or_train_tokenizer(tiny_data_config, tiny_pairs, tmp_path)
+    models = tok.to_bytes()
+    assert models["src"] == models["tgt"]
+    again = Tokenizer.from_bytes(models)
+    lines = [s for s, _ in tiny_pairs[:20]]
+    assert again.joint and again.encode_src(lines) == tok.encode_src(lines)
+
+
+def test_separate_vocabularies(tiny_data_config, tiny_pairs, tmp_path):
+    cfg = with_tokenizer(tiny_data_config, joint=False, vocab_size=60,
+                         model_type=SubwordModel.bpe)
+    tok = load_or_train_tokenizer(cfg, tiny_pairs, tmp_path)
+    assert not tok.joint
+    assert tok.src_vocab_size == tok.tgt_vocab_size == 60
+    assert tok.to_bytes()["src"] != tok.to_bytes()["tgt"]
+    assert tok.decode_tgt(tok.encode_tgt(["A red dog sleeps."])) == ["A red dog sleeps."]
+    assert tok.decode_src(tok.encode_src(["Ein müder Hund schläft."])) == [
+        "Ein müder Hund schläft."
+    ]
+    model_dir = next(tmp_path.iterdir())
+    assert model_dir.name.startswith("spm-separate-bpe-60-")
+    assert sorted(p.name for p in model_dir.iterdir()) == ["src.model", "tgt.model"]
+
+
+def test_second_call_reuses_the_cache(tiny_data_config, tiny_pairs, tmp_path, monkeypatch):
+    first = load_or_train_tokenizer(tiny_data_config, tiny_pairs, tmp_path)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of reusing the cache")
+
+    monkeypatch.setattr(tokenizer_module.spm.SentencePieceTrainer, "train", no_training)
+    again = load_or_train_tokenizer(tiny_data_config, tiny_pairs, tmp_path)
+    assert again.to_bytes() == first.to_bytes()
+    # no temp files are left beside the cached model
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["joint.model"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"vocab_size": 100}, {"model_type": SubwordModel.bpe}, {"character_coverage": 0.9999},
+     {"joint": False, "vocab_size": 60}],
+)
+def test_cache_is_keyed_by_settings(tiny_data_config, tiny_pairs, tmp_path, change):
+    load_or_train_tokenizer(tiny_data_config, tiny_pairs, tmp_path)
+    load_or_train_tokenizer(with_tokenizer(tiny_data_config, **change), tiny_pairs, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_cache_is_keyed_by_training_data(tiny_data_config, tiny_pairs, tmp_path):
+    load_or_train_tokenizer(tiny_data_config, tiny_pairs, tmp_path)
+    load_or_train_tokenizer(tiny_data_config, tiny_pairs[:300], tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_vocab_too_large_for_the_corpus_says_what_fits(tiny_data_config, tiny_pairs, tmp_path):
+    cfg = dataclasses.replace(tiny_data_config, tokenizer=TokenizerConfig(vocab_size=8000))
+    with pytest.raises(DataError) as error:
+        load_or_train_tokenizer(cfg, tiny_pairs, tmp_path)
+    message = str(error.value)
+    assert "data.tokenizer.vocab_size=8000 is too large" in message
+    assert "set data.tokenizer.vocab_size=156 or less" in message
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_corrupt_model_bytes_are_a_data_error():
+    with pytest.raises(DataError, match="sentencepiece model is corrupt"):
+        Tokenizer(b"not a model", b"not a model")
