@@ -1,4 +1,4 @@
-"""`python scripts/prepare_data.py [overrides]`: fetch and verify a corpus, train its subword models.
+"""`python scripts/prepare_data.py [overrides]`: fetch and verify a corpus, train subword models.
 
 Takes the same config as training, so `data=...` and `data.*` overrides mean the same thing, and a
 later training run reuses what this prepared. Prints corpus statistics. Errors in the config or
