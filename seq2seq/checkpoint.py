@@ -75,7 +75,8 @@ def load_checkpoint(path: str | Path, name: str = "best.pt") -> dict[str, Any]:
             f"{path} is not a readable checkpoint (truncated or not a torch file): {first_line}"
         ) from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
-        raise CheckpointError(f"{path} is not a seq2seq checkpoint (missing model/config/tokenizer)")
+        raise CheckpointError(
+            f"{path} is not a seq2seq checkpoint (missing model/config/tokenizer)")
     version = payload["format_version"]
     if version != FORMAT_VERSION:
         raise CheckpointError(

@@ -68,7 +68,7 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class TokenizerConfig:
-    """sentencepiece settings; models are trained on the training split and cached under data.root."""
+    """sentencepiece settings; trained on the training split, cached under data.root."""
 
     joint: bool = True  # one vocabulary for both languages (needed to tie src/tgt embeddings)
     vocab_size: int = 8000
@@ -157,7 +157,7 @@ class ModelConfig:
 @dataclass
 class AttentionConfig:
     type: AttentionType = AttentionType.additive
-    attention_size: int | None = None  # additive: hidden size of the scorer (default: model.hidden_size)
+    attention_size: int | None = None  # additive scorer size (default: model.hidden_size)
     scaled: bool = True  # dot: divide scores by sqrt(d)
     num_heads: int = 1  # multihead
     head_dim: int | None = None  # multihead: key/query size per head (default hidden/heads)

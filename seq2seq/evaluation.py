@@ -113,7 +113,7 @@ def translate_ids(
                                 length_penalty=settings.length_penalty,
                                 max_len_ratio=settings.max_len_ratio,
                                 max_len_offset=settings.max_len_offset, nbest=settings.nbest)
-        for index, hypotheses in zip(batch_indices, found):
+        for index, hypotheses in zip(batch_indices, found, strict=True):
             results[index] = hypotheses
     return results
 

@@ -125,7 +125,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[cfg.schedule])
 
 
-def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor,
+                  label_smoothing: float) -> torch.Tensor:
     """Summed label-smoothed cross-entropy over real target tokens (pad excluded)."""
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt_out.reshape(-1),
                            ignore_index=PAD_ID, label_smoothing=label_smoothing, reduction="sum")
@@ -208,7 +209,8 @@ class Trainer:
             if key not in ("source", "root") and current[section].get(key) != value
         ]
         if saved["seed"] != current["seed"]:
-            mismatches.append(f"seed is {current['seed']} here but {saved['seed']} in the checkpoint")
+            mismatches.append(
+                f"seed is {current['seed']} here but {saved['seed']} in the checkpoint")
         if mismatches:
             raise CheckpointError(
                 f"cannot resume from {path}: " + "; ".join(mismatches)
@@ -229,7 +231,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train until a stop condition, then test the best checkpoint; returns results.json."""
-        cfg, state = self.cfg.train, self.state
+        state = self.state
         counts = self.model.parameter_counts()
         log.info("model parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         log.info("device %s, %d training batches per epoch", self.device, len(self.sampler))
@@ -410,7 +412,8 @@ class Trainer:
             hyp = found[index]
             src_tokens = self.tokenizer.src_pieces(valid.src_ids[index])
             src_tokens = (src_tokens[: self.cfg.data.max_len] + ["</s>"])
-            tgt_tokens = (self.tokenizer.tgt_pieces(hyp.tokens) + ["</s>"])[: hyp.attention.shape[1]]
+            tgt_tokens = self.tokenizer.tgt_pieces(hyp.tokens) + ["</s>"]
+            tgt_tokens = tgt_tokens[: hyp.attention.shape[1]]
             weights = hyp.attention[:, : len(tgt_tokens), : len(src_tokens)]
             figures = attention_figures(weights, src_tokens, tgt_tokens, f"val {index} step {step}")
             for head, figure in enumerate(figures):

@@ -59,7 +59,7 @@ def tiny_data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny_root")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_data_overrides(tiny_corpus_dir, tiny_data_root) -> list[str]:
     """Hydra overrides for the tiny de->en corpus through data=custom, with a 128-piece vocab.
 
@@ -83,7 +83,7 @@ def tiny_data_overrides(tiny_corpus_dir, tiny_data_root) -> list[str]:
     ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_data_config(tiny_corpus_dir, tiny_data_root) -> DataConfig:
     """The same as tiny_data_overrides, as a DataConfig."""
     tiny = tiny_corpus_dir / "tiny"

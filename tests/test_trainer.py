@@ -1,0 +1,171 @@
+"""The training loop on a tiny corpus: run dir, TensorBoard, exact resume, signals, NaN handling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.config import register_configs, to_object
+from seq2seq.data import prepare_data
+from seq2seq.errors import CheckpointError, TrainingError
+from seq2seq.trainer import Interrupted, Trainer
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TINY_TRAIN = [
+    "train=smoke", "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=400",
+    "train.max_steps=24", "train.eval_every=12", "train.log_every=4", "train.num_threads=1",
+    "train.beam_size=2", "data.max_eval_pairs=20",
+]
+
+
+def make_config(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_object(compose("config", overrides=overrides))
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tiny_data_overrides):
+    """A config and its prepared data, shared by the tests (sentencepiece trains once)."""
+    cfg = make_config(tiny_data_overrides + TINY_TRAIN)
+    return cfg, prepare_data(cfg.data, cfg.train.batch_tokens)
+
+
+def with_train(cfg, **changes):
+    from dataclasses import replace
+
+    return replace(cfg, train=replace(cfg.train, **changes))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    results = Trainer(cfg, tmp_path, data).fit()
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["test"]["signatures"]["bleu"].startswith("nrefs:1")
+    assert 0 <= saved["test"]["bleu"] <= 100 and saved["steps"] == 24
+    assert saved["parameters"]["total"] > 0 and saved["tokens_per_s"] > 0
+    assert results["valid"]["bleu"] == saved["valid"]["bleu"]
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    scalars, images = events.Tags()["scalars"], events.Tags()["images"]
+    for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s",
+                "val/loss", "val/perplexity", "val/bleu", "val/chrf"):
+        assert tag in scalars
+    assert any(tag.startswith("attention/sentence_0") for tag in images)
+    # the checkpoint is self-contained: config, tokenizer and weights
+    best = load_checkpoint(tmp_path)
+    assert best["config"]["model"]["hidden_size"] == 32 and best["tokenizer"]["src"]
+
+
+def test_training_is_deterministic_on_cpu(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    cfg = with_train(cfg, max_steps=12)
+    first = Trainer(cfg, tmp_path / "a", data).fit()
+    second = Trainer(cfg, tmp_path / "b", data).fit()
+    assert first["valid"]["bleu"] == second["valid"]["bleu"]
+    for name, tensor in weights(tmp_path / "a" / "checkpoints" / "last.pt").items():
+        assert torch.equal(tensor, weights(tmp_path / "b" / "checkpoints" / "last.pt")[name])
+
+
+def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp_path,
+                                                                 monkeypatch):
+    cfg, data = tiny_setup
+    full = Trainer(cfg, tmp_path / "full", data).fit()
+
+    interrupted = Trainer(cfg, tmp_path / "cut", data)
+    real_step = interrupted._train_step
+
+    def step_then_sigterm(batch):
+        loss = real_step(batch)
+        if interrupted.state.step == 7:  # mid-epoch, between two evaluations
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(interrupted, "_train_step", step_then_sigterm)
+    with pytest.raises(Interrupted) as stop:
+        interrupted.fit()
+    assert stop.value.signum == signal.SIGTERM
+    assert load_checkpoint(tmp_path / "cut", "last.pt")["state"]["step"] == 7
+
+    resumed_cfg = with_train(cfg, resume=str(tmp_path / "cut"))
+    resumed = Trainer(resumed_cfg, tmp_path / "resumed", data).fit()
+    assert resumed["steps"] == full["steps"]
+    assert resumed["valid"]["bleu"] == full["valid"]["bleu"]
+    full_weights = weights(tmp_path / "full" / "checkpoints" / "last.pt")
+    for name, tensor in weights(tmp_path / "resumed" / "checkpoints" / "last.pt").items():
+        torch.testing.assert_close(tensor, full_weights[name], rtol=0, atol=0)
+
+
+def test_resume_with_another_model_is_refused(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    Trainer(with_train(cfg, max_steps=2, eval_every=2), tmp_path / "run", data).fit()
+    other = make_config([f"data.root={cfg.data.root}"] + TINY_TRAIN[:1]
+                        + ["model.hidden_size=48", f"train.resume={tmp_path / 'run'}"])
+    from dataclasses import replace
+
+    other = replace(other, data=cfg.data)
+    with pytest.raises(CheckpointError, match="model.hidden_size"):
+        Trainer(other, tmp_path / "other", data)
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, monkeypatch,
+                                                         caplog):
+    cfg, data = tiny_setup
+    trainer = Trainer(with_train(cfg, max_steps=6, eval_every=3, max_nan_steps=3), tmp_path, data)
+    real_forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def forward_with_nans(*args, **kwargs):
+        logits, weights_ = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if trainer.model.training and calls["n"] in (2, 3):  # two bad batches, then recovery
+            logits = logits * float("nan")
+        return logits, weights_
+
+    monkeypatch.setattr(trainer.model, "forward", forward_with_nans)
+    with caplog.at_level(logging.WARNING):
+        trainer.fit()
+    assert sum("non-finite" in r.message for r in caplog.records) == 2
+    assert trainer.state.step == 6  # skipped batches are not counted as steps
+    saved = weights(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(t).all() for t in saved.values())
+
+    always_nan = Trainer(with_train(cfg, max_nan_steps=3), tmp_path / "diverged", data)
+    monkeypatch.setattr(always_nan.model, "forward",
+                        lambda *a, **k: (real_forward(*a, **k)[0] * float("nan"), None))
+    with pytest.raises(TrainingError, match="3 consecutive non-finite"):
+        always_nan.fit()
+
+
+def test_a_nan_model_is_never_saved(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    trainer = Trainer(cfg, tmp_path, data)
+    trainer._save("last.pt")
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match="non-finite weights"):
+        trainer._save("last.pt")
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        Trainer(with_train(cfg, resume=str(tmp_path)), tmp_path / "new", data)
