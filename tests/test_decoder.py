@@ -1,0 +1,156 @@
+"""The decoder in every style and with every scorer: teacher forcing equals stepping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.attention import build_attention
+from seq2seq.config import AttentionConfig, AttentionType, DecoderStyle
+from seq2seq.decoder import Decoder, DecoderState, Memory
+from seq2seq.encoder import EncoderOutput
+from seq2seq.tokenizer import PAD_ID
+
+VOCAB, E, H, DE = 23, 6, 8, 10  # DE: encoder state size
+B, S, T = 3, 5, 6
+LENGTHS = torch.tensor([5, 2, 4])
+# (decoder style, input feeding)
+STYLES = [(DecoderStyle.luong, False), (DecoderStyle.luong, True), (DecoderStyle.bahdanau, False)]
+VARIANTS = [(kind, style, feeding) for kind in AttentionType for style, feeding in STYLES]
+IDS = [f"{k.value}-{s.value}{'-feeding' if f else ''}" for k, s, f in VARIANTS]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_decoder(kind, style, feeding, layers: int = 2, tie: bool = True) -> Decoder:
+    torch.manual_seed(0)
+    attention = build_attention(AttentionConfig(type=kind, num_heads=2), H, DE)
+    decoder = Decoder(VOCAB, E, H, layers, attention, style=style, input_feeding=feeding,
+                      embedding_dropout=0.3, output_dropout=0.3, rnn_dropout=0.1,
+                      tie_embeddings=tie)
+    return decoder.double().eval()
+
+
+def make_encoded(seed: int = 1) -> EncoderOutput:
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.arange(S)[None, :] < LENGTHS[:, None]
+    states = torch.randn(B, S, DE, generator=generator, dtype=torch.double) * mask[:, :, None]
+    hidden = torch.randn(2, B, H, generator=generator, dtype=torch.double).tanh()
+    return EncoderOutput(states=states, hidden=hidden, mask=mask)
+
+
+def make_target(seed: int = 3) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(4, VOCAB, (B, T), generator=generator)
+
+
+@pytest.fixture(params=VARIANTS, ids=IDS)
+def variant(request):
+    return request.param
+
+
+def heads_of(kind: AttentionType) -> int:
+    return 2 if kind is AttentionType.multihead else 1
+
+
+def test_forward_shapes_and_weights(variant):
+    decoder = make_decoder(*variant)
+    memory, state = decoder.init(make_encoded())
+    logits, weights = decoder(make_target(), memory, state, need_weights=True)
+    assert logits.shape == (B, T, VOCAB)
+    assert weights.shape == (B, heads_of(variant[0]), T, S)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1], dtype=torch.double))
+    assert weights.masked_select(~memory.mask[:, None, None, :]).eq(0).all()
+    logits_only, none = decoder(make_target(), memory, state)
+    assert none is None
+    torch.testing.assert_close(logits_only, logits)
+
+
+def test_teacher_forcing_equals_stepping(variant):
+    decoder = make_decoder(*variant)
+    memory, state = decoder.init(make_encoded())
+    tgt_in = make_target()
+    logits, weights = decoder(tgt_in, memory, state, need_weights=True)
+    step_logits, step_weights = [], []
+    for t in range(T):
+        step_out, state, step_w = decoder.step(tgt_in[:, t], state, memory)
+        step_logits.append(step_out)
+        step_weights.append(step_w)
+    torch.testing.assert_close(torch.stack(step_logits, 1), logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack(step_weights, 2), weights, atol=1e-5, rtol=0)
+
+
+def test_selecting_rows_commutes_with_stepping(variant):
+    decoder = make_decoder(*variant)
+    memory, state = decoder.init(make_encoded())
+    prev = make_target()[:, 0]
+    logits, next_state, weights = decoder.step(prev, state, memory)
+    index = torch.tensor([2, 2, 0, 1])  # beams: duplicate and reorder
+    sel_logits, sel_state, sel_weights = decoder.step(
+        prev[index], state.select(index), memory.select(index)
+    )
+    torch.testing.assert_close(sel_logits, logits[index])
+    torch.testing.assert_close(sel_weights, weights[index])
+    torch.testing.assert_close(sel_state.hidden, next_state.select(index).hidden)
+    if next_state.feed is not None:
+        torch.testing.assert_close(sel_state.feed, next_state.select(index).feed)
+
+
+def test_memory_select_keeps_shared_values_shared():
+    decoder = make_decoder(AttentionType.dot, DecoderStyle.luong, False)
+    memory, _ = decoder.init(make_encoded())
+    selected = memory.select(torch.tensor([1, 0]))
+    assert isinstance(selected, Memory) and selected.values is selected.states
+    assert selected.mask.tolist() == memory.mask[[1, 0]].tolist()
+
+
+def test_target_padding_does_not_change_earlier_logits(variant):
+    decoder = make_decoder(*variant)
+    memory, state = decoder.init(make_encoded())
+    tgt_in = make_target()
+    logits, _ = decoder(tgt_in, memory, state)
+    padded = torch.cat([tgt_in, torch.full((B, 3), PAD_ID)], dim=1)
+    logits_padded, _ = decoder(padded, memory, state)
+    torch.testing.assert_close(logits_padded[:, :T], logits)
+
+
+def test_initial_state():
+    decoder = make_decoder(AttentionType.additive, DecoderStyle.luong, True)
+    encoded = make_encoded()
+    memory, state = decoder.init(encoded)
+    assert isinstance(state, DecoderState) and state.hidden is encoded.hidden
+    assert state.feed.shape == (B, E) and state.feed.eq(0).all()
+    assert memory.keys.shape == (B, S, H)  # additive keys projected once, to the scorer size
+    _, bahdanau_state = make_decoder(AttentionType.additive, DecoderStyle.bahdanau, False).init(
+        encoded)
+    assert bahdanau_state.feed is None
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_tied_output_weights_are_the_target_embedding(tie):
+    decoder = make_decoder(AttentionType.general, DecoderStyle.luong, False, tie=tie)
+    assert (decoder.output_layer.weight is decoder.embedding.weight) == tie
+    assert decoder.attentional_size == (E if tie else H)
+    assert decoder.output_layer.weight.shape == (VOCAB, decoder.attentional_size)
+
+
+def test_input_feeding_is_a_luong_option():
+    attention = build_attention(AttentionConfig(), H, DE)
+    with pytest.raises(ValueError, match="luong"):
+        Decoder(VOCAB, E, H, 1, attention, style=DecoderStyle.bahdanau, input_feeding=True)
+
+
+def test_every_parameter_learns(variant):
+    decoder = make_decoder(*variant).train()
+    memory, state = decoder.init(make_encoded())
+    logits, _ = decoder(make_target(), memory, state)
+    logits.logsumexp(-1).sum().backward()
+    for name, parameter in decoder.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

@@ -1,0 +1,122 @@
+"""The whole model built from configs: batch independence, parameter accounting, mixed precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.config import AttentionConfig, AttentionType, ConfigError, DecoderStyle, ModelConfig
+from seq2seq.model import Seq2Seq, build_model
+from seq2seq.tokenizer import BOS_ID, PAD_ID
+
+SRC_VOCAB, TGT_VOCAB = 29, 31
+STYLES = [(DecoderStyle.luong, False), (DecoderStyle.luong, True), (DecoderStyle.bahdanau, False)]
+VARIANTS = [(kind, style, feeding) for kind in AttentionType for style, feeding in STYLES]
+IDS = [f"{k.value}-{s.value}{'-feeding' if f else ''}" for k, s, f in VARIANTS]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(kind=AttentionType.additive, style=DecoderStyle.luong, feeding=False,
+               **overrides) -> Seq2Seq:
+    torch.manual_seed(0)
+    settings = dict(embedding_size=12, hidden_size=8, encoder_layers=2, decoder_layers=2,
+                    rnn_dropout=0.1, decoder_style=style, input_feeding=feeding)
+    settings.update(overrides)
+    heads = 2 if kind is AttentionType.multihead else 1
+    return build_model(ModelConfig(**settings), AttentionConfig(type=kind, num_heads=heads),
+                       SRC_VOCAB, TGT_VOCAB)
+
+
+def make_batch() -> tuple[torch.Tensor, ...]:
+    """A short sentence pair next to a longer unrelated one; both sides padded."""
+    generator = torch.Generator().manual_seed(5)
+    src_lengths = torch.tensor([4, 9])
+    tgt_lengths = torch.tensor([3, 8])
+    src = torch.randint(4, SRC_VOCAB, (2, 9), generator=generator)
+    src[torch.arange(9)[None, :] >= src_lengths[:, None]] = PAD_ID
+    tgt_in = torch.randint(4, TGT_VOCAB, (2, 8), generator=generator)
+    tgt_in[:, 0] = BOS_ID
+    tgt_in[torch.arange(8)[None, :] >= tgt_lengths[:, None]] = PAD_ID
+    return src, src_lengths, tgt_in, tgt_lengths
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("self_attention", [False, True], ids=["gru", "self-attention"])
+def test_a_sentence_translates_the_same_alone_and_beside_a_longer_one(variant, self_attention):
+    model = make_model(*variant, encoder_self_attention=self_attention,
+                       self_attention_heads=2).double().eval()
+    src, src_lengths, tgt_in, tgt_lengths = make_batch()
+    logits, weights = model(src, src_lengths, tgt_in, need_weights=True)
+    n, m = int(src_lengths[0]), int(tgt_lengths[0])
+    alone, alone_weights = model(src[:1, :n], src_lengths[:1], tgt_in[:1, :m], need_weights=True)
+    torch.testing.assert_close(logits[0, :m], alone[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(weights[0, :, :m, :n], alone_weights[0], atol=1e-5, rtol=0)
+    assert weights[0, :, :, n:].eq(0).all()
+
+
+def test_start_then_step_is_the_search_interface():
+    model = make_model().eval()
+    src, src_lengths, tgt_in, _ = make_batch()
+    memory, state = model.start(src, src_lengths)
+    logits, state, weights = model.decoder.step(tgt_in[:, 0], state, memory)
+    assert logits.shape == (2, TGT_VOCAB) and weights.shape == (2, 1, 9)
+    expected, _ = model(src, src_lengths, tgt_in[:, :1])
+    torch.testing.assert_close(logits, expected[:, 0])
+
+
+def closed_form_counts(E: int, H: int, V_src: int, V_tgt: int, tie: bool) -> dict[str, int]:
+    """One layer each side, additive attention of size H, luong decoder."""
+    gru = lambda n_in: 3 * H * (n_in + H) + 6 * H  # noqa: E731 (weights and both biases)
+    P = E if tie else H
+    return {
+        "embeddings": V_src * E + V_tgt * E,
+        "encoder": 2 * gru(E) + (2 * H * H + H),  # both directions, bridge 2H -> H
+        "attention": H * H + 2 * H * H + H,  # W_q, W_k (2H -> H), v
+        "decoder": gru(E) + (3 * H) * P,  # GRU, combine [h; c] -> P without bias
+        "output": V_tgt if tie else P * V_tgt + V_tgt,
+    }
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_parameter_counts_match_the_closed_form(tie):
+    E, H = 12, 8
+    model = build_model(ModelConfig(embedding_size=E, hidden_size=H, tie_embeddings=tie),
+                        AttentionConfig(), SRC_VOCAB, TGT_VOCAB)
+    counts = model.parameter_counts()
+    expected = closed_form_counts(E, H, SRC_VOCAB, TGT_VOCAB, tie)
+    expected["total"] = sum(expected.values())
+    assert counts == expected
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_parts_add_up_to_the_total(variant):
+    counts = make_model(*variant, encoder_self_attention=True,
+                        self_attention_heads=4).parameter_counts()
+    assert sum(v for k, v in counts.items() if k != "total") == counts["total"]
+    assert all(v > 0 for v in counts.values())
+
+
+def test_self_attention_heads_must_divide_the_encoder_states():
+    with pytest.raises(ConfigError, match="self_attention_heads=3"):
+        make_model(encoder_self_attention=True, self_attention_heads=3)
+
+
+@pytest.mark.parametrize("kind", list(AttentionType), ids=lambda k: k.value)
+def test_bfloat16_autocast_trains(kind):
+    model = make_model(kind)
+    src, src_lengths, tgt_in, _ = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, weights = model(src, src_lengths, tgt_in, need_weights=True)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    assert weights[:, :, :, 4:][0].eq(0).all()
+    logits.float().logsumexp(-1).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
