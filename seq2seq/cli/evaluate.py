@@ -1,0 +1,143 @@
+"""`python scripts/evaluate.py --checkpoint RUN --split test_2016_flickr`: score a saved model.
+
+Prints cased BLEU and chrF with their sacreBLEU signatures, and lowercased BLEU labelled as such
+(only for comparison with older papers). The source is translated exactly as translate.py does
+with the same options (same batches, same output). `--split` reads a split of the corpus the
+checkpoint was trained on, as its config describes it; the checkpoint's own tokenizer encodes it,
+so nothing is retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from seq2seq.cli.translate import add_model_arguments, open_output, run_cli
+
+if TYPE_CHECKING:
+    from seq2seq.config import DataConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate",
+        description="Translate a test set with a trained checkpoint and score it with sacreBLEU "
+                    "(BLEU and chrF with their signatures, plus lowercased BLEU).")
+    add_model_arguments(parser)
+    data = parser.add_argument_group("test set (one of)")
+    data.add_argument("--split", metavar="NAME",
+                      help="a split of the checkpoint's corpus: a Multi30k split "
+                           "(val, test_2016_flickr, test_2017_flickr, ...) or, for a custom "
+                           "corpus, train, valid or test")
+    data.add_argument("--src", type=Path, metavar="FILE", help="source sentences, one per line")
+    data.add_argument("--ref", type=Path, metavar="FILE", help="references, line-aligned")
+    data.add_argument("--data-source", metavar="DIR",
+                      help="where the corpus files are now, if not where the checkpoint's config "
+                           "says (Multi30k: the .gz files; custom: the split files by name)")
+    data.add_argument("--data-root", metavar="DIR",
+                      help="data root to fetch Multi30k into (default: the config's data.root)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write the hypotheses here")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="write a JSON report (scores, signatures, settings) here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.split is None) == (args.src is None and args.ref is None):
+        parser.error("give either --split NAME or --src FILE --ref FILE")
+    if args.split is None and (args.src is None or args.ref is None):
+        parser.error("--src and --ref go together")
+    run_cli(lambda: evaluate(args))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from seq2seq.corpus import read_lines
+    from seq2seq.data import read_split
+    from seq2seq.errors import DataError
+    from seq2seq.evaluation import score
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    if args.split is not None:
+        data_cfg = with_data_location(translator.config.data, args.data_source, args.data_root)
+        try:
+            pairs = read_split(data_cfg, args.split)
+        except DataError as error:
+            if "not found" not in str(error) and "not a directory" not in str(error):
+                raise
+            raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
+                            "--data-source DIR points at where its files are now)") from None
+        sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+        name = args.split
+    else:
+        sources, references = read_lines(args.src), read_lines(args.ref)
+        if len(sources) != len(references):
+            raise DataError(f"{args.src} has {len(sources)} lines but {args.ref} has "
+                            f"{len(references)}: they must be line-aligned")
+        name = str(args.src)
+    if not sources:
+        raise DataError(f"{name} is empty: nothing to evaluate")
+
+    settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio)
+    started = time.perf_counter()
+    hypotheses = translator.translate(sources, settings, args.batch_size)
+    seconds = time.perf_counter() - started
+    scores = score(hypotheses, references)
+
+    print(f"{name}: {len(sources):,} sentences, beam {settings.beam_size}, "
+          f"{seconds:.1f}s ({len(sources) / max(seconds, 1e-9):,.0f} sentences/s "
+          f"on {translator.device})")
+    print(f"BLEU  {scores.bleu:6.2f}  {scores.signatures['bleu']}")
+    print(f"chrF  {scores.chrf:6.2f}  {scores.signatures['chrf']}")
+    print(f"BLEU  {scores.bleu_lowercase:6.2f}  {scores.signatures['bleu_lowercase']}"
+          "  (lowercased, only to compare with older papers)")
+    if args.output:
+        with open_output(args.output) as write:
+            write(hypotheses)
+    if args.json:
+        report = {
+            "checkpoint": str(translator.checkpoint),
+            "test_set": name,
+            "sentences": len(sources),
+            "search": {"beam_size": settings.beam_size,
+                       "length_penalty": settings.length_penalty,
+                       "max_len_ratio": settings.max_len_ratio,
+                       "max_len_offset": settings.max_len_offset,
+                       "batch_size": args.batch_size},
+            "device": str(translator.device),
+            "seconds": seconds,
+            **scores.as_dict(),
+        }
+        with open_output(args.json) as write:
+            write([json.dumps(report, indent=2)])
+
+
+def with_data_location(cfg: DataConfig, source: str | None, root: str | None) -> DataConfig:
+    """The checkpoint's data config, pointed at where the corpus is on this machine."""
+    from seq2seq.config import CorpusKind
+
+    if root is not None:
+        cfg = replace(cfg, root=root)
+    if source is None:
+        return cfg
+    if cfg.corpus is CorpusKind.multi30k:
+        return replace(cfg, source=source)
+
+    def moved(files):
+        return replace(files, **{side: str(Path(source) / Path(path).name)
+                                 for side in ("src", "tgt", "tsv")
+                                 if (path := getattr(files, side)) is not None})
+
+    return replace(cfg, train_files=moved(cfg.train_files), valid_files=moved(cfg.valid_files),
+                   test_files=moved(cfg.test_files))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""A saved model, ready to translate: `Translator.from_checkpoint(path).translate(lines)`.
+
+A checkpoint is self-contained (weights, the resolved config, the sentencepiece models as bytes),
+so translating needs no other file. Every front end (the translate and evaluate commands, Python
+callers) relies on one promise kept here: N input lines give N results, in input order. An empty
+line gives an empty translation without running the model; a line longer than the model's
+`data.max_len` subwords is translated from its truncated source, with a warning; nothing is
+dropped.
+
+Lines are sorted by length and decoded in batches of `batch_size` sentences, so a batch wastes
+little on padding; the same lines and batch size always give the same batches, hence the same
+output, whichever command runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
+from seq2seq.config import Config, ConfigError, to_object
+from seq2seq.errors import CheckpointError, DataError, DeviceError
+from seq2seq.evaluation import SearchSettings, translate_ids
+from seq2seq.model import Seq2Seq, build_model
+from seq2seq.search import Hypothesis
+from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 128
+# `iter_search` sorts this many batches' worth of lines at a time: long inputs stream out in
+# chunks (and keep their attention weights in memory only that long) at little cost in padding.
+CHUNK_BATCHES = 64
+EOS_PIECE = "</s>"
+
+
+@dataclass
+class Translation:
+    """The translations of one input line, best first, with what is needed to show attention."""
+
+    source: str
+    src_pieces: list[str]  # the source subwords the model read (after truncation), without EOS
+    hypotheses: list[Hypothesis]  # best first; empty for an empty line
+    texts: list[str]  # the detokenized hypotheses
+    tgt_pieces: list[list[str]]  # the target subwords of each hypothesis, without EOS
+
+    @property
+    def text(self) -> str:
+        """The best translation ("" for an empty line)."""
+        return self.texts[0] if self.texts else ""
+
+    def attention_labels(self, rank: int = 0) -> tuple[list[str], list[str]]:
+        """Source and target labels of hypothesis `rank`'s attention rows and columns (with EOS)."""
+        return self.src_pieces + [EOS_PIECE], self.tgt_pieces[rank] + [EOS_PIECE]
+
+    def strongest_sources(self, rank: int = 0) -> list[tuple[str, str, float]]:
+        """For each target subword (and the final EOS): the source subword it attends to most.
+
+        Returns (target piece, source piece, weight) triples; with several heads the weights are
+        averaged over heads first.
+        """
+        weights = self.hypotheses[rank].attention.float().mean(dim=0)  # (T + 1, S)
+        strongest, where = weights.max(dim=1)  # (T + 1,), (T + 1,)
+        src, tgt = self.attention_labels(rank)
+        return [(tgt[t], src[int(where[t])], float(strongest[t])) for t in range(len(tgt))]
+
+    def plot_attention(self, path_stem: str | Path, title: str = "", rank: int = 0) -> list[Path]:
+        """Heatmap PNGs of hypothesis `rank`: `<stem>.png`, or `<stem>.head<k>.png` per head."""
+        from seq2seq.visualize import save_attention_pngs  # matplotlib only when plotting
+
+        src, tgt = self.attention_labels(rank)
+        return save_attention_pngs(self.hypotheses[rank].attention, src, tgt, path_stem, title)
+
+
+class Translator:
+    """A model in eval mode on its device, with the tokenizer and config it was trained with."""
+
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config,
+                 device: torch.device, checkpoint: Path | None = None) -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.checkpoint = checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto",
+                        name: str = "best.pt") -> Translator:
+        """Load a checkpoint file, or `checkpoints/<name>` of a run dir, onto `device`.
+
+        Raises CheckpointError (missing, not a checkpoint, refused pickle, other format version,
+        weights that do not fit the config) and DeviceError, each with a message for the user.
+        """
+        path = resolve_checkpoint(path, name)
+        payload = load_checkpoint(path)
+        try:
+            config = to_object(payload["config"])
+            tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
+            model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
+                                tokenizer.tgt_vocab_size)
+        except (ConfigError, DataError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{path} holds a config or tokenizer this seq2seq cannot use: "
+                                  f"{error}") from None
+        try:
+            model.load_state_dict(payload["model"])
+        except (RuntimeError, TypeError) as error:
+            first_line = str(error).splitlines()[0]
+            raise CheckpointError(f"{path}: the weights do not fit the model its config "
+                                  f"describes: {first_line}") from None
+        return cls(model, tokenizer, config, select_device(device), path)
+
+    def settings(self, beam_size: int = 5, length_penalty: float | None = None,
+                 max_len_ratio: float | None = None, nbest: int = 1) -> SearchSettings:
+        """Search settings; those left unset are the ones the model was trained and tested with.
+
+        Sources longer than the model's data.max_len are truncated to it: the model never saw
+        longer ones in training.
+        """
+        if beam_size < 1 or not 1 <= nbest <= beam_size:
+            raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, "
+                             f"got beam_size={beam_size}, nbest={nbest}")
+        train = self.config.train
+        return SearchSettings(
+            beam_size=beam_size,
+            length_penalty=train.length_penalty if length_penalty is None else length_penalty,
+            max_len_ratio=train.max_len_ratio if max_len_ratio is None else max_len_ratio,
+            max_len_offset=train.max_len_offset,
+            nbest=nbest,
+            max_src_len=self.config.data.max_len,
+        )
+
+    def translate(self, lines: Sequence[str], settings: SearchSettings | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> list[str]:
+        """The best translation of each line, in order ("" for an empty line)."""
+        return [found.text for found in self.iter_search(lines, settings, batch_size)]
+
+    def iter_search(self, lines: Sequence[str], settings: SearchSettings | None = None,
+                    batch_size: int = DEFAULT_BATCH_SIZE,
+                    first_line: int = 1) -> Iterator[Translation]:
+        """`search` over chunks of `batch_size * CHUNK_BATCHES` lines, yielded in input order."""
+        chunk = batch_size * CHUNK_BATCHES
+        for start in range(0, len(lines), chunk):
+            yield from self.search(lines[start:start + chunk], settings, batch_size,
+                                   first_line + start)
+
+    def search(self, lines: Sequence[str], settings: SearchSettings | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE, first_line: int = 1) -> list[Translation]:
+        """Translate `lines` (sorted by length into batches); one Translation per line, in order.
+
+        `first_line` is the number of `lines[0]` in the caller's input, for warnings.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        settings = settings or self.settings()
+        src_ids = self._truncated(self.tokenizer.encode_src(list(lines)), settings.max_src_len,
+                                  first_line)
+        found: list[list[Hypothesis]] = [[] for _ in lines]
+        todo = sorted((i for i, ids in enumerate(src_ids) if ids), key=lambda i: len(src_ids[i]))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            results = translate_ids(self.model, [src_ids[i] for i in batch], settings, self.device)
+            for index, hypotheses in zip(batch, results, strict=True):
+                found[index] = hypotheses
+
+        flat = [hyp.tokens for hypotheses in found for hyp in hypotheses]
+        texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
+        return [
+            Translation(
+                source=line,
+                src_pieces=self.tokenizer.src_pieces(ids),
+                hypotheses=hypotheses,
+                texts=[next(texts) for _ in hypotheses],
+                tgt_pieces=[self.tokenizer.tgt_pieces(hyp.tokens) for hyp in hypotheses],
+            )
+            for line, ids, hypotheses in zip(lines, src_ids, found, strict=True)
+        ]
+
+    def _truncated(self, src_ids: list[list[int]], max_len: int | None,
+                   first_line: int) -> list[list[int]]:
+        if max_len is None:
+            return src_ids
+        for offset, ids in enumerate(src_ids):
+            if len(ids) > max_len:
+                log.warning("line %d has %d subwords, more than the %d the model was trained "
+                            "with (data.max_len): translated from its first %d",
+                            first_line + offset, len(ids), max_len, max_len)
+        return [ids[:max_len] for ids in src_ids]
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` takes cuda, then mps, then cpu; a device that is not there is a DeviceError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device cuda requested but no CUDA device is available "
+                          "(use --device auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device mps requested but MPS is not available "
+                          "(use --device auto or cpu)")
+    if name not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {name!r}: choose from auto, cpu, cuda, mps")
+    return torch.device(name)
