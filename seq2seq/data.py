@@ -145,33 +145,54 @@ def _encode_split(name: str, pairs: Pairs, tokenizer: Tokenizer) -> EvalSplit:
     return EvalSplit(name, src, ref, tokenizer.encode_src(src), tokenizer.encode_tgt(ref))
 
 
+CUSTOM_SPLITS = ("train", "valid", "test")
+
+
+def read_split(cfg: DataConfig, split: str) -> Pairs:
+    """The raw sentence pairs of one split, without training or loading a tokenizer.
+
+    For evaluating a saved model, whose tokenizer comes from its checkpoint. Multi30k: any
+    published split name (fetched and verified as prepare_data does); custom corpora: train,
+    valid (or val) or test, from data.{split}_files. Nothing is filtered or sliced.
+    """
+    root = Path(cfg.root).expanduser().resolve()
+    if cfg.corpus is CorpusKind.multi30k:
+        return _read_multi30k(cfg, root, (split,))[0]
+    name = "valid" if split == "val" else split
+    if name not in CUSTOM_SPLITS:
+        raise DataError(f"a custom corpus has no split {split!r}; choose from "
+                        f"{', '.join(CUSTOM_SPLITS)}")
+    return _read_custom(f"data.{name}_files", getattr(cfg, f"{name}_files"))
+
+
+def _read_multi30k(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list[Pairs]:
+    for split in names:  # fail on a split that does not exist before fetching anything
+        multi30k_filename(split, cfg.src_lang)
+        multi30k_filename(split, cfg.tgt_lang)
+    source = Path(cfg.source).expanduser().resolve() if cfg.source else None
+    if source is not None and not source.is_dir():
+        raise DataError(
+            f"data.source={cfg.source!r} is not a directory: point it at a directory "
+            "holding the Multi30k {split}.{lang}.gz files, or leave it unset to download them"
+        )
+    raw_dir = root / "multi30k" / "raw"
+    splits = []
+    for split in names:
+        src = fetch_multi30k(split, cfg.src_lang, raw_dir, source)
+        tgt = fetch_multi30k(split, cfg.tgt_lang, raw_dir, source)
+        splits.append(read_aligned(src, tgt))
+    return splits
+
+
 def _read_splits(cfg: DataConfig, root: Path) -> tuple[Pairs, Pairs, Pairs, tuple[str, ...]]:
     """The train, valid and test pairs of the configured corpus, and the three split names."""
     if cfg.corpus is CorpusKind.multi30k:
         names = (cfg.train_split, cfg.valid_split, cfg.test_split)
-        for split in names:  # fail on a split that does not exist before fetching anything
-            multi30k_filename(split, cfg.src_lang)
-            multi30k_filename(split, cfg.tgt_lang)
-        source = Path(cfg.source).expanduser().resolve() if cfg.source else None
-        if source is not None and not source.is_dir():
-            raise DataError(
-                f"data.source={cfg.source!r} is not a directory: point it at a directory "
-                "holding the Multi30k {split}.{lang}.gz files, or leave it unset to download them"
-            )
-        raw_dir = root / "multi30k" / "raw"
-        splits = []
-        for split in names:
-            src = fetch_multi30k(split, cfg.src_lang, raw_dir, source)
-            tgt = fetch_multi30k(split, cfg.tgt_lang, raw_dir, source)
-            splits.append(read_aligned(src, tgt))
+        splits = _read_multi30k(cfg, root, names)
         return splits[0], splits[1], splits[2], names
 
-    names = ("train", "valid", "test")
-    splits = [
-        _read_custom(f"data.{name}_files", files)
-        for name, files in zip(names, (cfg.train_files, cfg.valid_files, cfg.test_files),
-                               strict=True)
-    ]
+    names = CUSTOM_SPLITS
+    splits = [_read_custom(f"data.{name}_files", getattr(cfg, f"{name}_files")) for name in names]
     return splits[0], splits[1], splits[2], names
 
 

@@ -15,3 +15,11 @@ class CheckpointError(Seq2SeqError):
 
 class TrainingError(Seq2SeqError):
     """Training cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+class DeviceError(Seq2SeqError):
+    """The requested device (cuda, mps) is not available on this machine."""
+
+
+class ReportError(Seq2SeqError):
+    """A sweep dir to report on is missing, empty or holds no finished run."""
