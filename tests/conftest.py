@@ -98,3 +98,29 @@ def tiny_data_config(tiny_corpus_dir, tiny_data_root) -> DataConfig:
         test_files=SplitFiles(tsv=str(tiny / "test.tsv")),
         tokenizer=TokenizerConfig(vocab_size=128),
     )
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tiny_data_overrides, tmp_path_factory) -> Path:
+    """The run dir of a tiny model (hidden 32) trained for 30 steps on the tiny corpus.
+
+    Its `checkpoints/best.pt` is what the translate and evaluate commands load; it takes a few
+    seconds to train, once per session.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from seq2seq.config import register_configs, to_object
+    from seq2seq.trainer import Trainer
+
+    register_configs()
+    overrides = tiny_data_overrides + [
+        "train=smoke", "model.embedding_size=32", "model.hidden_size=32",
+        "train.batch_tokens=400", "train.max_steps=30", "train.eval_every=30",
+        "train.num_threads=1", "train.beam_size=1", "data.max_eval_pairs=10",
+        "train.num_plot_sentences=0",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = to_object(compose("config", overrides=overrides))
+    run_dir = tmp_path_factory.mktemp("trained_run")
+    Trainer(cfg, run_dir).fit()
+    return run_dir
