@@ -1,0 +1,363 @@
+"""Compare the runs of a sweep: one row per setting, mean ± std over seeds, a table and a chart.
+
+A *job* is a run dir: its `.hydra/overrides.yaml` says what it changed and its `results.json`
+(written by the trainer at the end) what it scored. Jobs whose overrides are equal once the seed
+and the path-only keys are dropped form one *setting*; the report aggregates each setting over its
+seeds, since reruns of one model drift by about a BLEU point and a single run proves little.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from seq2seq.errors import ReportError
+
+log = logging.getLogger(__name__)
+
+# Overrides that do not change what is trained: where the data or the outputs live, which
+# checkpoint a run resumed from. `seed` is what a setting is averaged over.
+IGNORED_KEYS = ("seed", "data.source", "data.root", "train.resume")
+IGNORED_PREFIXES = ("hydra.", "hydra/")
+
+# (column title, how to read it from results.json, higher is better, bold the best)
+METRICS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "test_bleu": ("test BLEU", ("test", "bleu"), True),
+    "test_chrf": ("test chrF", ("test", "chrf"), True),
+    "val_bleu": ("val BLEU", ("valid", "bleu"), True),
+    "val_chrf": ("val chrF", ("valid", "chrf"), True),
+    "params": ("params", ("parameters", "total"), False),
+    "tokens_per_s": ("tokens/s", ("tokens_per_s",), True),
+    "train_seconds": ("train time", ("train_seconds",), False),
+}
+SCORES = ("test_bleu", "test_chrf", "val_bleu", "val_chrf")
+BOLD = (*SCORES, "tokens_per_s")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run dir of a sweep; `results` is None when it has no readable results.json."""
+
+    path: Path
+    overrides: tuple[str, ...] | None  # as in .hydra/overrides.yaml; None for a run outside Hydra
+    setting: tuple[str, ...]  # the overrides that define what was trained (seed, paths dropped)
+    seed: int | None
+    results: dict[str, Any] | None
+    problem: str | None = None  # why results is None
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation over seeds (std is None with one seed)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, len(values))
+
+
+@dataclass
+class Setting:
+    """The jobs that differ only in their seed, and their aggregated results."""
+
+    setting: tuple[str, ...]
+    label: str
+    jobs: list[Job]
+    stats: dict[str, Stat] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [job.seed for job in self.jobs]
+
+
+@dataclass
+class Report:
+    root: Path
+    settings: list[Setting]
+    missing: list[Job]
+    common: tuple[str, ...]  # overrides shared by every finished run
+    notes: list[str]
+
+
+# ---- reading a sweep ------------------------------------------------------------------------
+
+
+def find_jobs(root: Path, ignore: Iterable[str] = ()) -> list[Job]:
+    """Every run dir under `root` (at any depth) with a results.json or .hydra/overrides.yaml.
+
+    A job without results.json (failed, killed or still running) or with an unreadable one is
+    returned with `results=None` and the reason in `problem`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory: pass the sweep dir of `train.py -m` "
+                          f"(hydra.sweep.dir, e.g. multirun/DATE/TIME)")
+    dirs = {p.parent for p in root.rglob("results.json")}
+    dirs |= {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+    if not dirs:
+        raise ReportError(f"no run found under {root}: no results.json and no "
+                          f".hydra/overrides.yaml (is it the sweep dir of `train.py -m`?)")
+    ignored = (*IGNORED_KEYS, *ignore)
+    return [read_job(path, root, ignored) for path in sorted(dirs, key=natural_key)]
+
+
+def read_job(path: Path, root: Path, ignored: Sequence[str] = IGNORED_KEYS) -> Job:
+    overrides = read_overrides(path)
+    parsed = OverridesParser.create().parse_overrides(list(overrides or ()))
+    setting = tuple(o.input_line for o in parsed if not is_ignored(o.key_or_group, ignored))
+    if overrides is None:  # not started by Hydra: nothing says what it shares with the others
+        setting = (f"run={path.relative_to(root)}",)
+    seed_values = [o.value() for o in parsed if o.key_or_group == "seed"]
+    seed = int(seed_values[-1]) if seed_values and str(seed_values[-1]).isdigit() else None
+    results, problem = read_results(path / "results.json")
+    if results is not None:
+        seed = results.get("seed", seed)
+    return Job(path, overrides, setting, seed, results, problem)
+
+
+def read_overrides(path: Path) -> tuple[str, ...] | None:
+    file = path / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return None
+    return tuple(str(o) for o in OmegaConf.to_container(OmegaConf.load(file)) or ())
+
+
+def read_results(file: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if not file.is_file():
+        error = last_error(file.parent / "train.log")
+        if error:
+            return None, f"failed: {error}"
+        return None, "no results.json (stopped or still running)"
+    try:
+        results = json.loads(file.read_text(encoding="utf-8"))
+        for _, keys, _ in METRICS.values():
+            metric_value(results, keys)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        return None, f"unreadable results.json ({type(error).__name__}: {error})"
+    return results, None
+
+
+def last_error(log_file: Path) -> str | None:
+    """The message of the last ERROR record in a Hydra job log (train.py logs why it stopped)."""
+    if not log_file.is_file():
+        return None
+    errors = [line.split("[ERROR] - ", 1)[1].strip()
+              for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+              if "[ERROR] - " in line]
+    return errors[-1] if errors else None
+
+
+def metric_value(results: dict[str, Any], keys: Sequence[str]) -> float:
+    value: Any = results
+    for key in keys:
+        value = value[key]
+    return float(value)
+
+
+def is_ignored(key: str, ignored: Sequence[str]) -> bool:
+    return key in ignored or key.startswith(IGNORED_PREFIXES)
+
+
+def natural_key(path: Path) -> list[Any]:
+    """`2_x` before `10_x`: Hydra numbers jobs without padding."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+# ---- aggregating --------------------------------------------------------------------------
+
+
+def build_report(root: Path, ignore: Iterable[str] = ()) -> Report:
+    """Group the jobs under `root` by setting and aggregate each over its seeds."""
+    jobs = find_jobs(root, ignore)
+    done = [job for job in jobs if job.results is not None]
+    if not done:
+        raise ReportError(f"none of the {len(jobs)} runs under {root} has finished: no "
+                          f"results.json yet (see {jobs[0].path / 'train.log'})")
+    # labels come from the finished runs: a stray unfinished one must not change them
+    common = common_overrides([job.setting for job in done])
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in done:
+        groups.setdefault(job.setting, []).append(job)
+    settings = [aggregate(key, label(key, common), members) for key, members in groups.items()]
+    missing = [job for job in jobs if job.results is None]
+    return Report(Path(root), settings, missing, common, consistency_notes(settings))
+
+
+def common_overrides(settings: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
+    shared = set.intersection(*(set(s) for s in settings)) if settings else set()
+    return tuple(o for o in settings[0] if o in shared) if settings else ()
+
+
+def label(setting: tuple[str, ...], common: tuple[str, ...]) -> str:
+    """What sets this setting apart from the others: its overrides minus the shared ones."""
+    own = [o for o in setting if o not in common]
+    if own:
+        return ", ".join(own)
+    return "(common overrides only)" if common else "(no overrides)"
+
+
+def aggregate(setting: tuple[str, ...], name: str, jobs: list[Job]) -> Setting:
+    stats = {key: Stat.of([metric_value(job.results, keys) for job in jobs])
+             for key, (_, keys, _) in METRICS.items()}
+    return Setting(setting, name, jobs, stats)
+
+
+def consistency_notes(settings: Sequence[Setting]) -> list[str]:
+    """Warnings about comparisons that would mislead: repeated seeds, different test sets."""
+    notes = []
+    for setting in settings:
+        seeds = [s for s in setting.seeds if s is not None]
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            notes.append(f"{setting.label}: seed {', '.join(map(str, repeated))} ran more than "
+                         f"once; each run counts in the mean")
+    for what in ("split", "beam_size"):
+        values = sorted({str(job.results["test"].get(what)) for s in settings for job in s.jobs})
+        if len(values) > 1:
+            notes.append(f"the runs differ in test {what} ({', '.join(values)}): their test "
+                         f"scores are not comparable")
+    return notes
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def format_stat(stat: Stat) -> str:
+    if stat.std is None:
+        return f"{stat.mean:.2f} (n=1)"
+    return f"{stat.mean:.2f} ± {stat.std:.2f}"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def best_settings(settings: Sequence[Setting], key: str) -> set[int]:
+    """Indices of the settings whose mean is the best at the shown precision (ties all win)."""
+    if len(settings) < 2:
+        return set()
+    higher_is_better = METRICS[key][2]
+    shown = [round(s.stats[key].mean, 2) for s in settings]
+    best = max(shown) if higher_is_better else min(shown)
+    return {i for i, value in enumerate(shown) if value == best}
+
+
+def markdown_table(settings: Sequence[Setting]) -> str:
+    columns = ["setting", *(METRICS[key][0] for key in METRICS), "seeds"]
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
+    bold = {key: best_settings(settings, key) for key in BOLD}
+    for index, setting in enumerate(settings):
+        stats = setting.stats
+        cells = {key: format_stat(stats[key]) for key in SCORES}
+        cells["params"] = f"{stats['params'].mean:,.0f}"
+        cells["tokens_per_s"] = f"{stats['tokens_per_s'].mean:,.0f}"
+        cells["train_seconds"] = format_duration(stats["train_seconds"].mean)
+        for key in BOLD:
+            if index in bold[key]:
+                cells[key] = f"**{cells[key]}**"
+        row = [f"`{setting.label}`", *(cells[key] for key in METRICS), str(len(setting.jobs))]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def describe_scores(settings: Sequence[Setting]) -> str:
+    first = settings[0].jobs[0].results
+    test, valid = first["test"], first["valid"]
+    return (f"test: {test.get('split', '?')}, beam {test.get('beam_size', '?')}, best "
+            f"checkpoint; val: {valid.get('split', '?')}, beam {valid.get('beam_size', '?')}, "
+            f"the best score during training (it chose the checkpoint, so it is optimistic).")
+
+
+def markdown_report(report: Report, chart: str | None = None) -> str:
+    settings, jobs = report.settings, sum(len(s.jobs) for s in report.settings)
+    lines = [f"# Ablation report: `{report.root}`", ""]
+    summary = f"{len(settings)} settings from {jobs} finished runs"
+    if report.missing:
+        summary += f" ({len(report.missing)} more without results, listed below)"
+    lines.append(summary + ".")
+    if report.common:
+        lines.append("Common to every run: " + ", ".join(f"`{o}`" for o in report.common) + ".")
+    lines += [
+        "",
+        "Scores are the mean ± sample standard deviation over seeds (sacreBLEU, detokenized, "
+        "cased); " + describe_scores(settings) + " Best in bold; train time excludes evaluation.",
+        "",
+        markdown_table(settings),
+        "",
+    ]
+    signatures = {job.results["test"].get("signatures", {}).get(name)
+                  for s in settings for job in s.jobs for name in ("bleu", "chrf")}
+    signatures.discard(None)
+    if signatures:
+        lines += ["sacreBLEU signatures: " + "; ".join(f"`{s}`" for s in sorted(signatures)), ""]
+    if report.notes:
+        lines += ["Warnings:", *(f"- {note}" for note in report.notes), ""]
+    if report.missing:
+        lines += ["## Runs without results", ""]
+        lines += [f"- `{job.path.relative_to(report.root)}`: {job.problem}"
+                  for job in report.missing]
+        lines.append("")
+    if chart:
+        lines += [f"![BLEU and chrF per setting]({chart})", ""]
+    return "\n".join(lines)
+
+
+def plot_report(settings: Sequence[Setting], path: Path) -> Path:
+    """Bars of test and val BLEU and chrF per setting, with the std over seeds as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: the chart goes to a file
+    from matplotlib.figure import Figure
+
+    labels = [textwrap.fill(s.label, 28) for s in settings]
+    width = 0.38
+    figure = Figure(figsize=(max(6.0, 1.3 * len(settings) + 3.0) * 2, 4.5))
+    for column, metric in enumerate(("bleu", "chrf")):
+        axes = figure.add_subplot(1, 2, column + 1)
+        for offset, split in ((-width / 2, "test"), (width / 2, "val")):
+            stats = [s.stats[f"{split}_{metric}"] for s in settings]
+            positions = [i + offset for i in range(len(settings))]
+            axes.bar(positions, [s.mean for s in stats], width,
+                     yerr=[s.std or 0.0 for s in stats], capsize=4, label=split)
+        axes.set_xticks(range(len(settings)), labels=labels, rotation=20, ha="right",
+                        fontsize=8)
+        axes.set_ylabel("BLEU" if metric == "bleu" else "chrF")
+        axes.set_title(f"{'BLEU' if metric == 'bleu' else 'chrF'} (mean ± std over seeds)",
+                       fontsize=10)
+        axes.grid(axis="y", alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def write_report(report: Report, output_dir: Path, plot: bool = True) -> dict[str, Path]:
+    """Write report.md (and report.png) into `output_dir`; returns the written paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    if plot:
+        written["chart"] = plot_report(report.settings, output_dir / "report.png")
+    markdown = markdown_report(report, chart="report.png" if plot else None)
+    written["markdown"] = output_dir / "report.md"
+    written["markdown"].write_text(markdown, encoding="utf-8")
+    return written

@@ -1,0 +1,194 @@
+"""seq2seq.report and scripts/report.py on synthetic sweep dirs (no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seq2seq.cli.report import main
+from seq2seq.errors import ReportError
+from seq2seq.report import build_report, find_jobs, markdown_report, markdown_table
+
+SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+
+
+def make_job(root: Path, name: str, overrides: list[str], test_bleu: float | None = None,
+             seed: int = 1, **fields) -> Path:
+    """A run dir as train.py -m leaves it; no results.json when test_bleu is None."""
+    job = root / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if test_bleu is not None:
+        results = {
+            "seed": seed,
+            "parameters": {"total": fields.get("params", 1000)},
+            "tokens_per_s": fields.get("tokens_per_s", 5000.0),
+            "train_seconds": fields.get("train_seconds", 60.0),
+            "valid": {"split": "val", "beam_size": 1, "bleu": fields.get("val_bleu", test_bleu),
+                      "chrf": 50.0},
+            "test": {"split": fields.get("test_split", "test_2016_flickr"), "beam_size": 5,
+                     "bleu": test_bleu, "chrf": fields.get("test_chrf", 55.0),
+                     "signatures": {"bleu": SIGNATURE}},
+        }
+        (job / "results.json").write_text(json.dumps(results))
+    return job
+
+
+def sweep(root: Path, bleus: dict[str, list[float]], extra: tuple[str, ...] = ()) -> Path:
+    """Jobs `<n>_attention=<a>,seed=<s>` with the given test BLEU per seed."""
+    number = 0
+    for attention, scores in bleus.items():
+        for seed, bleu in enumerate(scores, start=1):
+            make_job(root, f"{number}_attention={attention},seed={seed}",
+                     [f"attention={attention}", f"seed={seed}", "experiment=attention_ablation",
+                      *extra], bleu, seed=seed)
+            number += 1
+    return root
+
+
+def row(table: str, label: str) -> list[str]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| `{label}`"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_jobs_differing_only_in_seed_and_paths_form_one_setting(tmp_path):
+    make_job(tmp_path, "0", ["attention=dot", "seed=1", "data.source=/a", "data.root=/x"], 30.0)
+    make_job(tmp_path, "1", ["attention=dot", "seed=2", "data.source=/b", "data.root=/y"], 32.0,
+             seed=2)
+    make_job(tmp_path, "2", ["attention=dot", "seed=1", "train.lr=0.003"], 20.0)
+    report = build_report(tmp_path)
+    assert [(s.label, len(s.jobs)) for s in report.settings] == [
+        ("(common overrides only)", 2), ("train.lr=0.003", 1)]
+    assert report.common == ("attention=dot",)
+
+
+def test_mean_and_sample_std_over_seeds(tmp_path):
+    report = build_report(sweep(tmp_path, {"additive": [30.0, 32.0, 34.0], "dot": [25.0]}))
+    additive, dot = report.settings
+    assert additive.stats["test_bleu"].mean == pytest.approx(32.0)
+    assert additive.stats["test_bleu"].std == pytest.approx(2.0)  # n-1 in the denominator
+    assert additive.seeds == [1, 2, 3]
+    assert dot.stats["test_bleu"].std is None
+    table = markdown_table(report.settings)
+    assert row(table, "attention=additive")[1] == "**32.00 ± 2.00**"
+    assert row(table, "attention=dot")[1] == "25.00 (n=1)"  # one seed has no spread to show
+    assert row(table, "attention=dot")[-1] == "1"
+
+
+def test_best_mean_is_bold_and_ties_are_all_bold(tmp_path):
+    report = build_report(sweep(tmp_path, {"additive": [30.0], "dot": [31.0], "general": [31.0]}))
+    table = markdown_table(report.settings)
+    assert not row(table, "attention=additive")[1].startswith("**")
+    assert row(table, "attention=dot")[1] == "**31.00 (n=1)**"
+    assert row(table, "attention=general")[1] == "**31.00 (n=1)**"
+
+
+def test_a_single_setting_has_nothing_to_bold(tmp_path):
+    report = build_report(sweep(tmp_path, {"dot": [30.0, 31.0]}))
+    assert "**" not in markdown_table(report.settings)
+
+
+def test_settings_keep_the_sweep_order(tmp_path):
+    for number in range(12):
+        make_job(tmp_path, f"{number}_x", [f"train.lr={number}"], 10.0 + number)
+    labels = [s.label for s in build_report(tmp_path).settings]
+    assert labels == [f"train.lr={n}" for n in range(12)]  # 2 before 10
+
+
+def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
+    sweep(tmp_path, {"additive": [30.0, 31.0]})
+    failed = make_job(tmp_path, "2_attention=dot,seed=1", ["attention=dot", "seed=1"])
+    (failed / "train.log").write_text("[2026-01-01 10:00:00,000][seq2seq.trainer][INFO] - step 20\n"
+                                      "[2026-01-01 10:00:01,000][seq2seq.train][ERROR] - 5 "
+                                      "consecutive non-finite losses at step 21\n")
+    make_job(tmp_path, "4_attention=dot,seed=3", ["attention=dot", "seed=3"])
+    broken = make_job(tmp_path, "3_attention=dot,seed=2", ["attention=dot", "seed=2"], 30.0)
+    (broken / "results.json").write_text('{"seed": 2, "test": {')  # killed while writing
+    report = build_report(tmp_path)
+    assert [s.label for s in report.settings] == ["(common overrides only)"]
+    assert [(job.path.name, job.seed) for job in report.missing] == [
+        ("2_attention=dot,seed=1", 1), ("3_attention=dot,seed=2", 2), ("4_attention=dot,seed=3", 3)]
+    problems = [job.problem for job in report.missing]
+    assert problems[0] == "failed: 5 consecutive non-finite losses at step 21"  # from train.log
+    assert "unreadable" in problems[1]
+    assert problems[2].startswith("no results.json")
+    text = markdown_report(report)
+    assert "`2_attention=dot,seed=1`: failed: 5 consecutive" in text
+    assert "`3_attention=dot,seed=2`: unreadable results.json" in text
+
+
+def test_a_run_outside_hydra_is_its_own_setting(tmp_path):
+    sweep(tmp_path / "sweep", {"dot": [30.0]})
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "results.json").write_text((tmp_path / "sweep" / "0_attention=dot,seed=1" /
+                                        "results.json").read_text())
+    assert [s.label for s in build_report(tmp_path).settings] == [
+        "run=lone", "attention=dot, experiment=attention_ablation"]
+
+
+def test_ignore_merges_settings_that_differ_in_an_irrelevant_key(tmp_path):
+    make_job(tmp_path, "0", ["seed=1", "train.num_threads=1"], 30.0)
+    make_job(tmp_path, "1", ["seed=2", "train.num_threads=2"], 32.0, seed=2)
+    assert len(build_report(tmp_path).settings) == 2
+    merged = build_report(tmp_path, ignore=["train.num_threads"]).settings
+    assert [len(s.jobs) for s in merged] == [2]
+
+
+def test_repeated_seeds_and_different_test_sets_are_warned_about(tmp_path):
+    make_job(tmp_path, "0", ["attention=dot", "seed=1"], 30.0)
+    make_job(tmp_path, "1", ["attention=dot", "seed=1"], 31.0)
+    make_job(tmp_path, "2", ["attention=additive", "seed=1"], 31.0, test_split="test_2017_flickr")
+    notes = build_report(tmp_path).notes
+    assert any("seed 1 ran more than once" in note for note in notes)
+    assert any("test split" in note and "test_2017_flickr" in note for note in notes)
+
+
+@pytest.mark.parametrize("setup,words", [
+    (lambda root: None, ["no run found"]),
+    (lambda root: make_job(root, "0_x", ["seed=1"]), ["none of the 1 runs", "finished"]),
+])
+def test_nothing_to_report_is_a_clear_error(tmp_path, setup, words):
+    setup(tmp_path)
+    with pytest.raises(ReportError) as error:
+        build_report(tmp_path)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_cli_writes_report_md_and_png_and_prints_the_table(tmp_path, capsys):
+    sweep(tmp_path, {"additive": [30.0, 32.0], "dot": [29.0, 29.5]}, extra=("train=smoke",))
+    make_job(tmp_path, "4_attention=general,seed=1", ["attention=general", "seed=1"])
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| `attention=additive` | **31.00 ± 1.41** |" in out
+    assert "missing: " in out and "4_attention=general,seed=1" in out
+    report = (tmp_path / "report.md").read_text()
+    assert "Common to every run: `experiment=attention_ablation`, `train=smoke`." in report
+    assert SIGNATURE in report
+    assert "![BLEU and chrF per setting](report.png)" in report
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_output_dir_and_no_plot(tmp_path, capsys):
+    sweep(tmp_path / "sweep", {"dot": [30.0]})
+    main([str(tmp_path / "sweep"), "--output-dir", str(tmp_path / "out"), "--no-plot"])
+    assert (tmp_path / "out" / "report.md").is_file()
+    assert not (tmp_path / "out" / "report.png").exists()
+    assert not (tmp_path / "sweep" / "report.md").exists()
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
+
+
+def test_find_jobs_reads_seed_from_the_overrides_of_an_unfinished_run(tmp_path):
+    make_job(tmp_path, "0", ["attention=dot", "seed=7"])
+    (job,) = find_jobs(tmp_path)
+    assert job.results is None and job.seed == 7 and job.setting == ("attention=dot",)
