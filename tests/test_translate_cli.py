@@ -1,0 +1,173 @@
+"""scripts/translate.py as a user runs it: arguments, stdin (streamed), files, n-best, attention,
+and one-line errors for bad checkpoints and bad input."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.cli.translate import main
+from seq2seq.translator import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "translate.py"
+SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau singt."]
+
+
+def run_script(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], input=stdin, env=env,
+                          capture_output=True, timeout=300)
+
+
+def run_main(args: list[str], capsysbinary, monkeypatch, stdin: bytes = b"") -> tuple[str, str]:
+    """The same command in this process (faster): returns stdout and stderr."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    main(args)
+    out, err = capsysbinary.readouterr()
+    return out.decode("utf-8"), err.decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def translator(trained_checkpoint) -> Translator:
+    torch.set_num_threads(1)
+    return Translator.from_checkpoint(trained_checkpoint, device="cpu")
+
+
+def test_sentences_as_arguments_give_one_translation_per_line(trained_checkpoint, translator):
+    done = run_script(["--checkpoint", str(trained_checkpoint), "--beam", "2", *SENTENCES])
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode("utf-8").split("\n") == [
+        *translator.translate(SENTENCES, translator.settings(beam_size=2)), ""]
+
+
+def test_stdin_lines_give_as_many_output_lines_empty_for_empty(trained_checkpoint, translator):
+    done = run_script(["--checkpoint", str(trained_checkpoint)], stdin=b"a\n\nb\n")
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode("utf-8").split("\n")
+    assert len(lines) == 4 and lines[3] == ""  # three lines, each ended by a newline
+    assert lines[1] == "" and lines[:3] == translator.translate(["a", "", "b"])
+
+
+def test_stdin_is_streamed_a_translation_comes_back_before_the_input_ends(trained_checkpoint):
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint",
+                                str(trained_checkpoint)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        process.stdin.write(f"{SENTENCES[0]}\n".encode())
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 120)  # the model loads meanwhile
+        assert ready, "no translation within 120 s while stdin was still open"
+        first = process.stdout.readline()
+        assert first.endswith(b"\n") and process.poll() is None  # still waiting for input
+        process.stdin.write(f"{SENTENCES[1]}\n".encode())
+        process.stdin.close()
+        rest = process.stdout.read()
+        assert process.wait(timeout=120) == 0, process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.wait()
+    assert rest.count(b"\n") == 1
+
+
+def test_file_to_file_keeps_every_line_and_leaves_no_temp_file(trained_checkpoint, translator,
+                                                                tmp_path, capsysbinary,
+                                                                monkeypatch):
+    max_len = translator.config.data.max_len
+    lines = [SENTENCES[0], "", SENTENCES[1], " ".join(["Ein Hund läuft."] * max_len), "   "]
+    source = tmp_path / "in.de"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = tmp_path / "out" / "out.en"
+    out, err = run_main(["--checkpoint", str(trained_checkpoint), "--input", str(source),
+                         "--output", str(target)], capsysbinary, monkeypatch)
+    written = target.read_text(encoding="utf-8").split("\n")
+    assert written == [*translator.translate(lines), ""]
+    assert written[1] == "" and written[3] != "" and written[4] == ""
+    assert out == "" and "warning: line 4 has" in err
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.en"]
+
+
+def test_nbest_writes_k_tsv_rows_per_input_line(trained_checkpoint, capsysbinary, monkeypatch):
+    out, _ = run_main(["--checkpoint", str(trained_checkpoint), "--beam", "4", "--nbest", "3"],
+                      capsysbinary, monkeypatch, stdin=f"{SENTENCES[0]}\n\n{SENTENCES[1]}\n"
+                      .encode())
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert len(rows) == 9 and all(len(row) == 4 for row in rows)
+    assert [(int(i), int(rank)) for i, rank, _, _ in rows] == [
+        (i, rank) for i in range(3) for rank in (1, 2, 3)]
+    for i in (0, 2):
+        scores = [float(score) for index, _, score, _ in rows if int(index) == i]
+        assert scores == sorted(scores, reverse=True) and max(scores) < 0
+    assert [row[2:] for row in rows[3:6]] == [["0.0000", ""], ["-inf", ""], ["-inf", ""]]
+
+
+def test_plot_and_show_attention(trained_checkpoint, tmp_path, capsysbinary, monkeypatch):
+    plots = tmp_path / "plots"
+    out, err = run_main(["--checkpoint", str(trained_checkpoint), "--plot-attention", str(plots),
+                         "--show-attention", SENTENCES[0], "", SENTENCES[2]],
+                        capsysbinary, monkeypatch)
+    assert len(out.splitlines()) == 3  # stdout holds only the translations
+    assert sorted(p.name for p in plots.iterdir()) == ["0000.png", "0002.png"]
+    for path in plots.iterdir():
+        assert matplotlib.image.imread(path).ndim == 3
+    shown = [line for line in err.splitlines() if line.startswith("[")]
+    assert shown[0].startswith("[0] ") and shown[1] == "[1] (empty)"
+    assert shown[2].startswith("[2] ") and shown[2].endswith(tuple("0123456789"))
+    assert "→" in shown[0] and "</s>→" in shown[0]
+
+
+def test_invalid_utf8_on_stdin_names_the_line(trained_checkpoint):
+    done = run_script(["--checkpoint", str(trained_checkpoint)], stdin=b"gut\nschl\xe4ft\n")
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in stderr
+    assert "error: stdin, line 2: invalid UTF-8" in stderr
+
+
+def _checkpoint_with_code(path: Path, marker: Path) -> None:
+    class RunsCode:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"format_version": 1, "model": RunsCode(), "config": {}, "tokenizer": {}}, path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "checkpoint not found"),
+    ("not_a_checkpoint", "not a readable checkpoint"),
+    ("other_version", "format version 99"),
+    ("code", "refused by the weights-only loader"),
+])
+def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, tmp_path):
+    path, marker = tmp_path / "model.pt", tmp_path / "code-ran"
+    if case == "not_a_checkpoint":
+        path.write_text("Ein Mann fährt Fahrrad.\n")
+    elif case == "other_version":
+        payload = load_checkpoint(trained_checkpoint)
+        payload["format_version"] = 99
+        torch.save(payload, path)
+    elif case == "code":
+        _checkpoint_with_code(path, marker)
+    done = run_script(["--checkpoint", str(path), SENTENCES[0]])
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and done.stdout == b""
+    assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
+    assert not marker.exists()
+
+
+def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
+    for args in (["--nbest", "3", "--beam", "2"], ["--input", "x.de", "Ein Satz."],
+                 ["--beam", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            main(["--checkpoint", str(trained_checkpoint), *args])
+        assert stop.value.code == 2
+    assert "--nbest 3 needs --beam 3 or more" in capsys.readouterr().err
