@@ -1,0 +1,128 @@
+"""scripts/evaluate.py: scores with signatures on a split or on files, the same output as
+translate.py with the same settings, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from sacrebleu.metrics import BLEU, CHRF
+
+from seq2seq.cli import evaluate, translate
+from seq2seq.config import register_configs, to_object
+from seq2seq.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def printed_scores(stdout: str) -> dict[str, float]:
+    """{"BLEU": ..., "chrF": ..., "BLEU lowercased": ...} from the printed table."""
+    scores = {}
+    for line in stdout.splitlines():
+        if line.startswith(("BLEU ", "chrF ")):
+            name, value, signature = line.split()[:3]
+            assert signature.startswith("nrefs:1|case:")
+            scores[name + (" lowercased" if "case:lc" in signature else "")] = float(value)
+    return scores
+
+
+def test_split_of_a_custom_corpus_prints_scores_signatures_and_writes_reports(
+        trained_checkpoint, tiny_corpus_dir, tmp_path, capsys):
+    hyps, report = tmp_path / "test.hyp", tmp_path / "report.json"
+    evaluate.main(["--checkpoint", str(trained_checkpoint), "--split", "test", "--beam", "2",
+                   "--output", str(hyps), "--json", str(report)])
+    out = capsys.readouterr().out
+    assert out.startswith("test: 50 sentences, beam 2")
+    assert "lowercased" in out
+    scores = printed_scores(out)
+    written = json.loads(report.read_text())
+    assert written["sentences"] == 50 and written["search"]["beam_size"] == 2
+    assert written["signatures"]["bleu"].startswith("nrefs:1|case:mixed")
+    assert scores == {"BLEU": round(written["bleu"], 2), "chrF": round(written["chrf"], 2),
+                      "BLEU lowercased": round(written["bleu_lowercase"], 2)}
+    # the scores are those of the hypotheses it wrote, against the split's references
+    hypotheses = hyps.read_text(encoding="utf-8").splitlines()
+    references = (tiny_corpus_dir / "tiny" / "test.en").read_text(encoding="utf-8").splitlines()
+    assert len(hypotheses) == 50
+    assert written["bleu"] == pytest.approx(BLEU().corpus_score(hypotheses, [references]).score)
+    assert written["chrf"] == pytest.approx(CHRF().corpus_score(hypotheses, [references]).score)
+
+
+@pytest.mark.parametrize("beam", ["1", "3"])
+def test_translate_gives_the_hypotheses_evaluate_scores(beam, trained_checkpoint, tiny_corpus_dir,
+                                                        tmp_path, capsys):
+    tiny = tiny_corpus_dir / "tiny"
+    common = ["--checkpoint", str(trained_checkpoint), "--beam", beam, "--batch-size", "16"]
+    evaluate.main([*common, "--split", "test", "--output", str(tmp_path / "evaluated")])
+    split_scores = printed_scores(capsys.readouterr().out)
+    evaluate.main([*common, "--src", str(tiny / "test.de"), "--ref", str(tiny / "test.en"),
+                   "--output", str(tmp_path / "from_files")])
+    assert printed_scores(capsys.readouterr().out) == split_scores
+    translate.main([*common, "--input", str(tiny / "test.de"),
+                    "--output", str(tmp_path / "translated")])
+    evaluated = (tmp_path / "evaluated").read_text(encoding="utf-8")
+    assert evaluated == (tmp_path / "translated").read_text(encoding="utf-8")
+    assert evaluated == (tmp_path / "from_files").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def multi30k_checkpoint(multi30k_dir, tmp_path_factory) -> Path:
+    """A tiny model trained for a few steps on a slice of the real Multi30k (BLEU near 0)."""
+    register_configs()
+    root = tmp_path_factory.mktemp("m30k_root")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = to_object(compose("config", overrides=[
+            "train=smoke", f"data.source={multi30k_dir}", f"data.root={root}",
+            "data.max_train_pairs=1000", "data.max_eval_pairs=10", "data.tokenizer.vocab_size=500",
+            "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=8",
+            "train.eval_every=8", "train.beam_size=1", "train.num_plot_sentences=0",
+            "train.num_threads=1"]))
+    run_dir = tmp_path_factory.mktemp("m30k_run")
+    Trainer(cfg, run_dir).fit()
+    return run_dir
+
+
+def test_real_test_2016_flickr_split(multi30k_checkpoint, multi30k_dir, tmp_path, capsys):
+    evaluate.main(["--checkpoint", str(multi30k_checkpoint), "--split", "test_2016_flickr",
+                   "--beam", "1", "--data-source", str(multi30k_dir),
+                   "--data-root", str(tmp_path / "fresh_root"), "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert out.startswith("test_2016_flickr: 1,000 sentences, beam 1")
+    assert set(printed_scores(out)) == {"BLEU", "chrF", "BLEU lowercased"}
+    assert json.loads((tmp_path / "r.json").read_text())["sentences"] == 1000
+    # the split was fetched (sha256-verified) into the new root; no tokenizer was trained there
+    assert sorted(p.name for p in (tmp_path / "fresh_root").rglob("*.gz")) == [
+        "test_2016_flickr.de.gz", "test_2016_flickr.en.gz"]
+    assert not list((tmp_path / "fresh_root").rglob("*.model"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--split", "test_2016_flickr"], "a custom corpus has no split 'test_2016_flickr'"),
+    (["--split", "test", "--data-source", "/nonexistent"], "--data-source DIR"),
+    (["--src", "{tiny}/test.de", "--ref", "{tiny}/train.en"], "has 50 lines but"),
+])
+def test_data_errors_are_one_line_errors(args, message, trained_checkpoint, tiny_corpus_dir,
+                                         capsys):
+    args = [arg.format(tiny=tiny_corpus_dir / "tiny") for arg in args]
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--checkpoint", str(trained_checkpoint), *args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.startswith("error: ") and message in err
+
+
+def test_checkpoint_errors_are_one_line_errors(tmp_path):
+    done = run_script(["--checkpoint", str(tmp_path / "no_run"), "--split", "test"])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: no checkpoint 'best.pt' in directory") or \
+        done.stderr.startswith("error: checkpoint not found")
