@@ -1,0 +1,193 @@
+"""Ablation sweeps end to end: `train.py -m experiment=...`, then `report.py`, then TensorBoard.
+
+The experiment grids are checked by composing every job they launch; one tiny real sweep (2
+attention types x 2 seeds on the tiny corpus) checks the job folders, the report and the HParams
+data that TensorBoard shows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from seq2seq.config import AttentionType, Config, DecoderStyle, register_configs, to_object
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@dataclass
+class Job:
+    number: int  # hydra.job.num
+    overrides: list[str]  # what the sweeper passes, experiment=NAME first
+    config: Config
+    subdir: str  # the job's folder name in the sweep dir
+
+
+def sweep_overrides(experiment: str) -> list[list[str]]:
+    """The overrides of every job `train.py -m experiment=NAME` launches (a cartesian product)."""
+    cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+               if o.is_sweep_override() else [o.input_line]
+               for o in OverridesParser.create().parse_overrides(params)]
+    return [[f"experiment={experiment}", *job] for job in itertools.product(*choices)]
+
+
+@pytest.fixture(scope="module")
+def grids() -> dict[str, tuple[int, list[Job]]]:
+    """Per experiment: its number of jobs, and the jobs of seed 1 composed as Hydra would.
+
+    (Other seeds train the same model; composing only seed 1 keeps this test fast.)
+    """
+    register_configs()
+    grids = {}
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for experiment in EXPERIMENTS:
+            all_jobs = sweep_overrides(experiment)
+            composed = []
+            for number, overrides in enumerate(all_jobs):
+                if "seed=1" not in overrides:
+                    continue
+                cfg = compose("config", overrides=[*overrides, f"hydra.job.num={number}"],
+                              return_hydra_config=True)
+                subdir = cfg.hydra.sweep.subdir
+                task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+                composed.append(Job(number, overrides, to_object(task), subdir))
+            grids[experiment] = (len(all_jobs), composed)
+    return grids
+
+
+def settings(jobs: list[Job]) -> set[tuple]:
+    """The distinct trained models: (attention, heads, decoder style, input feeding)."""
+    return {(job.config.attention.type, job.config.attention.num_heads,
+             job.config.model.decoder_style, job.config.model.input_feeding) for job in jobs}
+
+
+def test_every_experiment_sweeps_something(grids):
+    assert {"attention_ablation", "decoder_ablation", "heads_ablation", "attention_cpu"} \
+        <= set(grids)
+    for experiment, (count, _) in grids.items():
+        assert count > 1, experiment
+
+
+def test_attention_ablation_is_four_scorers_times_three_seeds(grids):
+    count, jobs = grids["attention_ablation"]
+    assert count == 12
+    assert {setting[0] for setting in settings(jobs)} == set(AttentionType)
+
+
+def test_decoder_ablation_is_exactly_the_three_valid_decoders(grids):
+    count, jobs = grids["decoder_ablation"]
+    assert count == 9
+    assert settings(jobs) == {
+        (AttentionType.additive, 1, DecoderStyle.luong, False),
+        (AttentionType.additive, 1, DecoderStyle.bahdanau, False),
+        (AttentionType.additive, 1, DecoderStyle.luong, True),
+    }
+
+
+def test_heads_ablation_varies_only_the_number_of_heads(grids):
+    count, jobs = grids["heads_ablation"]
+    assert count == 12
+    assert {setting[:2] for setting in settings(jobs)} == {
+        (AttentionType.multihead, heads) for heads in (1, 2, 4, 8)}
+    assert all(job.config.model.hidden_size % 8 == 0 for job in jobs)
+
+
+def test_attention_cpu_gives_every_scorer_the_same_time_budget(grids):
+    count, jobs = grids["attention_cpu"]
+    assert count == 4
+    assert sorted(job.config.attention.type.value for job in jobs) == \
+        sorted(t.value for t in AttentionType)
+    assert {(job.config.train.max_minutes, job.config.model.hidden_size) for job in jobs} == \
+        {(40, 256)}
+
+
+def test_job_folder_names_are_short_readable_and_flat(grids):
+    for _, jobs in grids.values():
+        for job in jobs:
+            swept = [o for o in job.overrides if not o.startswith("experiment=")]
+            assert job.subdir == f"{job.number}_" + ",".join(swept)
+            assert "/" not in job.subdir and len(job.subdir) < 100
+
+
+# ---- one real sweep -----------------------------------------------------------------------
+
+
+def run_script(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tiny_data_overrides, tmp_path_factory) -> Path:
+    """`train.py -m experiment=attention_ablation` shrunk to 2 scorers x 2 seeds, 10 steps each."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
+    done = run_script("train.py", [
+        "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2",
+        "train=smoke", *tiny_data_overrides, "model.embedding_size=32", "model.hidden_size=32",
+        "train.max_steps=10", "train.batch_tokens=400", "data.max_eval_pairs=10",
+        "train.num_plot_sentences=1", "train.num_threads=1", f"hydra.sweep.dir={sweep_dir}",
+    ], cwd=sweep_dir.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sweep_dir
+
+
+JOBS = ["0_attention=additive,seed=1", "1_attention=additive,seed=2", "2_attention=dot,seed=1",
+        "3_attention=dot,seed=2"]
+
+
+def test_each_job_writes_its_results_into_a_readable_folder(tiny_sweep):
+    assert sorted(p.name for p in tiny_sweep.iterdir() if p.is_dir()) == JOBS
+    for job in JOBS:
+        results = json.loads((tiny_sweep / job / "results.json").read_text())
+        assert results["config"]["attention"]["type"] == job.split("=")[1].split(",")[0]
+        assert results["seed"] == int(job[-1])
+
+
+def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep):
+    done = run_script("report.py", [str(tiny_sweep)], cwd=tiny_sweep)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tiny_sweep / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["attention=additive", "attention=dot"]
+    for row in rows:
+        assert row.count("±") == 4 and row.rstrip(" |").endswith("| 2")  # 4 scores, 2 seeds
+    assert "`train=smoke`" in report and "missing" not in done.stdout
+    assert (tiny_sweep / "report.png").stat().st_size > 0
+    assert rows[0] in done.stdout
+
+
+def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
+    """What `tensorboard --logdir SWEEP` reads: one run per job, HParams session and metrics."""
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tiny_sweep))
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == [f"{job}/tb" for job in JOBS]
+    content = multiplexer.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)
+    for job in JOBS:
+        run = f"{job}/tb"
+        tags = content[run]
+        assert hparams_metadata.EXPERIMENT_TAG in tags
+        start = hparams_metadata.parse_session_start_info_plugin_data(
+            tags[hparams_metadata.SESSION_START_INFO_TAG])
+        assert f"attention={start.hparams['attention.type'].string_value}" in job
+        assert f"seed={start.hparams['seed'].number_value:.0f}" in job
+        results = json.loads((tiny_sweep / job / "results.json").read_text())
+        (metric,) = multiplexer.Tensors(run, "hparam/test_bleu")
+        assert metric.tensor_proto.float_val[0] == pytest.approx(results["test"]["bleu"], abs=1e-4)
