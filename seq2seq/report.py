@@ -251,11 +251,14 @@ def format_duration(seconds: float) -> str:
 
 
 def best_settings(settings: Sequence[Setting], key: str) -> set[int]:
-    """Indices of the settings whose mean is the best at the shown precision (ties all win)."""
-    if len(settings) < 2:
-        return set()
+    """Indices of the settings whose mean is the best at the shown precision (ties all win).
+
+    Nothing is bold when every setting shows the same value: there is no best.
+    """
     higher_is_better = METRICS[key][2]
     shown = [round(s.stats[key].mean, 2) for s in settings]
+    if len(set(shown)) < 2:
+        return set()
     best = max(shown) if higher_is_better else min(shown)
     return {i for i, value in enumerate(shown) if value == best}
 
@@ -330,7 +333,8 @@ def plot_report(settings: Sequence[Setting], path: Path) -> Path:
 
     labels = [textwrap.fill(s.label, 28) for s in settings]
     width = 0.38
-    figure = Figure(figsize=(max(6.0, 1.3 * len(settings) + 3.0) * 2, 4.5))
+    panel_width = min(max(5.0, 0.9 * len(settings) + 2.0), 16.0)
+    figure = Figure(figsize=(2 * panel_width, 4.5))
     for column, metric in enumerate(("bleu", "chrf")):
         axes = figure.add_subplot(1, 2, column + 1)
         for offset, split in ((-width / 2, "test"), (width / 2, "val")):
