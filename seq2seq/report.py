@@ -118,7 +118,9 @@ def find_jobs(root: Path, ignore: Iterable[str] = ()) -> list[Job]:
 def read_job(path: Path, root: Path, ignored: Sequence[str] = IGNORED_KEYS) -> Job:
     overrides = read_overrides(path)
     parsed = OverridesParser.create().parse_overrides(list(overrides or ()))
-    setting = tuple(o.input_line for o in parsed if not is_ignored(o.key_or_group, ignored))
+    # sorted, as Hydra's override_dirname: `a=1 b=2` and `b=2 a=1` train the same model
+    setting = tuple(sorted(o.input_line for o in parsed
+                           if not is_ignored(o.key_or_group, ignored)))
     if overrides is None:  # not started by Hydra: nothing says what it shares with the others
         setting = (f"run={path.relative_to(root)}",)
     seed_values = [o.value() for o in parsed if o.key_or_group == "seed"]

@@ -58,9 +58,10 @@ def test_jobs_differing_only_in_seed_and_paths_form_one_setting(tmp_path):
     make_job(tmp_path, "1", ["attention=dot", "seed=2", "data.source=/b", "data.root=/y"], 32.0,
              seed=2)
     make_job(tmp_path, "2", ["attention=dot", "seed=1", "train.lr=0.003"], 20.0)
+    make_job(tmp_path, "3", ["seed=2", "train.lr=0.003", "attention=dot"], 22.0, seed=2)
     report = build_report(tmp_path)
     assert [(s.label, len(s.jobs)) for s in report.settings] == [
-        ("(common overrides only)", 2), ("train.lr=0.003", 1)]
+        ("(common overrides only)", 2), ("train.lr=0.003", 2)]
     assert report.common == ("attention=dot",)
 
 
