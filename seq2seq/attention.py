@@ -104,7 +104,7 @@ class AdditiveAttention(CrossAttention):
             projected_keys = self.project_keys(keys)
         values = values if projected_values is None else projected_values
         queries = self.query_layer(query)  # (B, T, A)
-        energy = torch.tanh(queries.unsqueeze(2) + projected_keys.unsqueeze(1))  # (B, T, S, A)
+        energy = (queries.unsqueeze(2) + projected_keys.unsqueeze(1)).tanh_()  # (B, T, S, A)
         scores = self.energy_layer(energy).squeeze(-1)  # (B, T, S)
         scores = scores.masked_fill(~mask[:, None, :], torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=-1)
