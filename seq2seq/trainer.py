@@ -23,6 +23,7 @@ from typing import Any
 import sacrebleu
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -36,6 +37,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import Config, DeviceName, OptimizerName, Schedule, TrainConfig, to_plain
 from seq2seq.data import EvalSplit, PreparedData, prepare_data
+from seq2seq.distributed import Distributed, batch_trace_path, init_distributed
 from seq2seq.errors import CheckpointError, TrainingError
 from seq2seq.evaluation import SearchSettings, translate_and_score
 from seq2seq.model import Seq2Seq, build_model
@@ -155,25 +157,33 @@ def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Trainer:
+    """Trains one model in one process; under torchrun, one of several DDP ranks (see README)."""
+
     def __init__(self, cfg: Config, run_dir: Path, data: PreparedData | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
-        self.device = select_device(cfg.device)
+        self.dist: Distributed = init_distributed()  # a single process unless run by torchrun
+        self.device = self.dist.device(select_device(cfg.device))
         if self.device.type == "cpu":
             # same seed and config give the same result on the CPU
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(cfg.seed)
 
         resume_payload = self._load_resume_payload()
-        self.data = data if data is not None else prepare_data(cfg.data, cfg.train.batch_tokens)
+        self.data = data if data is not None else self._prepare_data()
         self.tokenizer = self.data.tokenizer
         self.model: Seq2Seq = build_model(cfg.model, cfg.attention, self.tokenizer.src_vocab_size,
                                           self.tokenizer.tgt_vocab_size).to(self.device)
+        if self.dist.enabled:
+            # one dropout stream per rank (the weights are the same: DDP copies rank 0's)
+            seed_everything(cfg.seed + self.dist.rank)
+        # every rank builds the same batch list from (seed, epoch) and takes its own share of it
         self.sampler = TokenBudgetSampler(self.data.train.src_lengths, self.data.train.tgt_lengths,
-                                          cfg.train.batch_tokens, shuffle=True, seed=cfg.seed)
+                                          cfg.train.batch_tokens, shuffle=True, seed=cfg.seed,
+                                          rank=self.dist.rank, world_size=self.dist.world_size)
         total_steps = cfg.train.max_steps or cfg.train.max_epochs * len(self.sampler)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.scheduler = build_scheduler(self.optimizer, cfg.train, total_steps)
@@ -182,7 +192,14 @@ class Trainer:
         self.state = TrainState()
         if resume_payload is not None:
             self._restore(resume_payload)
-        self.writer = SummaryWriter(self.run_dir / "tb", purge_step=self.state.step or None)
+        # what trains: the model itself, or its DDP wrapper that all-reduces gradients in backward
+        self.train_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.writer = (SummaryWriter(self.run_dir / "tb", purge_step=self.state.step or None)
+                       if self.dist.is_main else None)
+        self.batch_trace = batch_trace_path(self.dist)
         self.stop_signal: int | None = None
         self.plot_indices = list(range(min(cfg.train.num_plot_sentences, len(self.data.valid.src))))
 
@@ -193,6 +210,22 @@ class Trainer:
         if not self.cfg.train.amp or self.device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _prepare_data(self) -> PreparedData:
+        """Rank 0 fetches the corpus and trains the tokenizer first; the others then read its
+        cache (or, on a node that does not share data.root, prepare their own copy)."""
+        cfg = self.cfg
+        if not self.dist.is_main:
+            self.dist.barrier()
+        data = prepare_data(cfg.data, cfg.train.batch_tokens)
+        if self.dist.is_main:
+            self.dist.barrier()
+        tokenizers = self.dist.gather(data.tokenizer.to_bytes())
+        if any(models != tokenizers[0] for models in tokenizers):
+            raise TrainingError(
+                "the ranks prepared different sentencepiece models; put data.root on a file "
+                "system that every node shares, or prepare the data once and copy it to each node")
+        return data
 
     def _load_resume_payload(self) -> dict[str, Any] | None:
         if not self.cfg.train.resume:
@@ -219,13 +252,26 @@ class Trainer:
         return payload
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        """Every rank loads the same model, optimizer and counters, and its own RNG states."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
         self.state = TrainState(**payload["state"])
         self.state.finished = False
-        restore_rng_states(payload["rng"])
+        saved_world_size = payload.get("world_size", 1)
+        if saved_world_size == self.dist.world_size:
+            restore_rng_states(payload.get("rng_per_rank", [payload["rng"]])[self.dist.rank])
+            return
+        # Another number of processes: the same global batch list, cut differently. Skip every
+        # batch already trained (a few untrained ones of this epoch may be skipped as well).
+        trained = self.state.batch_in_epoch * saved_world_size
+        self.state.batch_in_epoch = math.ceil(trained / self.dist.world_size)
+        if self.dist.is_main:
+            restore_rng_states(payload["rng"])
+        log.warning("resuming a run of %d process(es) with %d: the epoch continues after global "
+                    "batch %d, and dropout draws differ from an uninterrupted run",
+                    saved_world_size, self.dist.world_size, trained)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -241,6 +287,7 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
+        self._agree_on_stopping(None)  # a signal that came during the last step or evaluation
         if self.stop_signal is not None:
             self._save("last.pt")
             raise Interrupted(self.stop_signal, self.checkpoint_dir / "last.pt")
@@ -250,9 +297,11 @@ class Trainer:
         self._save("last.pt")
         log.info("training stopped: %s; best val BLEU %.2f at step %d", stop_reason,
                  state.best_bleu, state.best_step)
-        results = self._test_and_report(stop_reason)
-        self.writer.close()
-        return results
+        # rank 0 tests and writes results.json while the others wait for its results here
+        results = self._test_and_report(stop_reason) if self.dist.is_main else None
+        if self.writer is not None:
+            self.writer.close()
+        return self.dist.broadcast(results)
 
     def _train_loop(self) -> str:
         cfg, state = self.cfg.train, self.state
@@ -263,9 +312,11 @@ class Trainer:
             # batches it already trained and sees the rest in the same order
             batches = list(self.sampler)[state.batch_in_epoch:]
             progress = tqdm(batches, desc=f"epoch {state.epoch + 1}", unit="batch", leave=False,
-                            dynamic_ncols=True, disable=None)
+                            dynamic_ncols=True, disable=None if self.dist.is_main else True)
             for indices in progress:
                 started = time.perf_counter()
+                if self.batch_trace is not None:
+                    self._trace_batch(self.batch_trace, indices)
                 batch = collate([self.data.train[i] for i in indices]).to(self.device)
                 loss_per_token = self._train_step(batch)
                 state.train_seconds += time.perf_counter() - started
@@ -277,11 +328,12 @@ class Trainer:
                         and state.last_eval_step != state.step:
                     if self._evaluate():
                         return "early stopping"
+                out_of_time = self._agree_on_stopping(deadline)
                 if self.stop_signal is not None:
                     return "signal"
                 if cfg.max_steps is not None and state.step >= cfg.max_steps:
                     return "max_steps"
-                if deadline is not None and state.train_seconds >= deadline:
+                if out_of_time:
                     return "max_minutes"
             progress.close()
             state.epoch += 1
@@ -290,23 +342,46 @@ class Trainer:
                 return "early stopping"
         return "max_epochs"
 
+    def _agree_on_stopping(self, deadline: float | None) -> bool:
+        """Share a pending stop signal and whether the time budget is spent among all ranks.
+
+        Ranks receive a signal, or cross the deadline, at slightly different steps; a rank that
+        stopped alone would leave the others waiting for it in the next all-reduce. Returns
+        whether the time is up; a signal seen by any rank becomes `self.stop_signal` everywhere.
+        """
+        out_of_time = deadline is not None and self.state.train_seconds >= deadline
+        signum, out_of_time = self.dist.max_over_ranks([self.stop_signal or 0, int(out_of_time)])
+        if signum:
+            self.stop_signal = signum
+        return bool(out_of_time)
+
+    def _trace_batch(self, path: Path, indices: list[int]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as trace:
+            trace.write(json.dumps({"epoch": self.state.epoch, "indices": indices}) + "\n")
+
     def _train_step(self, batch: Batch) -> float | None:
         """One teacher-forced update; returns the loss per token, or None if it was skipped."""
         cfg, state = self.cfg.train, self.state
-        self.model.train()
-        num_tokens = batch.num_tgt_tokens
+        self.train_model.train()
+        # normalise by the target tokens of all ranks' batches together, so that the update is
+        # the one a single process would make on their union, whatever each rank's share
+        num_tokens = self.dist.sum_over_ranks(batch.num_tgt_tokens)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+            logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
         loss = sequence_loss(logits, batch.tgt_out, cfg.label_smoothing) / num_tokens
+        if self.dist.enabled:
+            loss = loss * self.dist.world_size  # DDP averages gradients over the ranks
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         # clipping bounds the update when an odd batch gives a huge gradient (Pascanu et al. 2013)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-        # one host sync per step: skipping a non-finite step needs the answer on the host
-        loss_value, norm_value = (float(v) for v in torch.stack([loss.detach().float(),
-                                                                 grad_norm.float()]).cpu())
+        # one host sync per step: skipping a non-finite step needs the answer on the host. The
+        # mean over ranks is the loss per token of the union, and it makes every rank skip alike.
+        stats = self.dist.mean_over_ranks(torch.stack([loss.detach().float(), grad_norm.float()]))
+        loss_value, norm_value = (float(v) for v in stats.cpu())
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)) \
                 and self.autocast_dtype != torch.float16:
             return self._skip_non_finite(loss_value)
@@ -317,7 +392,7 @@ class Trainer:
         state.train_tokens += num_tokens
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
-        if state.step % cfg.log_every == 0:
+        if state.step % cfg.log_every == 0 and self.dist.is_main:
             self._log_train_scalars(loss_value, norm_value)
         return loss_value
 
@@ -373,38 +448,50 @@ class Trainer:
         return total / max(tokens, 1)
 
     def _evaluate(self) -> bool:
-        """Validate, step the plateau schedule, save best/last; True when early stopping fires."""
-        state, cfg, valid = self.state, self.cfg.train, self.data.valid
+        """Validate, step the plateau schedule, save best/last; True when early stopping fires.
+
+        Under torchrun rank 0 validates while the others wait for its scores; then every rank
+        takes the same decisions (schedule, best, early stopping) from the same numbers.
+        """
+        state, cfg = self.state, self.cfg.train
         started = time.perf_counter()
-        val_loss = self._validation_loss(valid)
-        scores, hypotheses, found = translate_and_score(
-            self.model, self.tokenizer, valid.src_ids, valid.ref,
-            self._search_settings(cfg.valid_beam_size), self.device)
+        val_loss, bleu, chrf = self.dist.broadcast(self._validate() if self.dist.is_main
+                                                   else None)
         state.last_eval_step = state.step
         step = state.step
-        self.writer.add_scalar("val/loss", val_loss, step)
-        self.writer.add_scalar("val/perplexity", math.exp(min(val_loss, 50.0)), step)
-        self.writer.add_scalar("val/bleu", scores.bleu, step)
-        self.writer.add_scalar("val/chrf", scores.chrf, step)
-        self._plot_attention(found, hypotheses, step)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(scores.bleu)
-        improved = scores.bleu > state.best_bleu
+            self.scheduler.step(bleu)
+        improved = bleu > state.best_bleu
         if improved:
-            state.best_bleu, state.best_chrf, state.best_step = scores.bleu, scores.chrf, step
+            state.best_bleu, state.best_chrf, state.best_step = bleu, chrf, step
             state.bad_evals = 0
         else:
             state.bad_evals += 1
         stop = cfg.patience > 0 and state.bad_evals >= cfg.patience
         log.info("eval step %d epoch %d: val loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s (%.1fs)",
-                 step, state.epoch + 1, val_loss, math.exp(min(val_loss, 50.0)), scores.bleu,
-                 scores.chrf, " *best*" if improved else f" ({state.bad_evals} without gain)",
+                 step, state.epoch + 1, val_loss, math.exp(min(val_loss, 50.0)), bleu, chrf,
+                 " *best*" if improved else f" ({state.bad_evals} without gain)",
                  time.perf_counter() - started)
         if improved:
             self._save("best.pt")
         self._save("last.pt")
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
         return stop
+
+    def _validate(self) -> tuple[float, float, float]:
+        """Val loss, BLEU and chrF, written to TensorBoard with the attention plots."""
+        valid, step = self.data.valid, self.state.step
+        val_loss = self._validation_loss(valid)
+        scores, hypotheses, found = translate_and_score(
+            self.model, self.tokenizer, valid.src_ids, valid.ref,
+            self._search_settings(self.cfg.train.valid_beam_size), self.device)
+        self.writer.add_scalar("val/loss", val_loss, step)
+        self.writer.add_scalar("val/perplexity", math.exp(min(val_loss, 50.0)), step)
+        self.writer.add_scalar("val/bleu", scores.bleu, step)
+        self.writer.add_scalar("val/chrf", scores.chrf, step)
+        self._plot_attention(found, hypotheses, step)
+        return val_loss, scores.bleu, scores.chrf
 
     def _plot_attention(self, found, hypotheses: list[str], step: int) -> None:
         valid = self.data.valid
@@ -425,11 +512,21 @@ class Trainer:
                                  f"ref: {valid.ref[index]}", step)
 
     def _save(self, name: str) -> None:
-        """Checkpoint everything needed to translate or to resume exactly; never a NaN model."""
+        """Checkpoint everything needed to translate or to resume exactly; never a NaN model.
+
+        Every rank calls it (their RNG states are gathered); only rank 0 writes the file, and the
+        others wait until it is on disk.
+        """
         if not all_finite(self.model):
             raise TrainingError(f"the model has non-finite weights at step {self.state.step}; "
                                 f"{name} was not overwritten")
-        save_checkpoint({
+        rng_per_rank = self.dist.gather(rng_states())
+        if self.dist.is_main:
+            self._write_checkpoint(name, rng_per_rank)
+        self.dist.barrier()
+
+    def _write_checkpoint(self, name: str, rng_per_rank: list[dict[str, Any]]) -> None:
+        payload = {
             "model": self.model.state_dict(),
             "config": to_plain(self.cfg),
             "tokenizer": self.tokenizer.to_bytes(),
@@ -437,8 +534,12 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "state": asdict(self.state),
-            "rng": rng_states(),
-        }, self.checkpoint_dir / name)
+            "rng": rng_per_rank[0],
+        }
+        if self.dist.enabled:
+            payload["world_size"] = self.dist.world_size
+            payload["rng_per_rank"] = rng_per_rank
+        save_checkpoint(payload, self.checkpoint_dir / name)
 
     def _test_and_report(self, stop_reason: str) -> dict[str, Any]:
         best = self.checkpoint_dir / "best.pt"
@@ -462,6 +563,7 @@ class Trainer:
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "sacrebleu": sacrebleu.__version__},
             "device": str(self.device),
+            "world_size": self.dist.world_size,  # processes; tokens_per_s counts them all
             "seed": self.cfg.seed,
             "stop_reason": stop_reason,
             "epochs": state.epoch + state.batch_in_epoch / max(len(self.sampler), 1),
@@ -490,10 +592,13 @@ class Trainer:
 
         def request_stop(signum: int, frame: Any) -> None:
             if self.stop_signal is not None:
+                if self.dist.enabled:  # torchrun passes on the Ctrl-C its workers already had
+                    return
                 raise KeyboardInterrupt
             self.stop_signal = signum
-            log.warning("%s received: saving last.pt after this step (again to abort)",
-                        signal.Signals(signum).name)
+            log.warning("%s received: saving last.pt after this step%s",
+                        signal.Signals(signum).name,
+                        "" if self.dist.enabled else " (again to abort)")
 
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -2,19 +2,26 @@
 
 Every setting is a Hydra override (see conf/); `-m` runs sweeps. Errors in the config or the data
 stop the run with one line on stderr and exit code 1; Ctrl-C or SIGTERM save last.pt first.
+
+`torchrun --nproc_per_node=N scripts/train.py [overrides]` trains with DistributedDataParallel:
+the processes join the job before Hydra starts, so rank 0 can fix the run dir for all of them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.config import ConfigError, register_configs, to_object
+from seq2seq.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.errors import Seq2SeqError
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -45,9 +52,47 @@ def train(cfg: DictConfig) -> float:
     return results["valid"]["bleu"]
 
 
+def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
+    """Extra Hydra overrides that make the ranks of one torchrun job share one run dir.
+
+    Hydra's default run dir comes from `${now:...}`, which each process reads from its own clock,
+    so two ranks may disagree by a second and write two dirs. Rank 0's clock decides for all
+    (the dir patterns of conf/config.yaml with `now` frozen), unless hydra.run.dir (or, for `-m`,
+    hydra.sweep.dir) is given. Ranks other than 0 write no .hydra/ and no train.log, and log only
+    warnings, to stderr.
+    """
+    if not context.enabled:
+        return []
+    moment = context.broadcast(datetime.now() if context.is_main else None)
+    defaults = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "config.yaml"))["hydra"]
+    overrides = []
+    for kind in ("run", "sweep"):
+        if not any(arg.startswith(f"hydra.{kind}.dir=") for arg in args):
+            frozen = re.sub(r"\$\{now:([^}]*)\}", lambda now: moment.strftime(now.group(1)),
+                            defaults[kind]["dir"])
+            overrides.append(f"hydra.{kind}.dir={frozen}")
+    if not context.is_main:
+        overrides += ["hydra.output_subdir=null", "hydra/job_logging=none",
+                      "hydra/hydra_logging=none"]
+    return overrides
+
+
 def main() -> None:
     register_configs()
-    train()
+    try:
+        context = init_distributed()  # under torchrun: join the job before Hydra picks a run dir
+    except Seq2SeqError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    if not context.is_main:
+        logging.basicConfig(
+            level=logging.WARNING, stream=sys.stderr,
+            format=f"[%(asctime)s][rank {context.rank}][%(name)s][%(levelname)s] - %(message)s")
+    sys.argv += torchrun_overrides(context, sys.argv[1:])
+    try:
+        train()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,161 @@
+"""Multi-process training under torchrun: joining the job, and the few collectives that keep every
+rank in step.
+
+torchrun starts one process per GPU (or per CPU slot) on each node and tells each one its place
+through environment variables: RANK (0 .. WORLD_SIZE-1 across all nodes), LOCAL_RANK (its GPU on
+this node), WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Gradients are averaged by
+DistributedDataParallel (Li et al. 2020, "PyTorch Distributed", VLDB); everything else the ranks
+must agree on goes through the helpers of `Distributed`. Every helper returns its input unchanged
+for a single process, so the trainer reads the same with one process or many.
+
+Collectives block until every rank joins. A rank that decides on its own to stop, evaluate or save
+while the others go on leaves them waiting until the timeout, so decisions are either made on
+identical inputs or taken by rank 0 and broadcast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from seq2seq.errors import TrainingError
+
+T = TypeVar("T")
+
+TIMEOUT_ENV = "SEQ2SEQ_DIST_TIMEOUT_MINUTES"
+DEFAULT_TIMEOUT_MINUTES = 60.0
+TRACE_ENV = "SEQ2SEQ_TRACE_BATCHES"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the job; the default is a single process."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, evaluates and writes every file of the run."""
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """`cuda` becomes this process's own GPU, cuda:LOCAL_RANK; the CPU stays the CPU."""
+        if not self.enabled or device.type == "cpu":
+            return device
+        if device.type != "cuda":
+            raise TrainingError(f"multi-process training runs on CUDA or the CPU, not {device}: "
+                                "set device=cuda or device=cpu")
+        if self.local_rank >= torch.cuda.device_count():
+            raise TrainingError(
+                f"local rank {self.local_rank} has no GPU: this node has "
+                f"{torch.cuda.device_count()}; start at most that many processes per node "
+                "(torchrun --nproc_per_node)")
+        torch.cuda.set_device(self.local_rank)
+        return torch.device("cuda", self.local_rank)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def sum_over_ranks(self, value: int) -> int:
+        """The sum of an integer over all ranks (on the CPU, so no GPU sync)."""
+        if not self.enabled:
+            return value
+        total = torch.tensor([value], dtype=torch.long)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return int(total)
+
+    def max_over_ranks(self, values: list[int]) -> list[int]:
+        """The element-wise maximum of integers over all ranks: a flag raised anywhere."""
+        if not self.enabled:
+            return values
+        result = torch.tensor(values, dtype=torch.long)
+        dist.all_reduce(result, op=dist.ReduceOp.MAX)
+        return result.tolist()
+
+    def mean_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over all ranks, on its own device."""
+        if not self.enabled:
+            return tensor
+        result = tensor.clone()
+        dist.all_reduce(result, op=dist.ReduceOp.SUM)
+        return result / self.world_size
+
+    def broadcast(self, value: T) -> T:
+        """Rank 0's `value` on every rank (any picklable object; the others pass a placeholder)."""
+        if not self.enabled:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's `value`, in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+
+def init_distributed() -> Distributed:
+    """Join the torchrun job described by the environment; a plain process stays alone.
+
+    The backend is NCCL for CUDA tensors and gloo for CPU tensors: with a GPU the process group
+    holds both, so the small control messages (flags, token counts, objects) travel on the CPU
+    and do not wait for the GPU. Idempotent: a second call returns the same answer.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1 and not dist.is_initialized():
+        return Distributed()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "gloo"
+        if torch.cuda.is_available():
+            backend = "cpu:gloo,cuda:nccl"
+            if local_rank < torch.cuda.device_count():
+                torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes()))
+    return Distributed(rank=dist.get_rank(), local_rank=local_rank,
+                       world_size=dist.get_world_size())
+
+
+def timeout_minutes() -> float:
+    """How long a rank waits in a collective, e.g. while rank 0 evaluates (default 60 min)."""
+    value = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_MINUTES))
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = -1.0
+    if minutes <= 0:
+        raise TrainingError(f"{TIMEOUT_ENV}={value!r} is invalid: expected minutes > 0")
+    return minutes
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def batch_trace_path(context: Distributed) -> Path | None:
+    """Where this rank records the example indices of every batch it trains on, if anywhere.
+
+    Set SEQ2SEQ_TRACE_BATCHES=DIR to get DIR/rank{R}.jsonl, one line per batch; the tests use it
+    to check that the ranks of a real torchrun job split each epoch between them.
+    """
+    directory = os.environ.get(TRACE_ENV)
+    if not directory:
+        return None
+    return Path(directory) / f"rank{context.rank}.jsonl"
