@@ -3,7 +3,8 @@
 Both searches run every sentence of a batch (and every beam of each sentence) as one batch of
 decoder rows. Sentences that are done leave the batch through `index_select`, so late steps only
 pay for the sentences still searching, and each step synchronises with the device once (to learn
-which sentences are done). Nothing loops over sentences in Python until the results are unpacked.
+which sentences are done; when some are, their indices are also copied to the host). Nothing
+loops over sentences in Python until the results are unpacked.
 
 Conventions shared by both searches:
 - The output never contains PAD or BOS (their log-probabilities are set to -inf) and a
@@ -48,18 +49,23 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _next_log_probs(logits: torch.Tensor, at_max: torch.Tensor) -> torch.Tensor:
+def _next_log_probs(logits: torch.Tensor, at_max: torch.Tensor | None) -> torch.Tensor:
     """Log-probabilities of the next token: PAD and BOS never, only EOS where `at_max`.
 
-    logits (N, V), at_max (N,) bool -> (N, V) float32. The kept entries are the model's own
-    log-probabilities (no renormalisation), so scores stay log-probabilities under the model.
+    logits (N, V), at_max (N,) bool or None (no row at its limit) -> (N, V) float32. The kept
+    entries are the model's own log-probabilities (no renormalisation), so scores stay
+    log-probabilities under the model.
+    Everything is done in place on the fresh log_softmax output: with V in the thousands, each
+    extra (N, V) temporary costs as much as the softmax itself.
     """
     log_probs = logits.float().log_softmax(dim=-1)  # (N, V)
+    if at_max is not None:
+        eos = log_probs[:, EOS_ID].clone()  # (N,)
+        log_probs.masked_fill_(at_max[:, None], float("-inf"))
+        log_probs[:, EOS_ID] = eos
     log_probs[:, PAD_ID] = float("-inf")
     log_probs[:, BOS_ID] = float("-inf")
-    not_eos = torch.ones(log_probs.size(1), dtype=torch.bool, device=log_probs.device)
-    not_eos[EOS_ID] = False
-    return log_probs.masked_fill(at_max[:, None] & not_eos, float("-inf"))
+    return log_probs
 
 
 def _hypothesis(tokens: torch.Tensor, score: float, attention: torch.Tensor,
@@ -90,7 +96,10 @@ def greedy(
     device = src.device
     memory, state = model.start(src, src_lengths)
     max_lens = max_output_lengths(src_lengths, max_len_ratio, max_len_offset)  # (B,)
-    steps = int(max_lens.max()) + 1  # + 1 for the EOS
+    # The active sentences' limits, also on the host: EOS is forced (a pass over (N, V)) only
+    # in the steps where some sentence reaches its limit.
+    host_lens = max_lens.cpu()  # (A,)
+    steps = int(host_lens.max()) + 1  # + 1 for the EOS
 
     tokens = torch.full((B, steps), PAD_ID, dtype=torch.long, device=device)
     scores = torch.zeros(B, device=device)
@@ -99,7 +108,8 @@ def greedy(
     prev = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
     for t in range(steps):
         logits, state, weights = model.decoder.step(prev, state, memory)  # (A, V), (A, heads, S)
-        best, prev = _next_log_probs(logits, max_lens[active] <= t).max(dim=1)  # (A,), (A,)
+        at_max = max_lens[active] <= t if t >= int(host_lens.min()) else None  # (A,)
+        best, prev = _next_log_probs(logits, at_max).max(dim=1)  # (A,), (A,)
         scores.index_add_(0, active, best)
         tokens[active, t] = prev
         if attention is None:
@@ -110,7 +120,7 @@ def greedy(
         if keep.numel() == 0:
             break
         if keep.numel() < prev.numel():  # drop the finished sentences from the batch
-            active, prev = active[keep], prev[keep]
+            active, prev, host_lens = active[keep], prev[keep], host_lens[keep.cpu()]
             memory, state = memory.select(keep), state.select(keep)
 
     tokens, scores, attention = tokens.cpu(), scores.cpu(), attention.cpu()
@@ -184,7 +194,10 @@ def beam_search(
     device = src.device
     memory, state = model.start(src, src_lengths)
     max_lens = max_output_lengths(src_lengths, max_len_ratio, max_len_offset)  # (B,)
-    steps = int(max_lens.max()) + 1  # + 1 for the EOS
+    # The active sentences' limits, also on the host: EOS is forced (a pass over (N, V)) only
+    # in the steps where some sentence reaches its limit.
+    host_lens = max_lens.cpu()  # (A,)
+    steps = int(host_lens.max()) + 1  # + 1 for the EOS
     finished = _FinishedPool(B, K, steps, device)
 
     # Rows are sentence-major: row a * K + k is beam k of active sentence a.
@@ -201,14 +214,15 @@ def beam_search(
     for t in range(steps):
         A = active.numel()
         logits, state, weights = model.decoder.step(prev, state, memory)  # (A*K, V), (A*K, h, S)
-        at_max = max_lens[active] <= t  # (A,)
-        log_probs = _next_log_probs(logits, at_max.repeat_interleave(K))  # (A * K, V)
+        at_max = max_lens[active] <= t if t >= int(host_lens.min()) else None  # (A,)
+        log_probs = _next_log_probs(  # (A * K, V)
+            logits, None if at_max is None else at_max.repeat_interleave(K))
         V = log_probs.size(1)
         if history_attention is None:
             history_attention = weights.new_zeros(A * K, 0, weights.size(1), S)
 
         # One topk over beam x vocab per sentence.
-        candidates = (beam_scores.view(A * K, 1) + log_probs).view(A, K * V)
+        candidates = log_probs.add_(beam_scores.view(A * K, 1)).view(A, K * V)
         top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K), best first
         token = top_index % V  # (A, 2K)
         parent = top_index // V + torch.arange(A, device=device)[:, None] * K  # (A, 2K) rows
@@ -225,7 +239,9 @@ def beam_search(
         penalty = gnmt_length_penalty(t + 1, length_penalty)
         finished.add(active, finish, top_scores[:, :K] / penalty, cand_tokens[:, :K],
                      cand_attention[:, :K])
-        done = (finished.count[active] >= K) | at_max  # (A,)
+        done = finished.count[active] >= K  # (A,)
+        if at_max is not None:
+            done |= at_max
 
         # The K best candidates that do not end form the next beam (a stable sort keeps order).
         survivors = ends.to(torch.uint8).sort(dim=1, stable=True).indices[:, :K]  # (A, K)
@@ -242,6 +258,7 @@ def beam_search(
         if keep.numel() < A:  # drop the done sentences from the batch
             keep_rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
             active, beam_scores = active[keep], beam_scores[keep]
+            host_lens = host_lens[keep.cpu()]
             prev, parent_rows = prev[keep_rows], parent_rows[keep_rows]
             history, history_attention = history[keep_rows], history_attention[keep_rows]
             memory = memory.select(keep_rows)  # the K rows of a sentence share its memory
