@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from sacrebleu.metrics import BLEU, CHRF
 
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import evaluate, translate
 from seq2seq.config import register_configs, to_object
 from seq2seq.trainer import Trainer
@@ -107,9 +108,24 @@ def test_real_test_2016_flickr_split(multi30k_checkpoint, multi30k_dir, tmp_path
     assert not list((tmp_path / "fresh_root").rglob("*.model"))
 
 
+def test_data_source_finds_the_files_of_a_moved_corpus(trained_checkpoint, tiny_corpus_dir,
+                                                       tmp_path, capsys):
+    payload = load_checkpoint(trained_checkpoint)
+    payload["config"]["data"]["test_files"]["tsv"] = str(tmp_path / "gone" / "test.tsv")
+    del payload["format_version"]
+    save_checkpoint(payload, tmp_path / "moved.pt")
+    args = ["--checkpoint", str(tmp_path / "moved.pt"), "--split", "test", "--beam", "1"]
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "test.tsv" in err and "--data-source DIR" in err
+    evaluate.main([*args, "--data-source", str(tiny_corpus_dir / "tiny")])
+    assert capsys.readouterr().out.startswith("test: 50 sentences")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--split", "test_2016_flickr"], "a custom corpus has no split 'test_2016_flickr'"),
-    (["--split", "test", "--data-source", "/nonexistent"], "--data-source DIR"),
+    (["--split", "val", "--data-source", "/nonexistent"], "valid_files.tsv='/nonexistent/val.tsv'"),
     (["--src", "{tiny}/test.de", "--ref", "{tiny}/train.en"], "has 50 lines but"),
 ])
 def test_data_errors_are_one_line_errors(args, message, trained_checkpoint, tiny_corpus_dir,

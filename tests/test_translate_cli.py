@@ -164,6 +164,13 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
     assert not marker.exists()
 
 
+def test_the_cli_default_batch_size_is_the_translators():
+    from seq2seq import translator
+    from seq2seq.cli import translate
+
+    assert translate.DEFAULT_BATCH_SIZE == translator.DEFAULT_BATCH_SIZE
+
+
 def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
     for args in (["--nbest", "3", "--beam", "2"], ["--input", "x.de", "Ein Satz."],
                  ["--beam", "0"]):

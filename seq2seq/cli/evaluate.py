@@ -70,7 +70,8 @@ def evaluate(args: argparse.Namespace) -> None:
         try:
             pairs = read_split(data_cfg, args.split)
         except DataError as error:
-            if "not found" not in str(error) and "not a directory" not in str(error):
+            moved = "not found" in str(error) or "not a directory" in str(error)
+            if args.data_source is not None or not moved:
                 raise
             raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
                             "--data-source DIR points at where its files are now)") from None

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from seq2seq.translator import Translation
+    from seq2seq.evaluation import SearchSettings
+    from seq2seq.translator import Translation, Translator
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZE = 128  # the same as seq2seq.translator.DEFAULT_BATCH_SIZE (not imported: torch)
@@ -182,7 +183,7 @@ def check_arguments(sentences: Sequence[str]) -> list[str]:
     return list(sentences)
 
 
-def stream_translations(translator, stream: BinaryIO, settings,
+def stream_translations(translator: Translator, stream: BinaryIO, settings: SearchSettings,
                         batch_size: int) -> Iterator[tuple[int, Translation]]:
     """Translate a stream batch by batch, as its lines arrive; yields (0-based index, result)."""
     index = 0
