@@ -9,6 +9,7 @@ one stopped: same batch order, same RNG draws, same schedule.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -220,8 +221,9 @@ class Trainer:
         data = prepare_data(cfg.data, cfg.train.batch_tokens)
         if self.dist.is_main:
             self.dist.barrier()
-        tokenizers = self.dist.gather(data.tokenizer.to_bytes())
-        if any(models != tokenizers[0] for models in tokenizers):
+        models = data.tokenizer.to_bytes()
+        digest = hashlib.sha256(models["src"] + models["tgt"]).hexdigest()
+        if len(set(self.dist.gather(digest))) > 1:
             raise TrainingError(
                 "the ranks prepared different sentencepiece models; put data.root on a file "
                 "system that every node shares, or prepare the data once and copy it to each node")

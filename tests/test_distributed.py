@@ -8,6 +8,7 @@ port; workers write what they saw to files that the test then reads.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -194,8 +195,9 @@ def resume_worker(rank: int, port: int, cfg, out: Path) -> None:
 
 
 def test_a_signal_on_one_rank_stops_all_and_resume_matches_the_uninterrupted_run(tiny_setup,
-                                                                                  tmp_path):
-    cfg, _ = tiny_setup
+                                                                                  tmp_path,
+                                                                                  caplog):
+    cfg, data = tiny_setup
     cfg = with_train(cfg, max_steps=12, eval_every=6)  # dropout stays on: RNG states matter
 
     spawn(resume_worker, cfg, tmp_path)
@@ -212,3 +214,9 @@ def test_a_signal_on_one_rank_stops_all_and_resume_matches_the_uninterrupted_run
     for rank in (0, 1):  # and each rank's RNG ends where it would have
         assert torch.equal(resumed["rng_per_rank"][rank]["torch"],
                            full["rng_per_rank"][rank]["torch"])
+
+    # one process continues the 2-process run after the 2 x 7 batches it trained this epoch
+    with caplog.at_level(logging.WARNING):
+        alone = Trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "alone", data)
+    assert alone.state.step == 7 and alone.state.batch_in_epoch == 14
+    assert any("resuming a run of 2 process(es) with 1" in r.message for r in caplog.records)
