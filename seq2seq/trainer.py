@@ -128,11 +128,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[cfg.schedule])
 
 
-def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor,
-                  label_smoothing: float) -> torch.Tensor:
-    """Summed label-smoothed cross-entropy over real target tokens (pad excluded)."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tgt_out.reshape(-1),
-                           ignore_index=PAD_ID, label_smoothing=label_smoothing, reduction="sum")
+def sequence_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float,
+                  autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy over the real target tokens of a batch.
+
+    The output layer runs only on real (non-pad) positions: over an 8k vocabulary it is the
+    costliest layer, and padding would be wasted work.
+    """
+    tgt_mask = batch.tgt_out.ne(PAD_ID)  # (B, T)
+    with torch.autocast(batch.src.device.type, dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None):
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, tgt_mask=tgt_mask)  # (N, V)
+    return F.cross_entropy(logits.float(), batch.tgt_out[tgt_mask],
+                           label_smoothing=label_smoothing, reduction="sum")
 
 
 def all_finite(model: torch.nn.Module) -> bool:
@@ -369,10 +377,8 @@ class Trainer:
         # normalise by the target tokens of all ranks' batches together, so that the update is
         # the one a single process would make on their union, whatever each rank's share
         num_tokens = self.dist.sum_over_ranks(batch.num_tgt_tokens)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-        loss = sequence_loss(logits, batch.tgt_out, cfg.label_smoothing) / num_tokens
+        loss = sequence_loss(self.train_model, batch, cfg.label_smoothing,
+                             self.autocast_dtype) / num_tokens
         if self.dist.enabled:
             loss = loss * self.dist.world_size  # DDP averages gradients over the ranks
         self.optimizer.zero_grad(set_to_none=True)
@@ -442,10 +448,7 @@ class Trainer:
         for indices in sampler:
             batch = collate([(i, split.src_ids[i], split.tgt_ids[i]) for i in indices])
             batch = batch.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
-                logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-            total += float(sequence_loss(logits, batch.tgt_out, 0.0))
+            total += float(sequence_loss(self.model, batch, 0.0, self.autocast_dtype))
             tokens += batch.num_tgt_tokens
         return total / max(tokens, 1)
 
