@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seq2seq.cli.translate import add_model_arguments, open_output, run_cli
+from seq2seq.cli.translate import add_model_arguments, load_translator, open_output, run_cli
 
 if TYPE_CHECKING:
     from seq2seq.config import DataConfig
@@ -62,9 +62,8 @@ def evaluate(args: argparse.Namespace) -> None:
     from seq2seq.data import read_split
     from seq2seq.errors import DataError
     from seq2seq.evaluation import score
-    from seq2seq.translator import Translator
 
-    translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    translator = load_translator(args)
     if args.split is not None:
         data_cfg = with_data_location(translator.config.data, args.data_source, args.data_root)
         try:
