@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training token budget per batch, padding included (default 6000)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                         help="bf16 autocast on CUDA where supported (ignored on the CPU)")
+    parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True,
+                        help="time training updates (default on)")
     parser.add_argument("--decode", action=argparse.BooleanOptionalAction, default=True,
                         help="also time greedy and beam search (default on)")
     parser.add_argument("--beam-size", type=int, default=5)
@@ -230,6 +232,8 @@ def time_decoding(args: argparse.Namespace, data: PreparedData,
             "mean_output_len": out_tokens / len(src_ids),
             "mean_source_len": sum(map(len, src_ids)) / len(src_ids),
         })
+        print(f"  {rows[-1]['search']}: {rows[-1]['sentences_per_s']:.1f} sentences/s",
+              file=sys.stderr, flush=True)
     return rows
 
 
@@ -243,11 +247,32 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
         print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)))
 
 
+def time_all_training(args: argparse.Namespace, data: PreparedData,
+                      device: torch.device) -> list[dict[str, Any]]:
+    batches = training_batches(data, args)
+    mean_tokens = sum(batch.num_tgt_tokens for batch in batches) / len(batches)
+    print(f"training: {args.steps} timed steps after {args.warmup} warm-up, batches of "
+          f"{args.batch_tokens} tokens ({mean_tokens:.0f} target tokens on average), embedding "
+          f"{args.embedding}, hidden {args.hidden}, {torch.get_num_threads()} threads, {device}",
+          flush=True)
+    rows = []
+    for style in args.styles:
+        for scorer in args.scorers:
+            row = time_training(make_variant(scorer, style, args), data, batches, args, device)
+            print(f"  {style:>13} {scorer:>9}: {row['tgt_tokens_per_s']:,.0f} target tokens/s",
+                  file=sys.stderr, flush=True)
+            rows.append(row)
+    print_table(rows, [("style", "style", "s"), ("scorer", "scorer", "s"),
+                       ("params", "params", ","), ("ms_per_step", "ms/step", ".0f"),
+                       ("tgt_tokens_per_s", "tgt tok/s", ",.0f"),
+                       ("tgt_tokens_per_cpu_s", "tok/cpu-s", ",.0f")])
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data = load_data(args)
-    batches = training_batches(data, args)
     environment = {
         "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(),
@@ -256,21 +281,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     results: dict[str, Any] = {"settings": vars(args), "environment": environment,
                                "training": [], "decoding": []}
-    mean_tokens = sum(batch.num_tgt_tokens for batch in batches) / len(batches)
-    print(f"training: {args.steps} timed steps after {args.warmup} warm-up, batches of "
-          f"{args.batch_tokens} tokens ({mean_tokens:.0f} target tokens on average), embedding "
-          f"{args.embedding}, hidden {args.hidden}, {environment['threads']} threads, {device}",
-          flush=True)
-    for style in args.styles:
-        for scorer in args.scorers:
-            row = time_training(make_variant(scorer, style, args), data, batches, args, device)
-            print(f"  {style:>13} {scorer:>9}: {row['tgt_tokens_per_s']:,.0f} target tokens/s",
-                  file=sys.stderr, flush=True)
-            results["training"].append(row)
-    print_table(results["training"], [("style", "style", "s"), ("scorer", "scorer", "s"),
-                                      ("params", "params", ","), ("ms_per_step", "ms/step", ".0f"),
-                                      ("tgt_tokens_per_s", "tgt tok/s", ",.0f"),
-                                      ("tgt_tokens_per_cpu_s", "tok/cpu-s", ",.0f")])
+    if args.train:
+        results["training"] = time_all_training(args, data, device)
     if args.decode:
         results["decoding"] = time_decoding(args, data, device)
         print()
