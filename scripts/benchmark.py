@@ -133,10 +133,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 on a CUDA device that has it (no loss scaling needed), else full precision."""
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, enabled: bool):
+    dtype = autocast_dtype(device, enabled)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def time_training(variant: Variant, data: PreparedData, batches: list[Batch],
@@ -150,10 +156,11 @@ def time_training(variant: Variant, data: PreparedData, batches: list[Batch],
     optimizer = build_optimizer(model, train_cfg)
     batches = [batch.to(device) for batch in batches]
 
+    dtype = autocast_dtype(device, args.amp)
+
     def update(batch: Batch) -> None:
-        with autocast(device, args.amp):
-            logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-        loss = sequence_loss(logits, batch.tgt_out, train_cfg.label_smoothing)
+        # the trainer's own loss: forward (under autocast where enabled) + cross-entropy
+        loss = sequence_loss(model, batch, train_cfg.label_smoothing, dtype)
         loss = loss / batch.tgt_out.ne(0).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
