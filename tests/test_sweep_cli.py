@@ -191,3 +191,20 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
         results = json.loads((tiny_sweep / job / "results.json").read_text())
         (metric,) = multiplexer.Tensors(run, "hparam/test_bleu")
         assert metric.tensor_proto.float_val[0] == pytest.approx(results["test"]["bleu"], abs=1e-4)
+
+
+def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_data_overrides, tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    done = run_script("train.py", [
+        "-m", "train.lr=-1,0.003", "train=smoke", *tiny_data_overrides,
+        "model.embedding_size=16", "model.hidden_size=16", "train.max_steps=2",
+        "train.eval_every=2", "train.batch_tokens=300", "data.max_eval_pairs=4",
+        "train.num_plot_sentences=1", "train.beam_size=1", "train.num_threads=1",
+        f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
+    ], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "error: train.lr=-1.0 is invalid" in done.stderr
+    assert not (sweep_dir / "0" / "results.json").exists()
+    assert (sweep_dir / "1" / "results.json").is_file()  # the second job still ran
+    report = run_script("report.py", [str(sweep_dir)], cwd=tmp_path)
+    assert "train.lr" in report.stdout and "failed" in report.stdout

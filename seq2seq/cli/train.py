@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.config import ConfigError, register_configs, to_object
@@ -40,6 +41,8 @@ def train(cfg: DictConfig) -> float:
     except (ConfigError, Seq2SeqError) as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
+        if HydraConfig.get().mode is RunMode.MULTIRUN:
+            return float("nan")  # one failed job must not cancel the rest of a sweep
         sys.exit(1)
     except Interrupted as stop:
         log.warning("%s", stop)
