@@ -59,6 +59,7 @@ class CrossAttention(nn.Module):
     """The contract every scorer follows; the default projections are the identity."""
 
     output_size: int  # size of the context vectors it returns
+    dropout: float  # probability of dropping an attention weight in training
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """keys (B, S, Dk) -> what ``forward`` accepts as ``projected_keys``; once per batch."""

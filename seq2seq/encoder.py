@@ -63,7 +63,9 @@ class Encoder(nn.Module):
 
     The GRU reads packed sequences, so padding never enters a state: the backward direction of
     each sentence starts at its own last token, and results do not depend on what else is in the
-    batch. (Padded input with per-sentence reversal and masks was measured as no faster on CPU.)
+    batch. Measured on CPU (fwd + bwd, 256/256): the alternative, padded input with a per-sentence
+    reversal for the backward direction, runs the GRU 15-30% faster on tightly bucketed batches
+    (about 3% of a training step) but slower once lengths spread; packing is simpler and exact.
     """
 
     def __init__(
