@@ -124,7 +124,8 @@ def greedy(
             memory, state = memory.select(keep), state.select(keep)
 
     tokens, scores, attention = tokens.cpu(), scores.cpu(), attention.cpu()
-    return [_hypothesis(tokens[b], float(scores[b]), attention[b], int(src_lengths[b]))
+    src_lengths = src_lengths.tolist()
+    return [_hypothesis(tokens[b], float(scores[b]), attention[b], src_lengths[b])
             for b in range(B)]
 
 
@@ -275,8 +276,7 @@ def _best_finished(finished: _FinishedPool, src_lengths: torch.Tensor,
     tokens, attention = finished.tokens.cpu(), finished.attention.cpu()
     order = scores.argsort(dim=1, descending=True, stable=True)[:, :nbest]  # (B, nbest)
     results: list[list[Hypothesis]] = []
-    for b in range(scores.size(0)):
-        src_len = int(src_lengths[b])
+    for b, src_len in enumerate(src_lengths.tolist()):
         results.append([_hypothesis(tokens[b, k], float(scores[b, k]), attention[b, k], src_len)
                         for k in order[b].tolist() if scores[b, k].isfinite()])
     return results
