@@ -109,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def run_cli(command: Callable[[], None]) -> None:
     """Run a command: user errors as `error: ...` with exit code 1, never a traceback."""
+    # Decoding is thousands of small ops. OpenMP's default wait policy keeps idle threads
+    # spinning, and on a CPU shared with other work a spinning thread that lost its core stalls
+    # every op (2 busy cores: 3-5x the wall time, measured); passive threads sleep instead. It
+    # must be set before torch is first imported; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     setup_logging()
     from seq2seq.errors import Seq2SeqError  # no torch
 
@@ -146,12 +151,7 @@ class _StderrHandler(logging.Handler):
 
 
 def load_translator(args: argparse.Namespace) -> Translator:
-    """The checkpoint's model on its device, with torch's CPU threads set up for decoding."""
-    # Decoding is thousands of small ops. OpenMP's default wait policy keeps idle threads
-    # spinning, and on a CPU shared with other work a spinning thread that lost its core stalls
-    # every op (2 busy cores: 4-5x the wall time, measured); passive threads sleep instead. It
-    # must be set before torch loads OpenMP; a user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """The checkpoint's model on its device, with `--threads` CPU threads."""
     import torch
 
     from seq2seq.translator import Translator
