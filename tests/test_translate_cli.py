@@ -126,11 +126,21 @@ def test_plot_and_show_attention(trained_checkpoint, tmp_path, capsysbinary, mon
     assert "→" in shown[0] and "</s>→" in shown[0]
 
 
-def test_invalid_utf8_on_stdin_names_the_line(trained_checkpoint):
-    done = run_script(["--checkpoint", str(trained_checkpoint)], stdin=b"gut\nschl\xe4ft\n")
-    stderr = done.stderr.decode()
-    assert done.returncode == 1 and "Traceback" not in stderr
-    assert "error: stdin, line 2: invalid UTF-8" in stderr
+def test_invalid_utf8_on_stdin_names_the_line_and_exits_while_stdin_is_open(trained_checkpoint):
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint",
+                                str(trained_checkpoint)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        process.stdin.write(b"gut\nschl\xe4ft\n")
+        process.stdin.flush()  # and keep it open: the reader thread is waiting for more
+        returncode = process.wait(timeout=120)
+        stderr = process.stderr.read().decode()
+    finally:
+        process.kill()
+        process.wait()
+    assert returncode == 1 and "Traceback" not in stderr and "Fatal" not in stderr
+    assert stderr.startswith("error: stdin, line 2: invalid UTF-8")
 
 
 def _checkpoint_with_code(path: Path, marker: Path) -> None:

@@ -13,6 +13,7 @@ and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import queue
@@ -220,11 +221,17 @@ def ready_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
     batches (the reader keeps reading while the model translates).
     """
     lines: queue.Queue[bytes | None] = queue.Queue(maxsize=4 * batch_size)
+    read_chunk = _chunk_reader(stream)
 
     def read() -> None:
+        pending = b""
         try:
-            for line in stream:
-                lines.put(line)
+            while chunk := read_chunk():
+                *complete, pending = (pending + chunk).split(b"\n")
+                for line in complete:
+                    lines.put(line)
+            if pending:  # a last line without a newline
+                lines.put(pending)
         finally:
             lines.put(None)  # end of input (or a read error): stop the consumer
 
@@ -244,6 +251,19 @@ def ready_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
                 return
             batch.append(line)
         yield batch
+
+
+def _chunk_reader(stream: BinaryIO) -> Callable[[], bytes]:
+    """Reads of whatever bytes are there (b"" at the end), straight from the file descriptor.
+
+    Not through the BufferedReader: the reader thread would hold its lock while it waits for
+    input, and an exit meanwhile (an error on an earlier line) aborts the interpreter.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # in-memory streams (tests)
+        return lambda: stream.read1(1 << 16)
+    return lambda: os.read(fd, 1 << 16)
 
 
 def decode_line(raw: bytes, number: int, source: str) -> str:
