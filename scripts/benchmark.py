@@ -303,6 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured, even in a log
     args = parse_args(argv)
     try:
         results = run(args)
