@@ -452,6 +452,9 @@ class Trainer:
             tokens += batch.num_tgt_tokens
         return total / max(tokens, 1)
 
+    def _epochs_done(self) -> float:
+        return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
+
     def _evaluate(self) -> bool:
         """Validate, step the plateau schedule, save best/last; True when early stopping fires.
 
@@ -473,8 +476,8 @@ class Trainer:
         else:
             state.bad_evals += 1
         stop = cfg.patience > 0 and state.bad_evals >= cfg.patience
-        log.info("eval step %d epoch %d: val loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s (%.1fs)",
-                 step, state.epoch + 1, val_loss, math.exp(min(val_loss, 50.0)), bleu, chrf,
+        log.info("eval step %d (%.2f epochs): val loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s (%.1fs)",
+                 step, self._epochs_done(), val_loss, math.exp(min(val_loss, 50.0)), bleu, chrf,
                  " *best*" if improved else f" ({state.bad_evals} without gain)",
                  time.perf_counter() - started)
         if improved:
@@ -571,7 +574,7 @@ class Trainer:
             "world_size": self.dist.world_size,  # processes; tokens_per_s counts them all
             "seed": self.cfg.seed,
             "stop_reason": stop_reason,
-            "epochs": state.epoch + state.batch_in_epoch / max(len(self.sampler), 1),
+            "epochs": self._epochs_done(),
             "steps": state.step,
             "train_seconds": state.train_seconds,
             "tokens_per_s": state.train_tokens / max(state.train_seconds, 1e-9),
