@@ -124,3 +124,14 @@ def trained_checkpoint(tiny_data_overrides, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("trained_run")
     Trainer(cfg, run_dir).fit()
     return run_dir
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,13 +21,7 @@ B, T, S, DQ, DK = 3, 4, 6, 8, 10
 LENGTHS = torch.tensor([6, 3, 1])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_scorer(kind: AttentionType, dropout: float = 0.0) -> torch.nn.Module:

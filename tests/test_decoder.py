@@ -20,13 +20,7 @@ VARIANTS = [(kind, style, feeding) for kind in AttentionType for style, feeding 
 IDS = [f"{k.value}-{s.value}{'-feeding' if f else ''}" for k, s, f in VARIANTS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_decoder(kind, style, feeding, layers: int = 2, tie: bool = True) -> Decoder:

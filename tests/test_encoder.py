@@ -11,13 +11,7 @@ from seq2seq.tokenizer import PAD_ID
 VOCAB, E, H = 20, 6, 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_encoder(layers: int = 2, decoder_layers: int = 3, heads: int | None = None) -> Encoder:

@@ -22,13 +22,7 @@ MIN_LEN, MAX_LEN = 3, 10
 STEPS = 250  # of 64 strings; every case reaches 100% by ~200 (about 5 s of one CPU core)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_batch(size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -82,13 +82,7 @@ def sequence_log_prob(model, src, src_lengths, tokens: list[int]) -> float:
     return float(log_probs.gather(1, target[:, None]).sum())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=VARIANTS, ids=VARIANT_IDS)
