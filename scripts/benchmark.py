@@ -43,9 +43,10 @@ from seq2seq.config import (
 from seq2seq.data import PreparedData, prepare_data
 from seq2seq.errors import Seq2SeqError
 from seq2seq.evaluation import SearchSettings, translate_ids
+from seq2seq.loss import SequenceLoss, sequence_loss
 from seq2seq.model import build_model
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import build_optimizer, sequence_loss
+from seq2seq.trainer import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 STYLES = ("luong", "bahdanau", "luong_feeding")  # luong_feeding: luong with input feeding
@@ -157,10 +158,11 @@ def time_training(variant: Variant, data: PreparedData, batches: list[Batch],
     batches = [batch.to(device) for batch in batches]
 
     dtype = autocast_dtype(device, args.amp)
+    loss_fn = SequenceLoss(model)
 
     def update(batch: Batch) -> None:
         # the trainer's own loss: forward (under autocast where enabled) + cross-entropy
-        loss = sequence_loss(model, batch, train_cfg.label_smoothing, dtype)
+        loss = sequence_loss(loss_fn, batch, train_cfg.label_smoothing, dtype)
         loss = loss / batch.tgt_out.ne(0).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

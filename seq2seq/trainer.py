@@ -9,6 +9,7 @@ one stopped: same batch order, same RNG draws, same schedule.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -23,7 +24,6 @@ from typing import Any
 
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -41,8 +41,8 @@ from seq2seq.data import EvalSplit, PreparedData, prepare_data
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed
 from seq2seq.errors import CheckpointError, TrainingError
 from seq2seq.evaluation import SearchSettings, translate_and_score
+from seq2seq.loss import SequenceLoss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.tokenizer import PAD_ID
 from seq2seq.visualize import attention_figures
 
 log = logging.getLogger(__name__)
@@ -128,27 +128,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[cfg.schedule])
 
 
-def sequence_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float,
-                  autocast_dtype: torch.dtype | None) -> torch.Tensor:
-    """Summed label-smoothed cross-entropy over the real target tokens of a batch.
-
-    The output layer runs only on real (non-pad) positions: over an 8k vocabulary it is the
-    costliest layer, and padding would be wasted work.
-    """
-    tgt_mask = batch.tgt_out.ne(PAD_ID)  # (B, T)
-    with torch.autocast(batch.src.device.type, dtype=autocast_dtype or torch.float32,
-                        enabled=autocast_dtype is not None):
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in, tgt_mask=tgt_mask)  # (N, V)
-    return F.cross_entropy(logits.float(), batch.tgt_out[tgt_mask],
-                           label_smoothing=label_smoothing, reduction="sum")
-
-
 def all_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def release_free_memory() -> None:
+    """Hand memory that glibc's malloc keeps on its free lists back to the OS (malloc_trim).
+
+    A CPU step allocates and frees hundreds of MB of tensors of changing sizes; without a trim
+    the heap's free holes add up over a long run and the resident size creeps upwards. A no-op
+    where the C library is not glibc.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -202,10 +200,11 @@ class Trainer:
         if resume_payload is not None:
             self._restore(resume_payload)
         # what trains: the model itself, or its DDP wrapper that all-reduces gradients in backward
-        self.train_model: torch.nn.Module = self.model
+        self.loss = SequenceLoss(self.model)
+        self.train_model: torch.nn.Module = self.loss
         if self.dist.enabled:
             self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.loss, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.writer = (SummaryWriter(self.run_dir / "tb", purge_step=self.state.step or None)
                        if self.dist.is_main else None)
         self.batch_trace = batch_trace_path(self.dist)
@@ -448,7 +447,7 @@ class Trainer:
         for indices in sampler:
             batch = collate([(i, split.src_ids[i], split.tgt_ids[i]) for i in indices])
             batch = batch.to(self.device)
-            total += float(sequence_loss(self.model, batch, 0.0, self.autocast_dtype))
+            total += float(sequence_loss(self.loss, batch, 0.0, self.autocast_dtype))
             tokens += batch.num_tgt_tokens
         return total / max(tokens, 1)
 
@@ -476,13 +475,15 @@ class Trainer:
         else:
             state.bad_evals += 1
         stop = cfg.patience > 0 and state.bad_evals >= cfg.patience
-        log.info("eval step %d (%.2f epochs): val loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s (%.1fs)",
+        log.info("eval step %d (%.2f epochs): val loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s "
+                 "(%.1fs, peak RSS %.0f MB)",
                  step, self._epochs_done(), val_loss, math.exp(min(val_loss, 50.0)), bleu, chrf,
                  " *best*" if improved else f" ({state.bad_evals} without gain)",
-                 time.perf_counter() - started)
+                 time.perf_counter() - started, peak_rss_mb())
         if improved:
             self._save("best.pt")
         self._save("last.pt")
+        release_free_memory()  # what validation and saving freed
         if self.writer is not None:
             self.writer.flush()
         return stop

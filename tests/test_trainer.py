@@ -126,17 +126,17 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, m
                                                          caplog):
     cfg, data = tiny_setup
     trainer = Trainer(with_train(cfg, max_steps=6, eval_every=3, max_nan_steps=3), tmp_path, data)
-    real_forward = trainer.model.forward
+    real_forward = trainer.loss.forward
     calls = {"n": 0}
 
     def forward_with_nans(*args, **kwargs):
-        logits, weights_ = real_forward(*args, **kwargs)
+        loss = real_forward(*args, **kwargs)
         calls["n"] += 1
         if trainer.model.training and calls["n"] in (2, 3):  # two bad batches, then recovery
-            logits = logits * float("nan")
-        return logits, weights_
+            loss = loss * float("nan")
+        return loss
 
-    monkeypatch.setattr(trainer.model, "forward", forward_with_nans)
+    monkeypatch.setattr(trainer.loss, "forward", forward_with_nans)
     with caplog.at_level(logging.WARNING):
         trainer.fit()
     assert sum("non-finite" in r.message for r in caplog.records) == 2
@@ -145,8 +145,9 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, m
     assert all(torch.isfinite(t).all() for t in saved.values())
 
     always_nan = Trainer(with_train(cfg, max_nan_steps=3), tmp_path / "diverged", data)
-    monkeypatch.setattr(always_nan.model, "forward",
-                        lambda *a, **k: (real_forward(*a, **k)[0] * float("nan"), None))
+    diverging_forward = always_nan.loss.forward
+    monkeypatch.setattr(always_nan.loss, "forward",
+                        lambda *a, **k: diverging_forward(*a, **k) * float("nan"))
     with pytest.raises(TrainingError, match="3 consecutive non-finite"):
         always_nan.fit()
 
