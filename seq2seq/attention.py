@@ -73,11 +73,77 @@ class CrossAttention(nn.Module):
         return self.dropout if self.training else 0.0
 
 
+# energies per chunk in additive attention: 2**23 floats = 32 MB; more on a GPU, where fewer,
+# larger kernels pay and memory is plentiful
+ENERGY_CHUNK_ELEMENTS = 2**23
+ENERGY_CHUNK_ELEMENTS_CUDA = 2**27
+
+
+def additive_scores(queries: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """v . tanh(q_t + k_s) for every target step t and source position s.
+
+    queries (B, T, A), keys (B, S, A), v (A,) -> scores (B, T, S).
+
+    The energies tanh(q_t + k_s) form a (B, T, S, A) tensor: for a 4,000-token CPU batch that is
+    ~100 MB, and autograd would keep it, its tanh and their gradients (~4x). Here they exist
+    one chunk of target steps at a time, and backward recomputes each chunk's energies
+    (activation recomputation, Chen et al. 2016) instead of storing them.
+    """
+    B, T, S, A = *queries.shape, keys.shape[1]
+    budget = ENERGY_CHUNK_ELEMENTS_CUDA if queries.is_cuda else ENERGY_CHUNK_ELEMENTS
+    steps = max(1, budget // max(B * S * A, 1))  # target steps per chunk
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, v)):
+        return _AdditiveScores.apply(queries, keys, v, steps)
+    return _chunked_scores(queries, keys.to(queries.dtype), v.to(queries.dtype), steps)
+
+
+def _energies(queries: Tensor, keys: Tensor) -> Tensor:
+    """queries (B, t, A), keys (B, S, A) -> tanh(q + k) (B, t, S, A)."""
+    return (queries.unsqueeze(2) + keys.unsqueeze(1)).tanh_()
+
+
+def _chunked_scores(queries: Tensor, keys: Tensor, v: Tensor, steps: int) -> Tensor:
+    return torch.cat([
+        torch.matmul(_energies(queries[:, start:start + steps], keys), v)  # (B, t, S)
+        for start in range(0, queries.shape[1], steps)
+    ], dim=1)
+
+
+class _AdditiveScores(torch.autograd.Function):
+    """additive_scores with a backward that recomputes the energies chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, queries: Tensor, keys: Tensor, v: Tensor, steps: int) -> Tensor:
+        dtype = queries.dtype  # under autocast the projections come in half precision
+        keys, v_ = keys.to(dtype), v.to(dtype)
+        ctx.save_for_backward(queries, keys, v_)
+        ctx.steps, ctx.dtypes = steps, (keys.dtype, v.dtype)
+        return _chunked_scores(queries, keys, v_, steps)
+
+    @staticmethod
+    def backward(ctx, grad_scores: Tensor):
+        queries, keys, v = ctx.saved_tensors
+        keys_dtype, v_dtype = ctx.dtypes
+        grad_scores = grad_scores.to(queries.dtype)  # (B, T, S)
+        grad_queries = torch.empty_like(queries)  # (B, T, A)
+        grad_keys = torch.zeros(keys.shape, dtype=torch.float32, device=keys.device)  # (B, S, A)
+        grad_v = torch.zeros(v.shape, dtype=torch.float32, device=v.device)  # (A,)
+        for start in range(0, queries.shape[1], ctx.steps):
+            energies = _energies(queries[:, start:start + ctx.steps], keys)  # (B, t, S, A)
+            g = grad_scores[:, start:start + ctx.steps]  # (B, t, S)
+            grad_v += torch.einsum("btsa,bts->a", energies, g).float()
+            # d score / d (q + k) = v * (1 - tanh^2), scaled by the incoming gradient; in place
+            grad_energy = energies.square_().neg_().add_(1).mul_(v).mul_(g.unsqueeze(-1))
+            grad_queries[:, start:start + ctx.steps] = grad_energy.sum(dim=2)
+            grad_keys += grad_energy.sum(dim=1).float()
+        return grad_queries, grad_keys.to(keys_dtype), grad_v.to(v_dtype), None
+
+
 class AdditiveAttention(CrossAttention):
     """Bahdanau et al. 2015 (eq. 6, appendix A.1.2): score(q, k) = v . tanh(W_q q + W_k k).
 
-    All T queries are scored at once through a (B, T, S, A) energy tensor, so a decoder that
-    queries after its GRU (Luong style) needs no time loop even with this scorer.
+    All T queries are scored at once (``additive_scores``, in chunks of target steps), so a
+    decoder that queries after its GRU (Luong style) needs no time loop even with this scorer.
     """
 
     def __init__(self, query_size: int, key_size: int, attention_size: int, dropout: float = 0.0):
@@ -105,8 +171,7 @@ class AdditiveAttention(CrossAttention):
             projected_keys = self.project_keys(keys)
         values = values if projected_values is None else projected_values
         queries = self.query_layer(query)  # (B, T, A)
-        energy = (queries.unsqueeze(2) + projected_keys.unsqueeze(1)).tanh_()  # (B, T, S, A)
-        scores = self.energy_layer(energy).squeeze(-1)  # (B, T, S)
+        scores = additive_scores(queries, projected_keys, self.energy_layer.weight[0])  # (B, T, S)
         scores = scores.masked_fill(~mask[:, None, :], torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=-1)
         context = torch.bmm(F.dropout(weights, self._dropout()), values)

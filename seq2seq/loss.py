@@ -47,11 +47,17 @@ def linear_cross_entropy(
     inputs = (features, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         return _LinearCrossEntropy.apply(features, weight, bias, targets, label_smoothing, rows)
-    total = features.new_zeros((), dtype=torch.float32)
+    dtype = _accumulation_dtype(features)
+    total = features.new_zeros((), dtype=dtype)
     for start in range(0, features.shape[0], rows):
-        logits = F.linear(features[start:start + rows], weight, bias).float()  # (n, V)
+        logits = F.linear(features[start:start + rows], weight, bias).to(dtype)  # (n, V)
         total += _chunk_loss(logits, targets[start:start + rows], label_smoothing)[0]
     return total
+
+
+def _accumulation_dtype(features: Tensor) -> torch.dtype:
+    """fp32, or fp64 for fp64 inputs: half-precision logits are upcast for the softmax."""
+    return torch.promote_types(features.dtype, torch.float32)
 
 
 def _chunk_loss(logits: Tensor, targets: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
@@ -72,17 +78,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, features: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
                 label_smoothing: float, rows: int) -> Tensor:
         N, V = features.shape[0], weight.shape[0]
-        total = features.new_zeros((), dtype=torch.float32)
         # fp32 accumulators: with AMP the chunks' matmuls run in half precision, their sums not
-        grad_features = torch.empty(features.shape, dtype=torch.float32, device=features.device)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        grad_bias = None if bias is None else torch.zeros(V, dtype=torch.float32,
-                                                          device=bias.device)
+        dtype = _accumulation_dtype(features)
+        total = features.new_zeros((), dtype=dtype)
+        grad_features = torch.empty(features.shape, dtype=dtype, device=features.device)
+        grad_weight = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+        grad_bias = None if bias is None else torch.zeros(V, dtype=dtype, device=bias.device)
         w = weight.to(features.dtype)  # (V, P) what the matmuls read (a copy only under AMP)
         for start in range(0, N, rows):
             x = features[start:start + rows]  # (n, P)
             t = targets[start:start + rows]  # (n,)
-            logits = F.linear(x, weight, bias).float()  # (n, V)
+            logits = F.linear(x, weight, bias).to(dtype)  # (n, V)
             loss, lse = _chunk_loss(logits, t, label_smoothing)
             total += loss
             # d loss / d logits = softmax - ((1 - eps) * onehot + eps / V), built in place
@@ -91,12 +97,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_logits.sub_(label_smoothing / V)
             grad_logits[torch.arange(len(t), device=t.device), t] -= 1 - label_smoothing
             g = grad_logits.to(x.dtype)  # (n, V)
-            if g.dtype == torch.float32:  # in place: no (V, P) temporary per chunk
+            if g.dtype == dtype:  # in place: no (V, P) temporary per chunk
                 torch.mm(g, w, out=grad_features[start:start + rows])  # (n, P)
                 grad_weight.addmm_(g.t(), x)  # (V, P)
             else:
                 grad_features[start:start + rows] = g @ w
-                grad_weight += (g.t() @ x).float()
+                grad_weight += (g.t() @ x).to(dtype)
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(dim=0)
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
@@ -132,7 +138,7 @@ class SequenceLoss(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
                 label_smoothing: float = 0.0) -> Tensor:
-        """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32)."""
+        """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32 under AMP)."""
         tgt_mask = tgt_out.ne(PAD_ID)  # (B, T)
         memory, state = self.model.start(src, src_lengths)
         attentional, _ = self.model.decoder.features(tgt_in, memory, state)  # (B, T, P)

@@ -328,6 +328,8 @@ class Trainer:
                     self._trace_batch(self.batch_trace, indices)
                 batch = collate([self.data.train[i] for i in indices]).to(self.device)
                 loss_per_token = self._train_step(batch)
+                if cfg.release_memory_every and state.step % cfg.release_memory_every == 0:
+                    release_free_memory()  # else freed holes pile up as resident memory
                 state.train_seconds += time.perf_counter() - started
                 state.batch_in_epoch += 1
                 if loss_per_token is not None:
