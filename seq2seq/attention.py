@@ -89,7 +89,8 @@ def additive_scores(queries: Tensor, keys: Tensor, v: Tensor) -> Tensor:
     one chunk of target steps at a time, and backward recomputes each chunk's energies
     (activation recomputation, Chen et al. 2016) instead of storing them.
     """
-    B, T, S, A = *queries.shape, keys.shape[1]
+    B, _, A = queries.shape
+    S = keys.shape[1]
     budget = ENERGY_CHUNK_ELEMENTS_CUDA if queries.is_cuda else ENERGY_CHUNK_ELEMENTS
     steps = max(1, budget // max(B * S * A, 1))  # target steps per chunk
     if torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, v)):

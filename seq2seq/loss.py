@@ -138,7 +138,8 @@ class SequenceLoss(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
                 label_smoothing: float = 0.0) -> Tensor:
-        """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32 under AMP)."""
+        """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32 with
+        AMP)."""
         tgt_mask = tgt_out.ne(PAD_ID)  # (B, T)
         memory, state = self.model.start(src, src_lengths)
         attentional, _ = self.model.decoder.features(tgt_in, memory, state)  # (B, T, P)

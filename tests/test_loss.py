@@ -46,7 +46,7 @@ def test_value_and_gradients_match_the_unfused_loss(rows, smoothing, with_bias):
     grads = torch.autograd.grad(0.3 * fused, inputs)
 
     torch.testing.assert_close(fused, expected)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want)
 
