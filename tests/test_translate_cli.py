@@ -29,6 +29,13 @@ def run_script(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProce
                           capture_output=True, timeout=300)
 
 
+def start_interactive(checkpoint: Path) -> subprocess.Popen:
+    """translate.py reading stdin, with every pipe open: for tests that talk to it line by line."""
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def run_main(args: list[str], capsysbinary, monkeypatch, stdin: bytes = b"") -> tuple[str, str]:
     """The same command in this process (faster): returns stdout and stderr."""
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
@@ -59,10 +66,7 @@ def test_stdin_lines_give_as_many_output_lines_empty_for_empty(trained_checkpoin
 
 
 def test_stdin_is_streamed_a_translation_comes_back_before_the_input_ends(trained_checkpoint):
-    process = subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint",
-                                str(trained_checkpoint)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = start_interactive(trained_checkpoint)
     try:
         process.stdin.write(f"{SENTENCES[0]}\n".encode())
         process.stdin.flush()
@@ -127,10 +131,7 @@ def test_plot_and_show_attention(trained_checkpoint, tmp_path, capsysbinary, mon
 
 
 def test_invalid_utf8_on_stdin_names_the_line_and_exits_while_stdin_is_open(trained_checkpoint):
-    process = subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint",
-                                str(trained_checkpoint)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = start_interactive(trained_checkpoint)
     try:
         process.stdin.write(b"gut\nschl\xe4ft\n")
         process.stdin.flush()  # and keep it open: the reader thread is waiting for more
