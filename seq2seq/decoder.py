@@ -127,17 +127,9 @@ class Decoder(nn.Module):
         memory: Memory,
         state: DecoderState,
         need_weights: bool = False,
-        tgt_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), weights (B, heads, T, S) or None.
-
-        With ``tgt_mask`` (B, T) bool, logits are computed only where it is True and come back
-        as (N, V), row for row with ``tgt_out[tgt_mask]``: the output layer over the vocabulary
-        is the largest cost of a training step, and padding is wasted work.
-        """
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), weights (B, heads, T, S) or None."""
         attentional, weights = self.features(tgt_in, memory, state, need_weights)  # (B, T, P)
-        if tgt_mask is not None:
-            attentional = attentional[tgt_mask]  # (N, P)
         return self.output_layer(attentional), weights
 
     def features(

@@ -36,15 +36,14 @@ class Seq2Seq(nn.Module):
         src_lengths: Tensor,
         tgt_in: Tensor,
         need_weights: bool = False,
-        tgt_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: logits (B, T, V) for tgt_in (B, T), weights (B, heads, T, S) or None.
 
-        ``tgt_mask`` (B, T) bool, e.g. ``tgt_out != PAD_ID``, limits the output layer to those
-        positions: logits are then (N, V), matching ``tgt_out[tgt_mask]`` (much faster to train).
+        Training does not come here: seq2seq.loss.SequenceLoss runs the output layer fused with
+        the loss, on real target tokens only.
         """
         memory, state = self.start(src, src_lengths)
-        return self.decoder(tgt_in, memory, state, need_weights, tgt_mask)
+        return self.decoder(tgt_in, memory, state, need_weights)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters by part; a tied weight counts once, under embeddings."""

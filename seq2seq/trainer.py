@@ -136,6 +136,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _find_malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()  # looked up once: the trainer may call it every step
+
+
 def release_free_memory() -> None:
     """Hand memory that glibc's malloc keeps on its free lists back to the OS (malloc_trim).
 
@@ -143,10 +153,8 @@ def release_free_memory() -> None:
     the heap's free holes add up over a long run and the resident size creeps upwards. A no-op
     where the C library is not glibc.
     """
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

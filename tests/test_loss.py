@@ -77,6 +77,31 @@ def test_no_chunk_of_logits_is_larger_than_the_budget(monkeypatch):
     assert sum(rows for rows, _ in shapes) == N  # each row once: no recomputation in backward
 
 
+def test_the_output_layer_runs_on_real_target_tokens_only(monkeypatch):
+    """Padding positions never reach the output layer: over the vocabulary it is the costliest
+    layer of a step. The rows it reads are the attentional vectors of tgt_out's real tokens."""
+    rows = []
+    real_linear = F.linear
+
+    src, src_lengths, tgt_in, tgt_out = make_batch()
+    model = make_model(tie=False)
+
+    def spy(x, w, b=None):
+        if w is model.decoder.output_layer.weight:
+            rows.append(x)
+        return real_linear(x, w, b)
+
+    monkeypatch.setattr(loss_module.F, "linear", spy)
+    SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+    monkeypatch.undo()
+    seen = torch.cat(rows)  # (N, P)
+    tgt_mask = tgt_out.ne(PAD_ID)
+    assert seen.shape[0] == int(tgt_mask.sum())
+    memory, state = model.start(src, src_lengths)
+    attentional, _ = model.decoder.features(tgt_in, memory, state)  # (B, T, P)
+    torch.testing.assert_close(seen, attentional[tgt_mask])
+
+
 def make_model(tie: bool, kind: AttentionType = AttentionType.general):
     torch.manual_seed(0)
     cfg = ModelConfig(embedding_size=8, hidden_size=8, tie_embeddings=tie,

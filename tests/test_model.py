@@ -114,14 +114,3 @@ def test_bfloat16_autocast_trains(kind):
     assert weights[:, :, :, 4:][0].eq(0).all()
     logits.float().logsumexp(-1).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
-@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
-def test_tgt_mask_limits_the_output_layer_to_real_tokens(variant):
-    model = make_model(*variant).double().eval()
-    src, src_lengths, tgt_in, _ = make_batch()
-    tgt_mask = tgt_in.ne(PAD_ID)
-    logits, _ = model(src, src_lengths, tgt_in)
-    selected, _ = model(src, src_lengths, tgt_in, tgt_mask=tgt_mask)
-    assert selected.shape == (int(tgt_mask.sum()), TGT_VOCAB)
-    torch.testing.assert_close(selected, logits[tgt_mask])
