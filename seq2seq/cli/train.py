@@ -92,10 +92,12 @@ def main() -> None:
             level=logging.WARNING, stream=sys.stderr,
             format=f"[%(asctime)s][rank {context.rank}][%(name)s][%(levelname)s] - %(message)s")
     sys.argv += torchrun_overrides(context, sys.argv[1:])
+    finished = False
     try:
         train()
+        finished = True
     finally:
-        shutdown_distributed()
+        shutdown_distributed(wait_for_peers=finished)
 
 
 if __name__ == "__main__":
