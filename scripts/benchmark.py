@@ -1,14 +1,15 @@
 """Measure training throughput and decoding speed on real Multi30k batches.
 
-Training: target tokens per second for one full teacher-forced update (forward, label-smoothed
-cross-entropy, backward, gradient clipping, Adam step), for every attention scorer and decoder
-style, on the same token-budget batches for every configuration, after a few warm-up steps.
+Training: target tokens per second of the trainer's own update (`Trainer.train_step`: forward,
+label-smoothed cross-entropy, backward, gradient clipping, Adam step), for every attention scorer
+and decoder (the attention and decoder groups of the configs), on the same token-budget batches
+for every configuration, after a few warm-up steps.
 Decoding: sentences per second for greedy and beam search over val + test_2016_flickr, batched
 and sorted by length as evaluation does. An untrained model rarely emits EOS and so decodes to
 the length limit: pass --checkpoint to time a trained model instead.
 
     python scripts/benchmark.py --threads 2 --steps 10 --json benchmark.json
-    python scripts/benchmark.py --scorers additive dot --styles luong --no-decode
+    python scripts/benchmark.py --scorers additive dot --decoders luong --no-decode
 
 Numbers depend on the machine and on whatever else runs on it; compare runs from one session.
 """
@@ -20,58 +21,42 @@ import json
 import logging
 import platform
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from seq2seq.batching import Batch, TokenBudgetSampler, collate
-from seq2seq.config import (
-    AttentionConfig,
-    AttentionType,
-    DataConfig,
-    DecoderStyle,
-    ModelConfig,
-    TokenizerConfig,
-    TrainConfig,
-    to_object,
-)
+from seq2seq.cli.common import compose_config, user_errors
+from seq2seq.config import ATTENTION_CONFIGS, Config, DataConfig, TokenizerConfig, to_object
 from seq2seq.data import PreparedData, prepare_data
-from seq2seq.errors import Seq2SeqError
 from seq2seq.evaluation import SearchSettings, translate_ids
-from seq2seq.loss import SequenceLoss, sequence_loss
 from seq2seq.model import build_model
+from seq2seq.runtime import select_device
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import build_optimizer
+from seq2seq.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
-STYLES = ("luong", "bahdanau", "luong_feeding")  # luong_feeding: luong with input feeding
-
-
-@dataclass
-class Variant:
-    """One model configuration to time."""
-
-    scorer: str
-    style: str
-    model: ModelConfig
-    attention: AttentionConfig
+DECODERS = sorted(path.name.removesuffix(".yaml")
+                  for path in files("seq2seq.conf").joinpath("decoder").iterdir()
+                  if path.name.endswith(".yaml"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"),
+                        help="where to run (default cpu)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--scorers", nargs="+", default=[t.value for t in AttentionType],
-                        choices=[t.value for t in AttentionType])
-    parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
+    parser.add_argument("--scorers", nargs="+", default=list(ATTENTION_CONFIGS),
+                        choices=list(ATTENTION_CONFIGS))
+    parser.add_argument("--decoders", nargs="+", default=DECODERS, choices=DECODERS)
     parser.add_argument("--embedding", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch-tokens", type=int, default=6000,
@@ -106,17 +91,14 @@ def load_data(args: argparse.Namespace) -> PreparedData:
     return prepare_data(cfg, args.batch_tokens)
 
 
-def make_variant(scorer: str, style: str, args: argparse.Namespace) -> Variant:
-    """The project's own config files (conf/model/gru.yaml, conf/attention/*.yaml), resized."""
-    model = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(
-        REPO / "conf/model/gru.yaml"))
-    model.embedding_size, model.hidden_size = args.embedding, args.hidden
-    model.encoder_layers = model.decoder_layers = 1
-    model.decoder_style = DecoderStyle.bahdanau if style == "bahdanau" else DecoderStyle.luong
-    model.input_feeding = style == "luong_feeding"
-    attention = OmegaConf.merge(OmegaConf.structured(AttentionConfig), OmegaConf.load(
-        REPO / f"conf/attention/{scorer}.yaml"))
-    return Variant(scorer, style, OmegaConf.to_object(model), OmegaConf.to_object(attention))
+def variant_config(scorer: str, decoder: str, args: argparse.Namespace) -> Config:
+    """The project's own configs (attention=SCORER decoder=DECODER), resized."""
+    return to_object(compose_config([
+        f"attention={scorer}", f"decoder={decoder}", f"seed={args.seed}", f"device={args.device}",
+        f"model.embedding_size={args.embedding}", f"model.hidden_size={args.hidden}",
+        f"train.batch_tokens={args.batch_tokens}", f"train.amp={args.amp}",
+        "train.log_every=1000000",  # no TensorBoard writes while timing
+    ]))
 
 
 def training_batches(data: PreparedData, args: argparse.Namespace) -> list[Batch]:
@@ -146,43 +128,27 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def time_training(variant: Variant, data: PreparedData, batches: list[Batch],
+def time_training(scorer: str, decoder: str, data: PreparedData, batches: list[Batch],
                   args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Target tokens/s over the timed steps of the trainer's update (see module docstring)."""
-    torch.manual_seed(args.seed)
-    vocab = data.tokenizer
-    model = build_model(variant.model, variant.attention, vocab.src_vocab_size,
-                        vocab.tgt_vocab_size).to(device).train()
-    train_cfg = TrainConfig()  # Adam 1e-3, label smoothing 0.1, clip norm 1.0
-    optimizer = build_optimizer(model, train_cfg)
-    batches = [batch.to(device) for batch in batches]
-
-    dtype = autocast_dtype(device, args.amp)
-    loss_fn = SequenceLoss(model)
-
-    def update(batch: Batch) -> None:
-        # the trainer's own loss: forward (under autocast where enabled) + cross-entropy
-        loss = sequence_loss(loss_fn, batch, train_cfg.label_smoothing, dtype)
-        loss = loss / batch.tgt_out.ne(0).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_norm)
-        optimizer.step()
-
-    for batch in batches[: args.warmup]:
-        update(batch)
-    timed = batches[args.warmup:]
-    tokens = sum(batch.num_tgt_tokens for batch in timed)
-    synchronize(device)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for batch in timed:
-        update(batch)
-    synchronize(device)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    """Target tokens/s over the timed steps of the trainer's own update."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = build_trainer(variant_config(scorer, decoder, args), Path(run_dir), data)
+        batches = [batch.to(device) for batch in batches]
+        for batch in batches[: args.warmup]:
+            trainer.train_step(batch)
+        timed = batches[args.warmup:]
+        tokens = sum(batch.num_tgt_tokens for batch in timed)
+        synchronize(device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for batch in timed:
+            trainer.train_step(batch)
+        synchronize(device)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+        trainer.writer.close()
     return {
-        "scorer": variant.scorer,
-        "style": variant.style,
-        "params": sum(p.numel() for p in model.parameters()),
+        "scorer": scorer,
+        "decoder": decoder,
+        "params": trainer.model.parameter_counts()["total"],
         "steps": len(timed),
         "tgt_tokens": tokens,
         "seconds": seconds,
@@ -199,8 +165,8 @@ def decoding_model(args: argparse.Namespace, data: PreparedData,
     """A trained model from --checkpoint, else a random additive / luong model."""
     if not args.checkpoint:
         torch.manual_seed(args.seed)
-        variant = make_variant("additive", "luong", args)
-        model = build_model(variant.model, variant.attention, data.tokenizer.src_vocab_size,
+        cfg = variant_config("additive", "luong", args)
+        model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
                             data.tokenizer.tgt_vocab_size)
         return model.to(device).eval(), data.tokenizer, "random additive/luong"
     from seq2seq.checkpoint import load_checkpoint
@@ -265,13 +231,13 @@ def time_all_training(args: argparse.Namespace, data: PreparedData,
           f"{args.embedding}, hidden {args.hidden}, {torch.get_num_threads()} threads, {device}",
           flush=True)
     rows = []
-    for style in args.styles:
+    for decoder in args.decoders:
         for scorer in args.scorers:
-            row = time_training(make_variant(scorer, style, args), data, batches, args, device)
-            print(f"  {style:>13} {scorer:>9}: {row['tgt_tokens_per_s']:,.0f} target tokens/s",
+            row = time_training(scorer, decoder, data, batches, args, device)
+            print(f"  {decoder:>19} {scorer:>9}: {row['tgt_tokens_per_s']:,.0f} target tokens/s",
                   file=sys.stderr, flush=True)
             rows.append(row)
-    print_table(rows, [("style", "style", "s"), ("scorer", "scorer", "s"),
+    print_table(rows, [("decoder", "decoder", "s"), ("scorer", "scorer", "s"),
                        ("params", "params", ","), ("ms_per_step", "ms/step", ".0f"),
                        ("tgt_tokens_per_s", "tgt tok/s", ",.0f"),
                        ("tgt_tokens_per_cpu_s", "tok/cpu-s", ",.0f")])
@@ -280,7 +246,7 @@ def time_all_training(args: argparse.Namespace, data: PreparedData,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = select_device(args.device)
     data = load_data(args)
     environment = {
         "torch": torch.__version__, "python": platform.python_version(),
@@ -307,11 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are measured, even in a log
     args = parse_args(argv)
-    try:
+    with user_errors():
         results = run(args)
-    except Seq2SeqError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nwrote {args.json_path}")

@@ -1,15 +1,20 @@
 """Cross-attention scorers: one class per paper, one shared call.
 
-Every scorer is called as::
+Every scorer follows one contract::
 
-    context, weights = attention(query, keys, values, mask)
-    # query (B, T, Dq), keys (B, S, Dk), values (B, S, Dv), mask (B, S) bool, True on real tokens
-    # context (B, T, attention.output_size), weights (B, heads, T, S) or None
+    keys = attention.project_keys(states)      # once per batch: states (B, S, De)
+    values = attention.project_values(states)  # once per batch
+    context, weights = attention(query, keys, values, mask, need_weights)
+    # query (B, T, Dq), mask (B, S) bool, True on real tokens
+    # context (B, T, attention.output_size), weights (B, attention.num_heads, T, S) or None
 
-and exposes ``project_keys(keys)`` / ``project_values(values)``. A decoder calls them once per
-batch and passes the results back in as ``projected_keys`` / ``projected_values``, so a per-step
-decoder never re-projects the source; nothing is stored on the module (JoeyNMT keeps them on
-``self`` and needs a priming call, which breaks beam search reordering and re-entrancy).
+The caller keeps the projected keys and values (a per-step decoder never re-projects the
+source); nothing is stored on the module (JoeyNMT keeps them on ``self`` and needs a priming
+call, which breaks beam search reordering and re-entrancy).
+
+A new scorer is a class here, a line in ``build_attention``, its settings class in
+``seq2seq.config`` and a YAML file in ``seq2seq/conf/attention/``; the tests and the ablation
+pick it up from there.
 
 Padded source positions get weight exactly 0: scores there are set to ``finfo(dtype).min``, which
 underflows to 0 in the softmax in every float dtype (unlike ``-1e9``, which overflows in fp16).
@@ -21,7 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.config import AttentionConfig, AttentionType, ConfigError
+from seq2seq.config import (
+    AdditiveAttentionConfig,
+    AttentionConfig,
+    DotAttentionConfig,
+    GeneralAttentionConfig,
+    MultiHeadAttentionConfig,
+)
 
 
 def dot_product_attention(
@@ -59,15 +70,22 @@ class CrossAttention(nn.Module):
     """The contract every scorer follows; the default projections are the identity."""
 
     output_size: int  # size of the context vectors it returns
+    num_heads: int = 1  # the heads dimension of the weights it returns
     dropout: float  # probability of dropping an attention weight in training
 
-    def project_keys(self, keys: Tensor) -> Tensor:
-        """keys (B, S, Dk) -> what ``forward`` accepts as ``projected_keys``; once per batch."""
-        return keys
+    def project_keys(self, states: Tensor) -> Tensor:
+        """Encoder states (B, S, De) -> the keys ``forward`` takes; once per batch."""
+        return states
 
-    def project_values(self, values: Tensor) -> Tensor:
-        """values (B, S, Dv) -> what ``forward`` accepts as ``projected_values``; once per batch."""
-        return values
+    def project_values(self, states: Tensor) -> Tensor:
+        """Encoder states (B, S, De) -> the values ``forward`` takes; once per batch."""
+        return states
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        """query (B, T, Dq), projected keys and values, mask (B, S) ->
+        context (B, T, output_size), weights (B, num_heads, T, S) or None."""
+        raise NotImplementedError
 
     def _dropout(self) -> float:
         return self.dropout if self.training else 0.0
@@ -155,95 +173,83 @@ class AdditiveAttention(CrossAttention):
         self.dropout = dropout
         self.output_size = key_size
 
-    def project_keys(self, keys: Tensor) -> Tensor:
-        return self.key_layer(keys)  # (B, S, A)
+    def project_keys(self, states: Tensor) -> Tensor:
+        return self.key_layer(states)  # (B, S, A)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        mask: Tensor,
-        need_weights: bool = True,
-        projected_keys: Tensor | None = None,
-        projected_values: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        if projected_keys is None:
-            projected_keys = self.project_keys(keys)
-        values = values if projected_values is None else projected_values
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
         queries = self.query_layer(query)  # (B, T, A)
-        scores = additive_scores(queries, projected_keys, self.energy_layer.weight[0])  # (B, T, S)
+        scores = additive_scores(queries, keys, self.energy_layer.weight[0])  # (B, T, S)
         scores = scores.masked_fill(~mask[:, None, :], torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=-1)
         context = torch.bmm(F.dropout(weights, self._dropout()), values)
         return context, weights.unsqueeze(1) if need_weights else None
 
 
-class _BilinearAttention(CrossAttention):
-    """score(q, k) = scale * q . (W k), W learned or the identity; W k once per batch."""
-
-    def __init__(self, query_size: int, key_map: nn.Module, scaled: bool, dropout: float,
-                 value_size: int):
-        super().__init__()
-        self.key_layer = key_map
-        self.scale = query_size**-0.5 if scaled else 1.0
-        self.dropout = dropout
-        self.output_size = value_size
-
-    def project_keys(self, keys: Tensor) -> Tensor:
-        return self.key_layer(keys)  # (B, S, Dq)
-
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        mask: Tensor,
-        need_weights: bool = True,
-        projected_keys: Tensor | None = None,
-        projected_values: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        if projected_keys is None:
-            projected_keys = self.project_keys(keys)
-        values = values if projected_values is None else projected_values
-        context, weights = dot_product_attention(
-            query.unsqueeze(1),  # one head: (B, 1, T, Dq)
-            projected_keys.unsqueeze(1),
-            values.unsqueeze(1),
-            mask,
-            self.scale,
-            self._dropout(),
-            need_weights,
-        )
-        return context.squeeze(1), weights  # (B, T, Dv), (B, 1, T, S)
+def single_head_attention(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                          scale: float, dropout: float,
+                          need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    """dot_product_attention with one head: query (B, T, D), keys (B, S, D), values (B, S, Dv)
+    -> context (B, T, Dv), weights (B, 1, T, S) or None."""
+    context, weights = dot_product_attention(
+        query.unsqueeze(1), keys.unsqueeze(1), values.unsqueeze(1), mask, scale, dropout,
+        need_weights,
+    )
+    return context.squeeze(1), weights
 
 
-class DotProductAttention(_BilinearAttention):
-    """Luong et al. 2015 (eq. 8, "dot"): score(q, k) = q . k, divided by sqrt(d) when ``scaled``.
+class DotProductAttention(CrossAttention):
+    """Luong et al. 2015 (eq. 8, "dot"): score(q, k) = q . k, with no parameters; divided by
+    sqrt(d) when ``scaled`` (Vaswani et al. 2017, sec. 3.2.1: it keeps the softmax out of
+    saturation as d grows).
 
-    Scaling (Vaswani et al. 2017, sec. 3.2.1) keeps the softmax out of saturation as d grows.
-    Luong's dot needs keys of the query's size. A bidirectional encoder's states are twice the
-    decoder's width, so in that case keys are first mapped to the query size by a learned linear
-    map W (without bias): the score is then q . (W k), the same form as ``GeneralAttention``.
+    q . k needs keys of the query's size. A bidirectional encoder's states [h_fwd; h_bwd] are
+    twice the decoder's width, so the key of a source position is the sum of its two directions,
+    h_fwd + h_bwd (as the PyTorch chatbot tutorial merges them): q . (h_fwd + h_bwd) is still
+    parameter-free, and the context still averages the full states. Learning a map from the
+    states to the query size instead would make q . (W k), which is "general".
     """
 
     def __init__(self, query_size: int, key_size: int, scaled: bool = True, dropout: float = 0.0):
-        key_map = (
-            nn.Identity() if key_size == query_size
-            else nn.Linear(key_size, query_size, bias=False)
-        )
-        super().__init__(query_size, key_map, scaled, dropout, value_size=key_size)
+        super().__init__()
+        if key_size not in (query_size, 2 * query_size):
+            raise ValueError(f"dot attention needs keys of the query size {query_size} or of "
+                             f"twice it (two directions), not {key_size}")
+        self.directions = key_size // query_size
+        self.scale = query_size**-0.5 if scaled else 1.0
+        self.dropout = dropout
+        self.output_size = key_size
+
+    def project_keys(self, states: Tensor) -> Tensor:
+        B, S, _ = states.shape
+        return states.view(B, S, self.directions, -1).sum(dim=2)  # (B, S, Dq)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        return single_head_attention(query, keys, values, mask, self.scale, self._dropout(),
+                                     need_weights)
 
 
-class GeneralAttention(_BilinearAttention):
+class GeneralAttention(CrossAttention):
     """Luong et al. 2015 (eq. 8, "general"): score(q, k) = q . W k, optionally scaled by 1/sqrt(d).
 
     W k is computed once per batch (``project_keys``), so each step costs one dot product.
     """
 
     def __init__(self, query_size: int, key_size: int, scaled: bool = False, dropout: float = 0.0):
-        key_map = nn.Linear(key_size, query_size, bias=False)
-        super().__init__(query_size, key_map, scaled, dropout, value_size=key_size)
+        super().__init__()
+        self.key_layer = nn.Linear(key_size, query_size, bias=False)
+        self.scale = query_size**-0.5 if scaled else 1.0
+        self.dropout = dropout
+        self.output_size = key_size
+
+    def project_keys(self, states: Tensor) -> Tensor:
+        return self.key_layer(states)  # (B, S, Dq)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        return single_head_attention(query, keys, values, mask, self.scale, self._dropout(),
+                                     need_weights)
 
 
 class MultiHeadCrossAttention(CrossAttention):
@@ -281,32 +287,20 @@ class MultiHeadCrossAttention(CrossAttention):
         B, L, _ = x.shape
         return x.view(B, L, self.num_heads, size).transpose(1, 2)  # (B, h, L, size)
 
-    def project_keys(self, keys: Tensor) -> Tensor:
-        return self._split_heads(self.key_layer(keys), self.head_dim)  # (B, h, S, dk)
+    def project_keys(self, states: Tensor) -> Tensor:
+        return self._split_heads(self.key_layer(states), self.head_dim)  # (B, h, S, dk)
 
-    def project_values(self, values: Tensor) -> Tensor:
-        return self._split_heads(self.value_layer(values), self.value_dim)  # (B, h, S, dv)
+    def project_values(self, states: Tensor) -> Tensor:
+        return self._split_heads(self.value_layer(states), self.value_dim)  # (B, h, S, dv)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        mask: Tensor,
-        need_weights: bool = True,
-        projected_keys: Tensor | None = None,
-        projected_values: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
         B, T, _ = query.shape
-        if projected_keys is None:
-            projected_keys = self.project_keys(keys)
-        if projected_values is None:
-            projected_values = self.project_values(values)
         queries = self._split_heads(self.query_layer(query), self.head_dim)  # (B, h, T, dk)
         context, weights = dot_product_attention(
             queries,
-            projected_keys,
-            projected_values,
+            keys,
+            values,
             mask,
             self.head_dim**-0.5,
             self._dropout(),
@@ -317,39 +311,18 @@ class MultiHeadCrossAttention(CrossAttention):
 
 
 def build_attention(cfg: AttentionConfig, query_size: int, key_size: int) -> CrossAttention:
-    """The scorer named by ``cfg.type``, for queries of ``query_size`` over keys of ``key_size``.
-
-    The one place that maps names to classes; a new scorer is a class, a YAML file in
-    conf/attention/ and a line here.
+    """The scorer that ``cfg`` describes, for queries of ``query_size`` over encoder states of
+    ``key_size``: the one place that maps settings to modules (config sizes are checked at load).
     """
     builders = {
-        AttentionType.additive: lambda: AdditiveAttention(
-            query_size, key_size, cfg.attention_size or query_size, cfg.dropout
-        ),
-        AttentionType.dot: lambda: DotProductAttention(
-            query_size, key_size, cfg.scaled, cfg.dropout
-        ),
-        AttentionType.general: lambda: GeneralAttention(
-            query_size, key_size, cfg.scaled, cfg.dropout
-        ),
-        AttentionType.multihead: lambda: MultiHeadCrossAttention(
-            query_size,
-            key_size,
-            cfg.num_heads,
-            _head_dim(cfg, query_size),
-            cfg.value_dim or _head_dim(cfg, query_size),
-            cfg.dropout,
-        ),
+        AdditiveAttentionConfig: lambda c: AdditiveAttention(
+            query_size, key_size, c.attention_size or query_size, c.dropout),
+        DotAttentionConfig: lambda c: DotProductAttention(
+            query_size, key_size, c.scaled, c.dropout),
+        GeneralAttentionConfig: lambda c: GeneralAttention(
+            query_size, key_size, c.scaled, c.dropout),
+        MultiHeadAttentionConfig: lambda c: MultiHeadCrossAttention(
+            query_size, key_size, c.num_heads, c.head_dim or query_size // c.num_heads,
+            c.value_dim or c.head_dim or query_size // c.num_heads, c.dropout),
     }
-    return builders[cfg.type]()
-
-
-def _head_dim(cfg: AttentionConfig, query_size: int) -> int:
-    if cfg.head_dim is not None:
-        return cfg.head_dim
-    if query_size % cfg.num_heads:
-        raise ConfigError(
-            f"attention.num_heads={cfg.num_heads} does not divide the decoder hidden size "
-            f"{query_size}: set attention.head_dim (or pick a divisor)"
-        )
-    return query_size // cfg.num_heads
+    return builders[type(cfg)](cfg)

@@ -1,4 +1,4 @@
-"""Self-contained checkpoints: atomic writes and weights-only loads.
+"""Self-contained checkpoints: what they hold, atomic writes, weights-only loads, and resuming.
 
 A checkpoint holds only tensors and plain Python values (the model state_dict, the resolved config
 as plain containers, the sentencepiece models as bytes, optimizer/scheduler/scaler state, counters
@@ -7,39 +7,31 @@ and RNG states), so `torch.load(..., weights_only=True)` reads it and no pickled
 
 from __future__ import annotations
 
-import os
+import logging
+import math
 import pickle
-import tempfile
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seq2seq.config import Config, to_plain
 from seq2seq.errors import CheckpointError
+from seq2seq.files import atomic_writer
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+# 2: one settings schema per attention scorer, and a parameter-free "dot" scorer
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "model", "config", "tokenizer")
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
-    """Write `payload` to `path` atomically: a crash mid-write leaves the previous file intact.
-
-    The bytes go to a temporary file in the same directory, are flushed to disk, and only then
-    replace the target with `os.replace` (atomic on POSIX and Windows).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write `payload` to `path` atomically: a crash mid-write leaves the previous file intact."""
+    with atomic_writer(path) as handle:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
 
 
 def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:
@@ -86,10 +78,82 @@ def load_checkpoint(path: str | Path, name: str = "best.pt") -> dict[str, Any]:
     return payload
 
 
+def training_payload(model: torch.nn.Module, config: Config, tokenizer_models: dict[str, bytes],
+                     optimizer, scheduler, scaler, state: dict[str, Any],
+                     rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything needed to translate with the model or to resume its training exactly."""
+    payload = {
+        "model": model.state_dict(),
+        "config": to_plain(config),
+        "tokenizer": tokenizer_models,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": state,
+        "rng": rng_per_rank[0],
+    }
+    if len(rng_per_rank) > 1:  # saved by a torchrun job
+        payload["world_size"] = len(rng_per_rank)
+        payload["rng_per_rank"] = rng_per_rank
+    return payload
+
+
+def load_resume_payload(config: Config) -> dict[str, Any] | None:
+    """The checkpoint `train.resume` names (a run dir means its last.pt), checked against
+    `config`; None when the run does not resume."""
+    if not config.train.resume:
+        return None
+    path = resolve_checkpoint(config.train.resume, "last.pt")
+    payload = load_checkpoint(path)
+    check_resumable(payload["config"], to_plain(config), path)
+    log.info("resuming from %s (step %d)", path, payload["state"]["step"])
+    return payload
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """The model and data must be the ones the checkpoint was trained with; train.* may change
+    (e.g. a longer time budget), which is the point of resuming."""
+    mismatches = [
+        f"{section}.{key} is {current[section].get(key)!r} here but {value!r} in the checkpoint"
+        for section in ("data", "model", "attention")
+        for key, value in saved[section].items()
+        if key not in ("source", "root") and current[section].get(key) != value
+    ]
+    if saved["seed"] != current["seed"]:
+        mismatches.append(f"seed is {current['seed']} here but {saved['seed']} in the checkpoint")
+    if mismatches:
+        raise CheckpointError(
+            f"cannot resume from {path}: " + "; ".join(mismatches)
+            + ". Pass the original run's overrides (its .hydra/overrides.yaml) as well.")
+
+
+def restore_training(payload: dict[str, Any], model: torch.nn.Module, optimizer, scheduler,
+                     scaler, rank: int, world_size: int) -> dict[str, Any]:
+    """Load the model, optimizer, schedule and this rank's RNG states; returns the loop's
+    counters (the trainer's TrainState as a dict), set to go on where the saved run stopped."""
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    state = {**payload["state"], "finished": False}
+    saved_world_size = payload.get("world_size", 1)
+    if saved_world_size == world_size:
+        restore_rng_states(payload.get("rng_per_rank", [payload["rng"]])[rank])
+        return state
+    # Another number of processes: the same global batch list, cut differently. Skip every
+    # batch already trained (a few untrained ones of this epoch may be skipped as well).
+    trained = state["batch_in_epoch"] * saved_world_size
+    state["batch_in_epoch"] = math.ceil(trained / world_size)
+    if rank == 0:
+        restore_rng_states(payload["rng"])
+    log.warning("resuming a run of %d process(es) with %d: the epoch continues after global "
+                "batch %d, and dropout draws differ from an uninterrupted run",
+                saved_world_size, world_size, trained)
+    return state
+
+
 def rng_states() -> dict[str, Any]:
     """Every RNG that training touches, so a resumed run draws the same dropout masks."""
-    import random
-
     states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -97,8 +161,6 @@ def rng_states() -> dict[str, Any]:
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    import random
-
     random.setstate(states["python"])
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():

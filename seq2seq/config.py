@@ -1,9 +1,11 @@
-"""Typed configuration: one dataclass per config group, registered with Hydra's ConfigStore.
+"""Typed configuration: one dataclass per config group and one per attention scorer.
 
-The YAML files under ``conf/`` are merged into these schemas, so a value of the wrong type or an
-unknown key fails at composition time. Choices are Enums, so ``attention.type=foo`` fails with the
-list of valid names. Range checks (``train.lr=-1``) live in ``__post_init__`` and run when
-:func:`to_object` turns the composed config into dataclass instances, before any work starts.
+Every default lives here, once; the YAML files of ``seq2seq/conf/`` state only what differs.
+Hydra composes them over these schemas (registered in its ConfigStore), so a value of the wrong
+type or an unknown key fails at composition time, and choices are Enums that list the valid names.
+Range checks (``train.lr=-1``) live in ``__post_init__``; checks that join two groups (heads that
+must divide the hidden size) in ``Config.__post_init__``. All of them run in :func:`to_object`,
+before any data work starts.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value is out of range; the message names the key, the value and what is allowed."""
+from seq2seq.errors import ConfigError
 
 
 class CorpusKind(Enum):
@@ -28,13 +28,6 @@ class CorpusKind(Enum):
 class SubwordModel(Enum):
     unigram = "unigram"
     bpe = "bpe"
-
-
-class AttentionType(Enum):
-    additive = "additive"
-    dot = "dot"
-    general = "general"
-    multihead = "multihead"
 
 
 class DecoderStyle(Enum):
@@ -106,7 +99,7 @@ class DataConfig:
     train_split: str = "train"
     valid_split: str = "val"
     test_split: str = "test_2016_flickr"
-    # custom corpora: files per split (see conf/data/custom.yaml)
+    # custom corpora: files per split (see seq2seq/conf/data/custom.yaml)
     train_files: SplitFiles = field(default_factory=SplitFiles)
     valid_files: SplitFiles = field(default_factory=SplitFiles)
     test_files: SplitFiles = field(default_factory=SplitFiles)
@@ -126,14 +119,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    embedding_size: int = 256
-    hidden_size: int = 256
+    """Sizes aim at the best quality on a GPU; experiment=cpu40 and debug=smoke shrink them."""
+
+    embedding_size: int = 512
+    hidden_size: int = 512
     encoder_layers: int = 1
     decoder_layers: int = 1
     rnn_dropout: float = 0.0  # between stacked GRU layers
-    embedding_dropout: float = 0.3
-    output_dropout: float = 0.3  # on the combined [h; c] vector before the output layer
-    decoder_style: DecoderStyle = DecoderStyle.luong
+    embedding_dropout: float = 0.3  # Multi30k is small: strong dropout on embeddings and outputs
+    output_dropout: float = 0.5  # on the combined [h; c] vector before the output layer
+    decoder_style: DecoderStyle = DecoderStyle.luong  # set by the decoder group
     input_feeding: bool = False  # luong only; turns on the per-step training loop
     tie_embeddings: bool = True  # tie target embedding and output projection
     encoder_self_attention: bool = False
@@ -152,24 +147,72 @@ class ModelConfig:
             "model.input_feeding", self.input_feeding,
             "false with model.decoder_style=bahdanau (input feeding is a luong option)",
         )
+        heads = self.self_attention_heads
+        _check(not self.encoder_self_attention or (2 * self.hidden_size) % heads == 0,
+               "model.self_attention_heads", heads,
+               f"a divisor of the encoder state size {2 * self.hidden_size} "
+               "(2 * model.hidden_size)")
 
 
 @dataclass
 class AttentionConfig:
-    type: AttentionType = AttentionType.additive
-    attention_size: int | None = None  # additive scorer size (default: model.hidden_size)
-    scaled: bool = True  # dot: divide scores by sqrt(d)
-    num_heads: int = 1  # multihead
-    head_dim: int | None = None  # multihead: key/query size per head (default hidden/heads)
-    value_dim: int | None = None  # multihead: value size per head (default head_dim)
+    """What every scorer has. Each scorer has its own subclass (ATTENTION_CONFIGS, by name) that
+    holds only its own settings, so a key of another scorer fails at once."""
+
+    type: str = MISSING  # the scorer's name, set by its subclass
     dropout: float = 0.0  # dropout on attention weights
 
     def __post_init__(self) -> None:
-        _check(self.num_heads >= 1, "attention.num_heads", self.num_heads, "an int >= 1")
         _check(0.0 <= self.dropout < 1.0, "attention.dropout", self.dropout, "a float in [0, 1)")
-        for key in ("attention_size", "head_dim", "value_dim"):
+
+
+@dataclass
+class AdditiveAttentionConfig(AttentionConfig):
+    type: str = "additive"
+    attention_size: int | None = None  # default: model.hidden_size
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.attention_size is None or self.attention_size >= 1,
+               "attention.attention_size", self.attention_size, "null or an int >= 1")
+
+
+@dataclass
+class DotAttentionConfig(AttentionConfig):
+    type: str = "dot"
+    scaled: bool = True  # divide scores by sqrt(d)
+
+
+@dataclass
+class GeneralAttentionConfig(AttentionConfig):
+    type: str = "general"
+    scaled: bool = False  # divide scores by sqrt(d)
+
+
+@dataclass
+class MultiHeadAttentionConfig(AttentionConfig):
+    type: str = "multihead"
+    dropout: float = 0.1
+    num_heads: int = 4
+    head_dim: int | None = None  # key/query size per head (default: model.hidden_size / heads)
+    value_dim: int | None = None  # value size per head (default: head_dim)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.num_heads >= 1, "attention.num_heads", self.num_heads, "an int >= 1")
+        for key in ("head_dim", "value_dim"):
             value = getattr(self, key)
             _check(value is None or value >= 1, f"attention.{key}", value, "null or an int >= 1")
+
+
+# Scorer name -> its settings. The name is what `attention=NAME` and a checkpoint's config say;
+# seq2seq.attention.build_attention maps the same names to modules.
+ATTENTION_CONFIGS: dict[str, type[AttentionConfig]] = {
+    "additive": AdditiveAttentionConfig,
+    "dot": DotAttentionConfig,
+    "general": GeneralAttentionConfig,
+    "multihead": MultiHeadAttentionConfig,
+}
 
 
 @dataclass
@@ -237,31 +280,73 @@ class TrainConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)  # a subclass, by type
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 1
-    device: DeviceName = DeviceName.auto
+    device: DeviceName = DeviceName.auto  # auto picks cuda, then mps, then cpu
+
+    def __post_init__(self) -> None:
+        """Checks that join two groups; they run with the others, before any data work."""
+        attention, hidden = self.attention, self.model.hidden_size
+        _check(ATTENTION_CONFIGS.get(attention.type) is type(attention), "attention.type",
+               attention.type, f"the scorer of these settings ({type(attention).__name__}): "
+               "choose a scorer with attention=NAME, not attention.type")
+        if isinstance(attention, MultiHeadAttentionConfig) and attention.head_dim is None:
+            _check(hidden % attention.num_heads == 0, "attention.num_heads", attention.num_heads,
+                   f"a divisor of model.hidden_size={hidden} (or set attention.head_dim)")
 
 
 def register_configs() -> None:
-    """Register the schema that conf/config.yaml extends (its defaults list names `schema`)."""
+    """Register the schemas the YAML files extend: `schema`, the root (first in config.yaml's
+    defaults list), and `schema/attention/NAME`, which attention/NAME.yaml names."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for name, schema in ATTENTION_CONFIGS.items():
+        store.store(group="schema/attention", name=name, node=schema)
 
 
 def to_object(cfg: DictConfig | dict) -> Config:
     """Validate a composed config (or a plain dict from a checkpoint) into a `Config`.
 
-    Raises `ConfigError` with the key, the value and what is allowed.
+    The attention settings are checked against the schema of the scorer that their `type` names.
+    Raises `ConfigError` with the key, the value and what is allowed. A key that the schema does
+    not have, also one added with Hydra's `+key=value`, is an error, never silently dropped.
     """
     from omegaconf.errors import OmegaConfBaseException
 
+    composed = None  # the schema Hydra composed the attention group with, if any
+    if isinstance(cfg, DictConfig):
+        composed = OmegaConf.get_type(cfg, "attention") if "attention" in cfg else None
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    attention = cfg.get("attention")
+    name = attention.get("type") if isinstance(attention, dict) else None
+    _check(name in ATTENTION_CONFIGS, "attention.type", name,
+           f"one of {', '.join(ATTENTION_CONFIGS)}")
+    _check(composed in (None, dict, AttentionConfig, ATTENTION_CONFIGS[name]), "attention.type",
+           name, "the scorer of the attention group: choose a scorer with attention=NAME")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        merged = OmegaConf.merge(
+            OmegaConf.structured(Config),
+            {"attention": OmegaConf.structured(ATTENTION_CONFIGS[name])},
+            cfg,
+        )
         return OmegaConf.to_object(merged)  # runs every __post_init__
     except OmegaConfBaseException as error:
-        raise ConfigError(str(error).splitlines()[0]) from None
+        raise ConfigError(one_line(error)) from None
+
+
+def one_line(error: Exception) -> str:
+    """An OmegaConf or Hydra error in one line: its first line, with the full key it is about."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    full_key = getattr(error, "full_key", None)
+    if full_key and full_key not in message:
+        message = f"{full_key}: {message}"
+    schema = getattr(error, "object_type", None)
+    if "not in" in message and dataclasses.is_dataclass(schema):
+        message += f"; its keys: {', '.join(f.name for f in dataclasses.fields(schema))}"
+    return message
 
 
 def to_plain(cfg: Config) -> dict[str, Any]:

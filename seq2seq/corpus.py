@@ -9,19 +9,15 @@ Multi30k: Elliott et al. 2016, "Multi30K: Multilingual English-German Image Desc
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
-import os
-import tempfile
 import urllib.error
 import urllib.request
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from seq2seq.errors import DataError
+from seq2seq.files import atomic_writer, iter_lines, open_binary, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +53,6 @@ MULTI30K_SHA256 = {
     "test_2018_flickr.fr.gz": "fb2b83fcceb937a4f7e3e93c1c51c22aba92f1e342391e6b5ba392b16a920501",
     "test_2018_flickr.cs.gz": "7d0a9db904f94c554a8c58049a9f3a5357c27f46cc3d710d70cb0b4a2585b8c2",
 }
-_GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 
 Pairs = list[tuple[str, str]]
@@ -114,7 +109,7 @@ def fetch_multi30k(split: str, lang: str, raw_dir: Path, source: Path | None = N
                 "to download them"
             )
         logger.info("importing %s from %s", name, source)
-        with _open_binary(origin) as stream:
+        with open_binary(origin) as stream:
             _write_verified(stream, target, expected, origin=str(origin))
     else:
         url = MULTI30K_URL.format(split=split, lang=lang)
@@ -133,88 +128,28 @@ def fetch_multi30k(split: str, lang: str, raw_dir: Path, source: Path | None = N
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with _open_binary(path) as stream:
+    with open_binary(path) as stream:
         for chunk in iter(lambda: stream.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror}") from None
-
-
 def _write_verified(stream: BinaryIO, target: Path, expected: str, origin: str) -> None:
-    """Copy ``stream`` to a temp file beside ``target``, check its sha256, rename it into place."""
+    """Copy ``stream`` to ``target`` atomically, refusing it unless its sha256 is ``expected``."""
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
+    with atomic_writer(target) as out:
+        for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            digest.update(chunk)
+            out.write(chunk)
         actual = digest.hexdigest()
         if actual != expected:
             raise DataError(
                 f"checksum mismatch for {target.name} from {origin}: sha256 {actual}, "
                 f"expected {expected}; the file is corrupt or not the Multi30k original"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and a rename, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- readers ----------------------------------------------------------------------------------
-
-
-def read_lines(path: Path) -> list[str]:
-    """All lines of a plain or gzip text file (detected by its magic bytes), without line ends.
-
-    Raises DataError for a missing file, invalid UTF-8 (with the line number) and a truncated or
-    corrupt gzip stream.
-    """
-    return list(_iter_lines(Path(path)))
-
-
-def _iter_lines(path: Path) -> Iterator[str]:
-    if not path.is_file():
-        raise DataError(f"{path} not found")
-    with _open_binary(path) as raw:
-        is_gzip = raw.read(2) == _GZIP_MAGIC
-    opened = gzip.open(path, "rb") if is_gzip else _open_binary(path)
-    lineno = 0
-    try:
-        with opened as stream:
-            for lineno, line in enumerate(stream, start=1):
-                try:
-                    text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError as error:
-                    raise DataError(
-                        f"{path}, line {lineno}: invalid UTF-8 (byte {error.start}: "
-                        f"{error.reason}); convert the file to UTF-8"
-                    ) from None
-                yield text.rstrip("\r\n")
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise DataError(
-            f"{path} is a truncated or corrupt gzip file (after line {lineno}: {error}); "
-            "fetch or compress it again"
-        ) from None
 
 
 def read_aligned(src_path: Path, tgt_path: Path) -> Pairs:
@@ -236,7 +171,7 @@ def read_tsv(path: Path) -> Pairs:
     training data drops), so that the line numbers of the file and the pairs agree.
     """
     pairs = []
-    for lineno, line in enumerate(_iter_lines(Path(path)), start=1):
+    for lineno, line in enumerate(iter_lines(path), start=1):
         if not line:
             pairs.append(("", ""))
             continue

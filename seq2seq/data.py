@@ -6,6 +6,7 @@ logged count); validation and test pairs are never filtered, so evaluation sees 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import statistics
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
-from seq2seq.config import CorpusKind, DataConfig, SplitFiles
+from seq2seq.config import Config, CorpusKind, DataConfig, SplitFiles
 from seq2seq.corpus import (
     Pairs,
     drop_empty,
@@ -22,7 +23,8 @@ from seq2seq.corpus import (
     read_aligned,
     read_tsv,
 )
-from seq2seq.errors import DataError
+from seq2seq.distributed import Distributed
+from seq2seq.errors import DataError, TrainingError
 from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -137,6 +139,24 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
         drop_counts={"empty": empty, "too_long": too_long},
         batch_tokens=batch_tokens,
     )
+
+
+def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:
+    """prepare_data for every rank of a torchrun job: rank 0 fetches the corpus and trains the
+    tokenizer first; the others then read its cache (or, on a node that does not share
+    data.root, prepare their own copy, which must come out the same)."""
+    if not dist.is_main:
+        dist.barrier()
+    data = prepare_data(cfg.data, cfg.train.batch_tokens)
+    if dist.is_main:
+        dist.barrier()
+    models = data.tokenizer.to_bytes()
+    digest = hashlib.sha256(models["src"] + models["tgt"]).hexdigest()
+    if len(set(dist.gather(digest))) > 1:
+        raise TrainingError(
+            "the ranks prepared different sentencepiece models; put data.root on a file "
+            "system that every node shares, or prepare the data once and copy it to each node")
+    return data
 
 
 def _encode_split(name: str, pairs: Pairs, tokenizer: Tokenizer) -> EvalSplit:

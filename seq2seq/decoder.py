@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from seq2seq.attention import CrossAttention
 from seq2seq.config import DecoderStyle
 from seq2seq.encoder import EncoderOutput, embedding_init_, run_gru
-from seq2seq.tokenizer import PAD_ID
+from seq2seq.special_ids import PAD_ID
 
 
 @dataclass
@@ -183,15 +183,7 @@ class Decoder(nn.Module):
     def _attend(
         self, query: Tensor, memory: Memory, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
-        return self.attention(
-            query,
-            memory.states,
-            memory.states,
-            memory.mask,
-            need_weights=need_weights,
-            projected_keys=memory.keys,
-            projected_values=memory.values,
-        )
+        return self.attention(query, memory.keys, memory.values, memory.mask, need_weights)
 
     def _attentional(self, output: Tensor, context: Tensor) -> Tensor:
         """tanh(W_c [h; c]) with output dropout (Luong et al. 2015, eq. 5)."""

@@ -15,6 +15,7 @@ identical inputs or taken by rank 0 and broadcast.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -165,3 +166,10 @@ def batch_trace_path(context: Distributed) -> Path | None:
     if not directory:
         return None
     return Path(directory) / f"rank{context.rank}.jsonl"
+
+
+def trace_batch(path: Path, epoch: int, indices: list[int]) -> None:
+    """Append one batch's example indices to this rank's trace (see batch_trace_path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as trace:
+        trace.write(json.dumps({"epoch": epoch, "indices": indices}) + "\n")

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.attention import MultiHeadCrossAttention
-from seq2seq.tokenizer import PAD_ID
+from seq2seq.special_ids import PAD_ID
 
 
 @dataclass
@@ -52,7 +52,9 @@ class SelfAttentionBlock(nn.Module):
 
     def forward(self, states: Tensor, mask: Tensor) -> Tensor:
         """states (B, S, D), mask (B, S) -> (B, S, D)."""
-        attended, _ = self.attention(states, states, states, mask, need_weights=False)
+        keys = self.attention.project_keys(states)  # (B, h, S, dk)
+        values = self.attention.project_values(states)  # (B, h, S, dv)
+        attended, _ = self.attention(states, keys, values, mask, need_weights=False)
         return self.norm(states + self.dropout(attended))
 
 

@@ -5,6 +5,10 @@ class Seq2SeqError(Exception):
     """Base class of every error whose message is meant for the user."""
 
 
+class ConfigError(Seq2SeqError, ValueError):
+    """A config value is invalid; the message names the key, the value and what is allowed."""
+
+
 class DataError(Seq2SeqError):
     """A corpus file is missing, unreadable, corrupt or inconsistent."""
 

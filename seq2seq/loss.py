@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.batching import Batch
+from seq2seq.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.model import Seq2Seq
-from seq2seq.tokenizer import PAD_ID
+from seq2seq.special_ids import PAD_ID
 
 # logits per chunk: 2**23 floats = 32 MB, i.e. ~1,000 rows over an 8k vocabulary
 CHUNK_ELEMENTS = 2**23
@@ -155,3 +155,20 @@ def sequence_loss(loss: nn.Module, batch: Batch, label_smoothing: float,
     with torch.autocast(batch.src.device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         return loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing)
+
+
+@torch.inference_mode()
+def mean_token_loss(loss: SequenceLoss, src_ids: list[list[int]], tgt_ids: list[list[int]],
+                    batch_tokens: int, device: torch.device,
+                    autocast_dtype: torch.dtype | None) -> float:
+    """Teacher-forced loss per target token of a whole split (validation: pass a loss without
+    label smoothing, and it is a true perplexity's log)."""
+    loss.model.eval()
+    total, tokens = 0.0, 0
+    sampler = TokenBudgetSampler([len(s) for s in src_ids], [len(t) for t in tgt_ids],
+                                 batch_tokens, shuffle=False)
+    for indices in sampler:
+        batch = collate([(i, src_ids[i], tgt_ids[i]) for i in indices]).to(device)
+        total += float(sequence_loss(loss, batch, 0.0, autocast_dtype))
+        tokens += batch.num_tgt_tokens
+    return total / max(tokens, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
-from seq2seq.config import AttentionConfig, ConfigError, ModelConfig
+from seq2seq.config import AttentionConfig, ModelConfig
 from seq2seq.decoder import Decoder, DecoderState, Memory
 from seq2seq.encoder import Encoder, EncoderOutput
 
@@ -78,11 +78,6 @@ def build_model(
     """The model the configs describe: decoder hidden size H, encoder states 2H."""
     hidden = model_cfg.hidden_size
     heads = model_cfg.self_attention_heads if model_cfg.encoder_self_attention else None
-    if heads and (2 * hidden) % heads:
-        raise ConfigError(
-            f"model.self_attention_heads={heads} does not divide the encoder state size "
-            f"{2 * hidden} (2 * model.hidden_size): pick a divisor"
-        )
     encoder = Encoder(
         src_vocab_size,
         model_cfg.embedding_size,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass

@@ -19,16 +19,12 @@ from pathlib import Path
 import sentencepiece as spm
 
 from seq2seq.config import DataConfig
-from seq2seq.corpus import atomic_write_bytes
 from seq2seq.errors import DataError
+from seq2seq.files import atomic_write_bytes
+from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 logger = logging.getLogger(__name__)
 
-# Fixed ids in every model this project trains: padding is 0 so that `ne(0)` finds real tokens.
-PAD_ID = 0
-UNK_ID = 1
-BOS_ID = 2
-EOS_ID = 3
 _SPECIAL_IDS = frozenset((PAD_ID, BOS_ID, EOS_ID))
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
-from seq2seq.config import Config, ConfigError, to_object
-from seq2seq.errors import CheckpointError, DataError, DeviceError
+from seq2seq.config import Config, to_object
+from seq2seq.errors import CheckpointError, ConfigError, DataError
 from seq2seq.evaluation import SearchSettings, translate_ids
 from seq2seq.model import Seq2Seq, build_model
+from seq2seq.runtime import select_device
 from seq2seq.search import Hypothesis
 from seq2seq.tokenizer import Tokenizer
 
@@ -189,22 +190,3 @@ class Translator:
                             "with (data.max_len): translated from its first %d",
                             first_line + offset, len(ids), max_len, max_len)
         return [ids[:max_len] for ids in src_ids]
-
-
-def select_device(name: str) -> torch.device:
-    """`auto` takes cuda, then mps, then cpu; a device that is not there is a DeviceError."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device cuda requested but no CUDA device is available "
-                          "(use --device auto or cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("device mps requested but MPS is not available "
-                          "(use --device auto or cpu)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"unknown device {name!r}: choose from auto, cpu, cuda, mps")
-    return torch.device(name)

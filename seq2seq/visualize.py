@@ -66,3 +66,17 @@ def save_attention_pngs(
         plt.close(figure)
         paths.append(path)
     return paths
+
+
+def log_attention(writer, tag: str, weights: torch.Tensor, src_tokens: Sequence[str],
+                  tgt_tokens: Sequence[str], title: str, step: int) -> None:
+    """TensorBoard image cards of one translation's attention: `tag`, or `tag/head_k` per head.
+
+    weights (heads, T', S') may run past the labels (EOS, padding): it is cut to
+    (heads, len(tgt_tokens), len(src_tokens)).
+    """
+    weights = weights[:, : len(tgt_tokens), : len(src_tokens)]
+    figures = attention_figures(weights, src_tokens, tgt_tokens, title)
+    for head, figure in enumerate(figures):
+        head_tag = f"{tag}/head_{head + 1}" if len(figures) > 1 else tag
+        writer.add_figure(head_tag, figure, step, close=True)

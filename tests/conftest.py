@@ -1,4 +1,10 @@
-"""Shared fixtures: the real Multi30k corpus (when present) and the tiny synthetic corpus.
+"""Shared setup: the model variants every test runs over, the one compose helper, the tiny
+run's overrides, the real Multi30k corpus (when present) and the tiny synthetic corpus.
+
+Variants: a test that takes an argument named `scorer` runs once per attention scorer (every
+name in seq2seq.config.ATTENTION_CONFIGS, so a new scorer is tested without editing a test), and
+one that takes `decoder` once per decoder (a `Decoder` pair of style and input feeding). Ask a
+scorer's module how many heads it has (`attention.num_heads`) instead of special-casing one.
 
 `multi30k_dir` is the directory given by $SEQ2SEQ_MULTI30K, else ../shared/corpora/multi30k
 beside the repository. Without it the tests that need it are skipped, except in CI (or with
@@ -8,14 +14,81 @@ SEQ2SEQ_REQUIRE_CORPUS=1), where a missing corpus fails them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from seq2seq.config import CorpusKind, DataConfig, SplitFiles, TokenizerConfig
+from seq2seq.config import (
+    ATTENTION_CONFIGS,
+    AttentionConfig,
+    Config,
+    CorpusKind,
+    DataConfig,
+    DecoderStyle,
+    SplitFiles,
+    TokenizerConfig,
+    to_object,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DIR = REPO / "tests" / "data"
+
+
+class Decoder(NamedTuple):
+    """One decoder variant, as the decoder config group names it."""
+
+    name: str
+    style: DecoderStyle
+    input_feeding: bool
+
+
+DECODERS = [
+    Decoder("luong", DecoderStyle.luong, False),
+    Decoder("bahdanau", DecoderStyle.bahdanau, False),
+    Decoder("luong_input_feeding", DecoderStyle.luong, True),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests that take `scorer` over every scorer, and those that take `decoder` over every
+    decoder (both: every pair), unless the test parametrizes them itself."""
+    explicit = {name for mark in metafunc.definition.iter_markers("parametrize")
+                for name in (mark.args[0].split(",") if isinstance(mark.args[0], str)
+                             else mark.args[0])}
+    if "scorer" in metafunc.fixturenames and "scorer" not in explicit:
+        metafunc.parametrize("scorer", list(ATTENTION_CONFIGS))
+    if "decoder" in metafunc.fixturenames and "decoder" not in explicit:
+        metafunc.parametrize("decoder", DECODERS, ids=[d.name for d in DECODERS])
+
+
+@pytest.fixture
+def attention_config(scorer: str) -> AttentionConfig:
+    """The default settings of the test's `scorer`, without attention dropout."""
+    return ATTENTION_CONFIGS[scorer](dropout=0.0)
+
+
+def compose_overrides(overrides: Sequence[str] = ()) -> Config:
+    """The validated config `python scripts/train.py OVERRIDES` would train with."""
+    from seq2seq.cli.common import compose_config
+
+    return to_object(compose_config(overrides))
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """The one compose helper: `compose(overrides)` -> Config, as the train command sees it."""
+    return compose_overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data_overrides) -> list[str]:
+    """Overrides of a run that takes seconds: the tiny corpus and debug=smoke shrunk further
+    (append `train.max_steps=N` and others; the last value of a key wins)."""
+    return [*tiny_data_overrides, "debug=smoke", "model.embedding_size=32",
+            "model.hidden_size=32", "train.batch_tokens=400", "train.num_threads=1",
+            "train.beam_size=1", "data.max_eval_pairs=10", "train.num_plot_sentences=0"]
 
 
 @pytest.fixture(scope="session")
@@ -101,28 +174,17 @@ def tiny_data_config(tiny_corpus_dir, tiny_data_root) -> DataConfig:
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(tiny_data_overrides, tmp_path_factory) -> Path:
+def trained_checkpoint(tiny_run, tmp_path_factory) -> Path:
     """The run dir of a tiny model (hidden 32) trained for 30 steps on the tiny corpus.
 
     Its `checkpoints/best.pt` is what the translate and evaluate commands load; it takes a few
     seconds to train, once per session.
     """
-    from hydra import compose, initialize_config_dir
+    from seq2seq.trainer import build_trainer
 
-    from seq2seq.config import register_configs, to_object
-    from seq2seq.trainer import Trainer
-
-    register_configs()
-    overrides = tiny_data_overrides + [
-        "train=smoke", "model.embedding_size=32", "model.hidden_size=32",
-        "train.batch_tokens=400", "train.max_steps=30", "train.eval_every=30",
-        "train.num_threads=1", "train.beam_size=1", "data.max_eval_pairs=10",
-        "train.num_plot_sentences=0",
-    ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = to_object(compose("config", overrides=overrides))
+    cfg = compose_overrides([*tiny_run, "train.max_steps=30", "train.eval_every=30"])
     run_dir = tmp_path_factory.mktemp("trained_run")
-    Trainer(cfg, run_dir).fit()
+    build_trainer(cfg, run_dir).fit()
     return run_dir
 
 

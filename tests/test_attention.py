@@ -15,23 +15,32 @@ from seq2seq.attention import (
     MultiHeadCrossAttention,
     build_attention,
 )
-from seq2seq.config import AttentionConfig, AttentionType, ConfigError
+from seq2seq.config import (
+    ATTENTION_CONFIGS,
+    AdditiveAttentionConfig,
+    DotAttentionConfig,
+    GeneralAttentionConfig,
+    MultiHeadAttentionConfig,
+)
 
-B, T, S, DQ, DK = 3, 4, 6, 8, 10
+# keys as a bidirectional encoder makes them: twice the query (decoder) size
+B, T, S, DQ, DK = 3, 4, 6, 8, 16
 LENGTHS = torch.tensor([6, 3, 1])
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_scorer(kind: AttentionType, dropout: float = 0.0) -> torch.nn.Module:
+def make_scorer(scorer: str, dropout: float = 0.0) -> torch.nn.Module:
+    """Scorer `scorer` with its default settings, for queries of DQ over keys of DK."""
     torch.manual_seed(0)
-    return {
-        AttentionType.additive: lambda: AdditiveAttention(DQ, DK, 7, dropout),
-        AttentionType.dot: lambda: DotProductAttention(DQ, DK, scaled=True, dropout=dropout),
-        AttentionType.general: lambda: GeneralAttention(DQ, DK, scaled=False, dropout=dropout),
-        AttentionType.multihead: lambda: MultiHeadCrossAttention(DQ, DK, 2, 3, 5, dropout),
-    }[kind]().double()
+    return build_attention(ATTENTION_CONFIGS[scorer](dropout=dropout), DQ, DK).double()
+
+
+def attend(scorer: torch.nn.Module, query, states, mask, need_weights: bool = True):
+    """The contract: project once, then attend."""
+    return scorer(query, scorer.project_keys(states), scorer.project_values(states), mask,
+                  need_weights)
 
 
 def make_inputs(seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -42,16 +51,11 @@ def make_inputs(seed: int = 1) -> tuple[torch.Tensor, ...]:
     return query, keys, mask
 
 
-@pytest.fixture(params=list(AttentionType), ids=lambda kind: kind.value)
-def kind(request) -> AttentionType:
-    return request.param
-
-
-def test_shapes_and_weights_form_a_distribution_over_the_real_source(kind):
-    scorer = make_scorer(kind).eval()
+def test_shapes_and_weights_form_a_distribution_over_the_real_source(scorer):
+    scorer = make_scorer(scorer).eval()
     query, keys, mask = make_inputs()
-    context, weights = scorer(query, keys, keys, mask)
-    heads = 2 if kind is AttentionType.multihead else 1
+    context, weights = attend(scorer, query, keys, mask)
+    heads = scorer.num_heads
     assert context.shape == (B, T, scorer.output_size)
     assert weights.shape == (B, heads, T, S)
     torch.testing.assert_close(weights.sum(-1), torch.ones(B, heads, T, dtype=torch.double))
@@ -60,41 +64,38 @@ def test_shapes_and_weights_form_a_distribution_over_the_real_source(kind):
     assert weights[~padded].gt(0).all()
 
 
-def test_padding_content_does_not_matter(kind):
-    scorer = make_scorer(kind).eval()
+def test_padding_content_does_not_matter(scorer):
+    scorer = make_scorer(scorer).eval()
     query, keys, mask = make_inputs()
-    context, _ = scorer(query, keys, keys, mask)
+    context, _ = attend(scorer, query, keys, mask)
     noisy = keys.masked_fill(~mask[:, :, None], 1e4)
-    context_noisy, _ = scorer(query, noisy, noisy, mask)
+    context_noisy, _ = attend(scorer, query, noisy, mask)
     torch.testing.assert_close(context_noisy, context)
 
 
-def test_fused_path_without_weights_gives_the_same_context(kind):
-    scorer = make_scorer(kind).eval()
+def test_fused_path_without_weights_gives_the_same_context(scorer):
+    scorer = make_scorer(scorer).eval()
     query, keys, mask = make_inputs()
-    with_weights, weights = scorer(query, keys, keys, mask, need_weights=True)
-    fused, no_weights = scorer(query, keys, keys, mask, need_weights=False)
+    with_weights, weights = attend(scorer, query, keys, mask, need_weights=True)
+    fused, no_weights = attend(scorer, query, keys, mask, need_weights=False)
     assert weights is not None and no_weights is None
     torch.testing.assert_close(fused, with_weights)
 
 
-def test_precomputed_projections_are_used_as_given(kind):
-    scorer = make_scorer(kind).eval()
-    query, keys, mask = make_inputs()
-    context, weights = scorer(query, keys, keys, mask)
-    projected = dict(projected_keys=scorer.project_keys(keys),
-                     projected_values=scorer.project_values(keys))
-    context_pre, weights_pre = scorer(query, keys, keys, mask, **projected)
-    torch.testing.assert_close(context_pre, context)
-    torch.testing.assert_close(weights_pre, weights)
-    # the raw keys are ignored when projections are given
-    garbage = torch.full_like(keys, float("nan"))
-    context_given, _ = scorer(query, garbage, garbage, mask, **projected)
-    torch.testing.assert_close(context_given, context)
+def test_projections_once_per_batch_serve_every_step(scorer):
+    """A per-step decoder projects the source once and attends with one query at a time."""
+    scorer = make_scorer(scorer).eval()
+    query, states, mask = make_inputs()
+    context, weights = attend(scorer, query, states, mask)
+    keys, values = scorer.project_keys(states), scorer.project_values(states)
+    for t in range(T):
+        step_context, step_weights = scorer(query[:, t : t + 1], keys, values, mask)
+        torch.testing.assert_close(step_context[:, 0], context[:, t])
+        torch.testing.assert_close(step_weights[:, :, 0], weights[:, :, t])
 
 
-def test_no_state_is_stored_on_the_module(kind):
-    scorer = make_scorer(kind, dropout=0.2).train()
+def test_no_state_is_stored_on_the_module(scorer):
+    scorer = make_scorer(scorer, dropout=0.2).train()
     query, keys, mask = make_inputs()
 
     def snapshot() -> dict:
@@ -102,9 +103,8 @@ def test_no_state_is_stored_on_the_module(kind):
 
     before = snapshot()
     buffers = {name: b.clone() for name, b in scorer.named_buffers()}
-    projected = scorer.project_keys(keys)
-    scorer(query, keys, keys, mask, projected_keys=projected)
-    scorer(query, keys, keys, mask, need_weights=False)
+    attend(scorer, query, keys, mask)
+    attend(scorer, query, keys, mask, need_weights=False)
     after = snapshot()
     assert after.keys() == before.keys()
     for name in before:
@@ -117,33 +117,33 @@ def test_no_state_is_stored_on_the_module(kind):
     assert {n: b for n, b in scorer.named_buffers()}.keys() == buffers.keys()
 
 
-def test_weight_dropout_only_in_training(kind):
-    scorer = make_scorer(kind, dropout=0.5)
+def test_weight_dropout_only_in_training(scorer):
+    scorer = make_scorer(scorer, dropout=0.5)
     query, keys, mask = make_inputs()
     scorer.eval()
-    first, _ = scorer(query, keys, keys, mask)
-    second, _ = scorer(query, keys, keys, mask)
+    first, _ = attend(scorer, query, keys, mask)
+    second, _ = attend(scorer, query, keys, mask)
     torch.testing.assert_close(first, second)
     scorer.train()
     torch.manual_seed(3)
-    dropped, _ = scorer(query, keys, keys, mask)
+    dropped, _ = attend(scorer, query, keys, mask)
     assert not torch.allclose(dropped, first)
 
 
-def test_masks_are_exact_in_bfloat16(kind):
-    scorer = make_scorer(kind).eval().to(torch.bfloat16)
+def test_masks_are_exact_in_bfloat16(scorer):
+    scorer = make_scorer(scorer).eval().to(torch.bfloat16)
     query, keys, mask = (t.to(torch.bfloat16) if t.is_floating_point() else t
                          for t in make_inputs())
-    _, weights = scorer(query * 30, keys * 30, keys * 30, mask)  # large scores
+    _, weights = attend(scorer, query * 30, keys * 30, mask)  # large scores
     assert weights.dtype == torch.bfloat16
     assert weights[~mask[:, None, None, :].expand_as(weights)].eq(0).all()
     assert torch.isfinite(weights).all()
 
 
 def test_additive_is_bahdanau_formula():
-    scorer = make_scorer(AttentionType.additive).eval()
+    scorer = make_scorer("additive").eval()
     query, keys, mask = make_inputs()
-    context, weights = scorer(query, keys, keys, mask)
+    context, weights = attend(scorer, query, keys, mask)
     for b in range(B):
         n = int(LENGTHS[b])
         for t in range(T):
@@ -157,24 +157,33 @@ def test_additive_is_bahdanau_formula():
 @pytest.mark.parametrize("scaled", [True, False])
 def test_dot_product_is_luong_dot_optionally_scaled(scaled):
     scorer = DotProductAttention(DQ, DQ, scaled=scaled).double()
-    assert not list(scorer.parameters()), "dot attention over equal sizes has no parameters"
+    assert not list(scorer.parameters()), "dot attention has no parameters"
     query, _, mask = make_inputs()
     keys = torch.randn(B, S, DQ, dtype=torch.double)
-    _, weights = scorer(query, keys, keys, mask)
+    _, weights = attend(scorer, query, keys, mask)
     scores = query @ keys.transpose(1, 2) / (math.sqrt(DQ) if scaled else 1.0)
     expected = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
     torch.testing.assert_close(weights[:, 0], expected)
 
 
-def test_dot_product_maps_wider_keys_to_the_query_size():
-    scorer = make_scorer(AttentionType.dot)
-    assert scorer.key_layer.weight.shape == (DQ, DK)
+def test_dot_product_over_two_directions_sums_them_without_parameters():
+    scorer = make_scorer("dot").eval()
+    assert not list(scorer.parameters()), "dot attention has no parameters"
+    query, states, mask = make_inputs()  # states (B, S, 2 * DQ): [forward; backward]
+    context, weights = attend(scorer, query, states, mask)
+    keys = states[..., :DQ] + states[..., DQ:]
+    scores = query @ keys.transpose(1, 2) / math.sqrt(DQ)
+    expected = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+    torch.testing.assert_close(weights[:, 0], expected)
+    torch.testing.assert_close(context, expected @ states)  # values: the full states
+    with pytest.raises(ValueError, match="twice"):
+        DotProductAttention(DQ, DQ + 1)
 
 
 def test_general_is_q_w_k():
-    scorer = make_scorer(AttentionType.general).eval()
+    scorer = make_scorer("general").eval()
     query, keys, mask = make_inputs()
-    _, weights = scorer(query, keys, keys, mask)
+    _, weights = attend(scorer, query, keys, mask)
     scores = torch.einsum("btq,qk,bsk->bts", query, scorer.key_layer.weight, keys)
     expected = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
     torch.testing.assert_close(weights[:, 0], expected)
@@ -193,7 +202,8 @@ def test_one_head_with_identity_projections_is_scaled_dot_product():
     values = torch.randn(B, S, d, dtype=torch.double)
     mask = torch.arange(S)[None, :] < LENGTHS[:, None]
     for need_weights in (True, False):
-        context, _ = scorer(query, keys, values, mask, need_weights=need_weights)
+        context, _ = scorer(query, scorer.project_keys(keys), scorer.project_values(values), mask,
+                            need_weights=need_weights)
         scores = query @ keys.transpose(1, 2) / math.sqrt(d)
         weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
         torch.testing.assert_close(context, weights @ values)
@@ -216,34 +226,34 @@ def test_multihead_parameter_count_is_four_projections_with_biases():
 
 def test_build_attention_maps_every_type_to_its_class():
     expected = {
-        AttentionType.additive: AdditiveAttention,
-        AttentionType.dot: DotProductAttention,
-        AttentionType.general: GeneralAttention,
-        AttentionType.multihead: MultiHeadCrossAttention,
+        "additive": AdditiveAttention,
+        "dot": DotProductAttention,
+        "general": GeneralAttention,
+        "multihead": MultiHeadCrossAttention,
     }
-    assert expected.keys() == set(AttentionType)
-    for kind, cls in expected.items():
-        scorer = build_attention(AttentionConfig(type=kind, num_heads=2), query_size=8,
-                                 key_size=16)
+    assert expected.keys() == ATTENTION_CONFIGS.keys()
+    for name, cls in expected.items():
+        scorer = build_attention(ATTENTION_CONFIGS[name](), query_size=8, key_size=16)
         assert type(scorer) is cls
         assert scorer.output_size == 16
 
 
+def test_every_scorer_builds_from_its_default_settings(scorer):
+    module = build_attention(ATTENTION_CONFIGS[scorer](), query_size=8, key_size=16)
+    assert module.output_size == 16 and module.num_heads >= 1
+
+
 def test_build_attention_reads_the_sizes():
-    additive = build_attention(AttentionConfig(type=AttentionType.additive, attention_size=5),
-                               8, 16)
+    additive = build_attention(AdditiveAttentionConfig(attention_size=5), 8, 16)
     assert additive.energy_layer.weight.shape == (1, 5)
-    default = build_attention(AttentionConfig(type=AttentionType.additive), 8, 16)
+    default = build_attention(AdditiveAttentionConfig(), 8, 16)
     assert default.energy_layer.weight.shape == (1, 8)
-    multihead = build_attention(
-        AttentionConfig(type=AttentionType.multihead, num_heads=4, value_dim=3), 8, 16
-    )
-    assert (multihead.head_dim, multihead.value_dim) == (2, 3)
-    assert build_attention(AttentionConfig(type=AttentionType.dot, scaled=False), 8, 8).scale == 1
+    multihead = build_attention(MultiHeadAttentionConfig(num_heads=4, value_dim=3), 8, 16)
+    assert (multihead.num_heads, multihead.head_dim, multihead.value_dim) == (4, 2, 3)
+    assert build_attention(DotAttentionConfig(scaled=False), 8, 8).scale == 1
+    assert build_attention(GeneralAttentionConfig(scaled=True), 8, 16).scale == 8**-0.5
 
 
-def test_build_attention_rejects_heads_that_do_not_divide_the_query_size():
-    with pytest.raises(ConfigError, match="num_heads=3"):
-        build_attention(AttentionConfig(type=AttentionType.multihead, num_heads=3), 8, 16)
-    explicit = AttentionConfig(type=AttentionType.multihead, num_heads=3, head_dim=4)
+def test_explicit_head_dim_allows_heads_that_do_not_divide_the_query_size():
+    explicit = MultiHeadAttentionConfig(num_heads=3, head_dim=4)
     assert build_attention(explicit, 8, 16).head_dim == 4

@@ -17,7 +17,7 @@ from seq2seq.batching import (
     padding_efficiency,
 )
 from seq2seq.errors import DataError
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 
 def cost(src_lengths, tgt_lengths, batch):

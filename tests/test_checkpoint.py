@@ -97,6 +97,15 @@ def test_other_format_version_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_checkpoint_from_before_per_scorer_settings_is_refused_in_one_line(tmp_path):
+    """Format 1 had one flat attention config and a "dot" with a learned key map."""
+    path = tmp_path / "v1.pt"
+    torch.save({**payload(), "format_version": 1}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert "format version 1" in str(error.value) and "\n" not in str(error.value)
+
+
 def test_missing_checkpoint_and_run_dir_resolution(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")

@@ -1,80 +1,174 @@
-"""Every config group composes into a valid typed Config; bad values name key, value and choices."""
+"""Every config group composes into a valid typed Config; bad values name key, value and choices;
+each default lives in one place."""
 
+import dataclasses
+import subprocess
+import sys
+import time
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+import yaml
 
 from seq2seq.config import (
-    AttentionType,
+    ATTENTION_CONFIGS,
     Config,
-    ConfigError,
+    DataConfig,
     DecoderStyle,
-    register_configs,
+    ModelConfig,
+    TrainConfig,
     to_object,
     to_plain,
 )
+from seq2seq.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["data", "model", "attention", "train", "experiment"]
+CONF = Path(str(files("seq2seq.conf")))
+GROUPS = ["data", "model", "attention", "decoder", "train", "experiment", "debug"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def compose_config(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+def test_the_defaults_list_names_every_group_folder():
+    defaults = yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
+    named = {next(iter(entry)) for entry in defaults if isinstance(entry, dict)}
+    folders = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert named == folders == set(GROUPS)
 
 
 @pytest.mark.parametrize("group,option",
                          [(g, o) for g in GROUPS for o in options(g)])
-def test_every_group_option_composes_and_validates(group, option):
-    cfg = to_object(compose_config([f"{group}={option}"]))
-    assert isinstance(cfg, Config)
+def test_every_group_option_composes_and_validates(compose, group, option):
+    assert isinstance(compose([f"{group}={option}"]), Config)
 
 
-def test_defaults_are_the_documented_model():
-    cfg = to_object(compose_config([]))
-    assert cfg.attention.type is AttentionType.additive
+def test_every_attention_file_is_a_scorer_and_every_scorer_has_a_file(compose):
+    assert options("attention") == sorted(ATTENTION_CONFIGS)
+    for name, schema in ATTENTION_CONFIGS.items():
+        attention = compose([f"attention={name}"]).attention
+        assert type(attention) is schema and attention.type == name
+
+
+def test_defaults_are_the_documented_model(compose):
+    cfg = compose([])
+    assert cfg.attention.type == "additive"
     assert cfg.model.decoder_style is DecoderStyle.luong
     assert (cfg.data.src_lang, cfg.data.tgt_lang) == ("de", "en")
+    assert (cfg.model.embedding_size, cfg.model.hidden_size) == (512, 512)
+
+
+def test_every_default_lives_in_the_dataclasses(compose):
+    """The default run is exactly the dataclass defaults; YAML files state only what differs."""
+    cfg = compose([])
+    assert cfg.model == ModelConfig() and cfg.train == TrainConfig() and cfg.data == DataConfig()
+    assert cfg.attention == ATTENTION_CONFIGS["additive"]()
+    for path in CONF.rglob("*.yaml"):
+        settings = yaml.safe_load(path.read_text()) or {}
+        group = path.parent.name
+        schema = {"model": ModelConfig(), "train": TrainConfig(), "data": DataConfig(),
+                  "decoder": ModelConfig()}.get(group)
+        if schema is None:
+            continue
+        for key, value in settings.items():
+            if key in ("src_lang", "tgt_lang"):  # a language pair file names both languages
+                continue
+            default = getattr(schema, key)
+            default = default.value if hasattr(default, "value") else default
+            assert value != default, f"{path.relative_to(CONF)} repeats the default {key}={value}"
+
+
+def test_recipes_hold_only_what_changes(compose):
+    cpu = compose(["experiment=cpu40"])
+    assert (cpu.model.hidden_size, cpu.attention.type, cpu.train.max_minutes) == \
+        (256, "general", 40)
+    smoke = compose(["debug=smoke"])
+    assert (smoke.model.hidden_size, smoke.train.max_steps, smoke.data.max_train_pairs) == \
+        (64, 240, 4000)
+    both = compose(["experiment=cpu40", "debug=smoke"])  # debug shrinks whatever runs
+    assert (both.model.hidden_size, both.attention.type) == (64, "general")
 
 
 @pytest.mark.parametrize("override,words", [
     (["train.lr=-1"], ["train.lr", "-1"]),
     (["model.embedding_dropout=1.5"], ["model.embedding_dropout", "1.5"]),
-    (["attention.num_heads=0"], ["attention.num_heads"]),
+    (["attention=multihead", "attention.num_heads=0"], ["attention.num_heads"]),
     (["data.max_len=0"], ["data.max_len"]),
-    (["model.decoder_style=bahdanau", "model.input_feeding=true"], ["model.input_feeding"]),
+    (["decoder=bahdanau", "model.input_feeding=true"], ["model.input_feeding"]),
     (["data.tgt_lang=de"], ["data.tgt_lang"]),
+    (["attention=multihead", "attention.num_heads=3"], ["attention.num_heads=3", "512"]),
+    (["model.encoder_self_attention=true", "model.self_attention_heads=3"],
+     ["model.self_attention_heads=3", "1024"]),
+    (["attention=dot", "attention.type=general"], ["attention.type", "attention=NAME"]),
 ])
-def test_out_of_range_values_name_the_key(override, words):
+def test_out_of_range_values_name_the_key(compose, override, words):
     with pytest.raises(ConfigError) as error:
-        to_object(compose_config(override))
+        compose(override)
     for word in words:
         assert word in str(error.value)
 
 
-@pytest.mark.parametrize("override", ["attention.type=foo", "model.hidden_size=abc",
-                                      "train.no_such_key=1"])
-def test_wrong_types_and_unknown_keys_fail_at_composition(override):
+def test_heads_may_not_divide_the_hidden_size_with_an_explicit_head_dim(compose):
+    cfg = compose(["attention=multihead", "attention.num_heads=3", "attention.head_dim=64"])
+    assert (cfg.attention.num_heads, cfg.attention.head_dim) == (3, 64)
+
+
+@pytest.mark.parametrize("override", ["attention=foo", "model.hidden_size=abc",
+                                      "train.no_such_key=1", "+train.no_such_key=1",
+                                      "attention.num_heads=8", "model.decoder_style=foo"])
+def test_wrong_types_and_unknown_keys_fail_at_composition(compose, override):
     with pytest.raises(Exception) as error:
-        to_object(compose_config([override]))
-    assert override.split("=")[0].split(".")[-1] in str(error.value) + str(error.value.__cause__)
+        compose([override])
+    key = override.split("=")[0].split(".")[-1]
+    assert key in str(error.value) + str(error.value.__cause__)
 
 
-def test_plain_dict_round_trips_through_validation():
-    cfg = to_object(compose_config(["attention=multihead", "train=smoke"]))
+def test_plain_dict_round_trips_through_validation(compose):
+    cfg = compose(["attention=multihead", "debug=smoke"])
     plain = to_plain(cfg)
     assert to_object(plain) == cfg
     assert plain["attention"]["type"] == "multihead"  # enums become plain strings
 
 
-def test_plain_dict_with_a_bad_value_is_a_config_error():
-    plain = to_plain(to_object(compose_config([])))
-    plain["attention"]["type"] = "foo"
-    with pytest.raises(ConfigError, match="foo"):
+@pytest.mark.parametrize("change,words", [
+    ({"type": "foo"}, ["foo", "additive, dot, general, multihead"]),
+    ({"num_heads": 8}, ["num_heads", "AdditiveAttentionConfig", "attention_size"]),
+])
+def test_plain_dict_with_a_bad_value_is_a_config_error(compose, change, words):
+    plain = to_plain(compose([]))
+    plain["attention"].update(change)
+    with pytest.raises(ConfigError) as error:
         to_object(plain)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_each_scorer_takes_only_its_own_settings():
+    names = {name: {f.name for f in dataclasses.fields(schema)}
+             for name, schema in ATTENTION_CONFIGS.items()}
+    assert names["dot"] == {"type", "dropout", "scaled"}
+    assert names["additive"] == {"type", "dropout", "attention_size"}
+    assert names["multihead"] == {"type", "dropout", "num_heads", "head_dim", "value_dim"}
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["attention=dot", "attention.num_heads=8"], ["attention.num_heads", "DotAttentionConfig"]),
+    (["attention=multihead", "attention.num_heads=3"], ["attention.num_heads=3"]),
+    (["+train.lrr=0.1"], ["train.lrr"]),
+    (["attention=nope"], ["attention/nope", "additive"]),
+])
+def test_the_train_command_refuses_a_bad_config_at_once_in_one_line(tmp_path, overrides, words):
+    """Before the run dir, the corpus or the tokenizer: no data.source is given, and no
+    outputs/ folder may appear."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    for word in words:
+        assert word in done.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()
+    print(f"{overrides}: refused in {seconds:.1f}s")

@@ -16,10 +16,10 @@ from seq2seq.corpus import (
     fetch_multi30k,
     multi30k_filename,
     read_aligned,
-    read_lines,
     read_tsv,
 )
 from seq2seq.errors import DataError
+from seq2seq.files import read_lines
 
 
 def test_plain_and_gzip_files_read_the_same(tmp_path):

@@ -6,26 +6,31 @@ import pytest
 import torch
 
 from seq2seq.attention import build_attention
-from seq2seq.config import AttentionConfig, AttentionType, DecoderStyle
+from seq2seq.config import (
+    ATTENTION_CONFIGS,
+    AdditiveAttentionConfig,
+    AttentionConfig,
+    DecoderStyle,
+    DotAttentionConfig,
+    GeneralAttentionConfig,
+)
 from seq2seq.decoder import Decoder, DecoderState, Memory
 from seq2seq.encoder import EncoderOutput
-from seq2seq.tokenizer import PAD_ID
+from seq2seq.special_ids import PAD_ID
 
-VOCAB, E, H, DE = 23, 6, 8, 10  # DE: encoder state size
+# DE: encoder state size, both directions of a bidirectional encoder of the decoder's width
+VOCAB, E, H, DE = 23, 6, 8, 16
 B, S, T = 3, 5, 6
 LENGTHS = torch.tensor([5, 2, 4])
-# (decoder style, input feeding)
-STYLES = [(DecoderStyle.luong, False), (DecoderStyle.luong, True), (DecoderStyle.bahdanau, False)]
-VARIANTS = [(kind, style, feeding) for kind in AttentionType for style, feeding in STYLES]
-IDS = [f"{k.value}-{s.value}{'-feeding' if f else ''}" for k, s, f in VARIANTS]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_decoder(kind, style, feeding, layers: int = 2, tie: bool = True) -> Decoder:
+def make_decoder(attention_cfg: AttentionConfig, style: DecoderStyle, feeding: bool,
+                 layers: int = 2, tie: bool = True) -> Decoder:
     torch.manual_seed(0)
-    attention = build_attention(AttentionConfig(type=kind, num_heads=2), H, DE)
+    attention = build_attention(attention_cfg, H, DE)
     decoder = Decoder(VOCAB, E, H, layers, attention, style=style, input_feeding=feeding,
                       embedding_dropout=0.3, output_dropout=0.3, rnn_dropout=0.1,
                       tie_embeddings=tie)
@@ -45,13 +50,10 @@ def make_target(seed: int = 3) -> torch.Tensor:
     return torch.randint(4, VOCAB, (B, T), generator=generator)
 
 
-@pytest.fixture(params=VARIANTS, ids=IDS)
-def variant(request):
-    return request.param
-
-
-def heads_of(kind: AttentionType) -> int:
-    return 2 if kind is AttentionType.multihead else 1
+@pytest.fixture
+def variant(scorer, decoder) -> tuple[AttentionConfig, DecoderStyle, bool]:
+    """make_decoder's arguments for every scorer (without attention dropout) and decoder."""
+    return ATTENTION_CONFIGS[scorer](dropout=0.0), decoder.style, decoder.input_feeding
 
 
 def test_forward_shapes_and_weights(variant):
@@ -59,7 +61,7 @@ def test_forward_shapes_and_weights(variant):
     memory, state = decoder.init(make_encoded())
     logits, weights = decoder(make_target(), memory, state, need_weights=True)
     assert logits.shape == (B, T, VOCAB)
-    assert weights.shape == (B, heads_of(variant[0]), T, S)
+    assert weights.shape == (B, decoder.attention.num_heads, T, S)
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1], dtype=torch.double))
     assert weights.masked_select(~memory.mask[:, None, None, :]).eq(0).all()
     logits_only, none = decoder(make_target(), memory, state)
@@ -98,11 +100,15 @@ def test_selecting_rows_commutes_with_stepping(variant):
 
 
 def test_memory_select_keeps_shared_values_shared():
-    decoder = make_decoder(AttentionType.dot, DecoderStyle.luong, False)
+    decoder = make_decoder(DotAttentionConfig(), DecoderStyle.luong, False)
     memory, _ = decoder.init(make_encoded())
     selected = memory.select(torch.tensor([1, 0]))
     assert isinstance(selected, Memory) and selected.values is selected.states
     assert selected.mask.tolist() == memory.mask[[1, 0]].tolist()
+    # parameter-free dot: a source position's key is the sum of its two directions' states
+    states = memory.states
+    torch.testing.assert_close(memory.keys, states[..., :H] + states[..., H:])
+    torch.testing.assert_close(selected.keys, memory.keys[[1, 0]])
 
 
 def test_target_padding_does_not_change_earlier_logits(variant):
@@ -116,27 +122,27 @@ def test_target_padding_does_not_change_earlier_logits(variant):
 
 
 def test_initial_state():
-    decoder = make_decoder(AttentionType.additive, DecoderStyle.luong, True)
+    decoder = make_decoder(AdditiveAttentionConfig(), DecoderStyle.luong, True)
     encoded = make_encoded()
     memory, state = decoder.init(encoded)
     assert isinstance(state, DecoderState) and state.hidden is encoded.hidden
     assert state.feed.shape == (B, E) and state.feed.eq(0).all()
     assert memory.keys.shape == (B, S, H)  # additive keys projected once, to the scorer size
-    _, bahdanau_state = make_decoder(AttentionType.additive, DecoderStyle.bahdanau, False).init(
-        encoded)
+    bahdanau = make_decoder(AdditiveAttentionConfig(), DecoderStyle.bahdanau, False)
+    _, bahdanau_state = bahdanau.init(encoded)
     assert bahdanau_state.feed is None
 
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_tied_output_weights_are_the_target_embedding(tie):
-    decoder = make_decoder(AttentionType.general, DecoderStyle.luong, False, tie=tie)
+    decoder = make_decoder(GeneralAttentionConfig(), DecoderStyle.luong, False, tie=tie)
     assert (decoder.output_layer.weight is decoder.embedding.weight) == tie
     assert decoder.attentional_size == (E if tie else H)
     assert decoder.output_layer.weight.shape == (VOCAB, decoder.attentional_size)
 
 
 def test_input_feeding_is_a_luong_option():
-    attention = build_attention(AttentionConfig(), H, DE)
+    attention = build_attention(AdditiveAttentionConfig(), H, DE)
     with pytest.raises(ValueError, match="luong"):
         Decoder(VOCAB, E, H, 1, attention, style=DecoderStyle.bahdanau, input_feeding=True)
 

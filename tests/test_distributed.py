@@ -23,27 +23,15 @@ import torch.multiprocessing as mp
 
 from seq2seq.batching import TokenBudgetSampler, collate
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.config import register_configs, to_object
 from seq2seq.data import prepare_data
 from seq2seq.distributed import TIMEOUT_ENV, TRACE_ENV, Distributed, shutdown_distributed
-from seq2seq.trainer import Interrupted, Trainer
+from seq2seq.trainer import Interrupted, build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TRAIN = [
-    "train=smoke", "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=400",
-    "train.max_steps=20", "train.eval_every=10", "train.log_every=5", "train.num_threads=1",
-    "data.max_eval_pairs=20",
-]
+DISTRIBUTED_RUN = ["train.max_steps=20", "train.eval_every=10", "train.log_every=5",
+                   "data.max_eval_pairs=20"]
 # a rank stuck in a collective fails the test in 2 minutes instead of hanging it for an hour
 TEST_TIMEOUT = {TIMEOUT_ENV: "2"}
-
-
-def make_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return to_object(compose("config", overrides=overrides))
 
 
 def with_train(cfg, **changes):
@@ -51,9 +39,14 @@ def with_train(cfg, **changes):
 
 
 @pytest.fixture(scope="module")
-def tiny_setup(tiny_data_overrides):
+def overrides(tiny_run) -> list[str]:
+    return [*tiny_run, *DISTRIBUTED_RUN]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(compose, overrides):
     """The tiny config and its data; preparing it here caches the tokenizer for the workers."""
-    cfg = make_config(tiny_data_overrides + TINY_TRAIN)
+    cfg = compose(overrides)
     return cfg, prepare_data(cfg.data, cfg.train.batch_tokens)
 
 
@@ -76,8 +69,7 @@ def spawn(worker, *args) -> None:
 
 # ---- torchrun, as a user runs it ---------------------------------------------------------------
 
-def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_setup,
-                                                                       tiny_data_overrides,
+def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_setup, overrides,
                                                                        tmp_path):
     cfg, data = tiny_setup
     trace = tmp_path / "trace"
@@ -85,7 +77,7 @@ def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_set
     env.pop("HYDRA_FULL_ERROR", None)
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "scripts" / "train.py"), *tiny_data_overrides, *TINY_TRAIN],
+         str(REPO / "scripts" / "train.py"), *overrides],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -130,10 +122,10 @@ def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_set
 def gradient_worker(rank: int, port: int, cfg, batches: list[list[int]], out: Path) -> None:
     join_job(rank, 2, port)
     try:
-        trainer = Trainer(cfg, out / f"run{rank}")
+        trainer = build_trainer(cfg, out / f"run{rank}")
         assert trainer.dist == Distributed(rank=rank, local_rank=rank, world_size=2)
         batch = collate([trainer.data.train[i] for i in batches[rank]])
-        trainer._train_step(batch)
+        trainer.train_step(batch)
         torch.save({"grads": {n: p.grad for n, p in trainer.model.named_parameters()},
                     "params": {n: p.detach() for n, p in trainer.model.named_parameters()},
                     "tokens": trainer.state.train_tokens},
@@ -154,8 +146,8 @@ def test_ddp_step_equals_single_process_step_on_the_union(tiny_setup, tmp_path):
 
     spawn(gradient_worker, cfg, batches, tmp_path)
 
-    single = Trainer(cfg, tmp_path / "single", data)
-    single._train_step(collate([data.train[i] for i in batches[0] + batches[1]]))
+    single = build_trainer(cfg, tmp_path / "single", data)
+    single.train_step(collate([data.train[i] for i in batches[0] + batches[1]]))
     assert single.state.train_tokens == sum(sizes)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     for saved in ranks:
@@ -172,10 +164,10 @@ def resume_worker(rank: int, port: int, cfg, out: Path) -> None:
     """Train 12 steps; again, with SIGTERM reaching rank 1 alone at step 7; then resume that."""
     join_job(rank, 2, port)
     try:
-        Trainer(cfg, out / "full").fit()
+        build_trainer(cfg, out / "full").fit()
 
-        cut = Trainer(cfg, out / "cut")
-        real_step = cut._train_step
+        cut = build_trainer(cfg, out / "cut")
+        real_step = cut.train_step
 
         def step_then_sigterm(batch):
             loss = real_step(batch)
@@ -183,13 +175,13 @@ def resume_worker(rank: int, port: int, cfg, out: Path) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
             return loss
 
-        cut._train_step = step_then_sigterm
+        cut.train_step = step_then_sigterm
         try:
             cut.fit()
         except Interrupted as stop:
             (out / f"stopped{rank}").write_text(f"{stop.signum} {cut.state.step}")
 
-        Trainer(with_train(cfg, resume=str(out / "cut")), out / "resumed").fit()
+        build_trainer(with_train(cfg, resume=str(out / "cut")), out / "resumed").fit()
     finally:
         shutdown_distributed()
 
@@ -217,6 +209,7 @@ def test_a_signal_on_one_rank_stops_all_and_resume_matches_the_uninterrupted_run
 
     # one process continues the 2-process run after the 2 x 7 batches it trained this epoch
     with caplog.at_level(logging.WARNING):
-        alone = Trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "alone", data)
+        alone = build_trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "alone",
+                              data)
     assert alone.state.step == 7 and alone.state.batch_in_epoch == 14
     assert any("resuming a run of 2 process(es) with 1" in r.message for r in caplog.records)

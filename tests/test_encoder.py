@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seq2seq.encoder import Encoder, run_gru
-from seq2seq.tokenizer import PAD_ID
+from seq2seq.special_ids import PAD_ID
 
 VOCAB, E, H = 20, 6, 5
 

@@ -10,13 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import evaluate, translate
-from seq2seq.config import register_configs, to_object
-from seq2seq.trainer import Trainer
+from seq2seq.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,19 +76,17 @@ def test_translate_gives_the_hypotheses_evaluate_scores(beam, trained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def multi30k_checkpoint(multi30k_dir, tmp_path_factory) -> Path:
+def multi30k_checkpoint(multi30k_dir, compose, tmp_path_factory) -> Path:
     """A tiny model trained for a few steps on a slice of the real Multi30k (BLEU near 0)."""
-    register_configs()
     root = tmp_path_factory.mktemp("m30k_root")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = to_object(compose("config", overrides=[
-            "train=smoke", f"data.source={multi30k_dir}", f"data.root={root}",
-            "data.max_train_pairs=1000", "data.max_eval_pairs=10", "data.tokenizer.vocab_size=500",
-            "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=8",
-            "train.eval_every=8", "train.beam_size=1", "train.num_plot_sentences=0",
-            "train.num_threads=1"]))
+    cfg = compose([
+        "debug=smoke", f"data.source={multi30k_dir}", f"data.root={root}",
+        "data.max_train_pairs=1000", "data.max_eval_pairs=10", "data.tokenizer.vocab_size=500",
+        "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=8",
+        "train.eval_every=8", "train.beam_size=1", "train.num_plot_sentences=0",
+        "train.num_threads=1"])
     run_dir = tmp_path_factory.mktemp("m30k_run")
-    Trainer(cfg, run_dir).fit()
+    build_trainer(cfg, run_dir).fit()
     return run_dir
 
 

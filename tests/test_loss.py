@@ -7,10 +7,16 @@ import torch
 import torch.nn.functional as F
 
 import seq2seq.loss as loss_module
-from seq2seq.config import AttentionConfig, AttentionType, DecoderStyle, ModelConfig
+from seq2seq.config import (
+    AdditiveAttentionConfig,
+    AttentionConfig,
+    DecoderStyle,
+    GeneralAttentionConfig,
+    ModelConfig,
+)
 from seq2seq.loss import SequenceLoss, linear_cross_entropy
 from seq2seq.model import build_model
-from seq2seq.tokenizer import BOS_ID, PAD_ID
+from seq2seq.special_ids import BOS_ID, PAD_ID
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,12 +108,13 @@ def test_the_output_layer_runs_on_real_target_tokens_only(monkeypatch):
     torch.testing.assert_close(seen, attentional[tgt_mask])
 
 
-def make_model(tie: bool, kind: AttentionType = AttentionType.general):
+def make_model(tie: bool, attention: AttentionConfig | None = None):
     torch.manual_seed(0)
     cfg = ModelConfig(embedding_size=8, hidden_size=8, tie_embeddings=tie,
                       decoder_style=DecoderStyle.luong, embedding_dropout=0.0,
                       output_dropout=0.0)
-    return build_model(cfg, AttentionConfig(type=kind), 19, 23).double()
+    attention = GeneralAttentionConfig() if attention is None else attention
+    return build_model(cfg, attention, 19, 23).double()
 
 
 def make_batch():
@@ -143,7 +150,7 @@ def test_sequence_loss_equals_cross_entropy_over_real_tokens(tie):
 
 def test_sequence_loss_under_bfloat16_autocast_is_close_to_full_precision():
     src, src_lengths, tgt_in, tgt_out = make_batch()
-    model = make_model(tie=True, kind=AttentionType.additive).float()
+    model = make_model(tie=True, attention=AdditiveAttentionConfig()).float()
     full = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)

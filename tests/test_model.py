@@ -5,28 +5,31 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.config import AttentionConfig, AttentionType, ConfigError, DecoderStyle, ModelConfig
+from seq2seq.config import (
+    AdditiveAttentionConfig,
+    AttentionConfig,
+    DecoderStyle,
+    ModelConfig,
+)
+from seq2seq.errors import ConfigError
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.tokenizer import BOS_ID, PAD_ID
+from seq2seq.special_ids import BOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 29, 31
-STYLES = [(DecoderStyle.luong, False), (DecoderStyle.luong, True), (DecoderStyle.bahdanau, False)]
-VARIANTS = [(kind, style, feeding) for kind in AttentionType for style, feeding in STYLES]
-IDS = [f"{k.value}-{s.value}{'-feeding' if f else ''}" for k, s, f in VARIANTS]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_model(kind=AttentionType.additive, style=DecoderStyle.luong, feeding=False,
-               **overrides) -> Seq2Seq:
+def make_model(attention: AttentionConfig | None = None, style=DecoderStyle.luong,
+               feeding=False, **overrides) -> Seq2Seq:
+    """Hidden size 8: every scorer's default settings fit it (multihead: 4 heads of 2)."""
     torch.manual_seed(0)
     settings = dict(embedding_size=12, hidden_size=8, encoder_layers=2, decoder_layers=2,
                     rnn_dropout=0.1, decoder_style=style, input_feeding=feeding)
     settings.update(overrides)
-    heads = 2 if kind is AttentionType.multihead else 1
-    return build_model(ModelConfig(**settings), AttentionConfig(type=kind, num_heads=heads),
-                       SRC_VOCAB, TGT_VOCAB)
+    attention = AdditiveAttentionConfig() if attention is None else attention
+    return build_model(ModelConfig(**settings), attention, SRC_VOCAB, TGT_VOCAB)
 
 
 def make_batch() -> tuple[torch.Tensor, ...]:
@@ -42,10 +45,11 @@ def make_batch() -> tuple[torch.Tensor, ...]:
     return src, src_lengths, tgt_in, tgt_lengths
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("self_attention", [False, True], ids=["gru", "self-attention"])
-def test_a_sentence_translates_the_same_alone_and_beside_a_longer_one(variant, self_attention):
-    model = make_model(*variant, encoder_self_attention=self_attention,
+def test_a_sentence_translates_the_same_alone_and_beside_a_longer_one(attention_config, decoder,
+                                                                    self_attention):
+    model = make_model(attention_config, decoder.style, decoder.input_feeding,
+                       encoder_self_attention=self_attention,
                        self_attention_heads=2).double().eval()
     src, src_lengths, tgt_in, tgt_lengths = make_batch()
     logits, weights = model(src, src_lengths, tgt_in, need_weights=True)
@@ -61,6 +65,7 @@ def test_start_then_step_is_the_search_interface():
     src, src_lengths, tgt_in, _ = make_batch()
     memory, state = model.start(src, src_lengths)
     logits, state, weights = model.decoder.step(tgt_in[:, 0], state, memory)
+    assert model.decoder.attention.num_heads == 1  # additive: one head
     assert logits.shape == (2, TGT_VOCAB) and weights.shape == (2, 1, 9)
     expected, _ = model(src, src_lengths, tgt_in[:, :1])
     torch.testing.assert_close(logits, expected[:, 0])
@@ -83,7 +88,7 @@ def closed_form_counts(E: int, H: int, V_src: int, V_tgt: int, tie: bool) -> dic
 def test_parameter_counts_match_the_closed_form(tie):
     E, H = 12, 8
     model = build_model(ModelConfig(embedding_size=E, hidden_size=H, tie_embeddings=tie),
-                        AttentionConfig(), SRC_VOCAB, TGT_VOCAB)
+                        AdditiveAttentionConfig(), SRC_VOCAB, TGT_VOCAB)
     counts = model.parameter_counts()
     expected = closed_form_counts(E, H, SRC_VOCAB, TGT_VOCAB, tie)
     expected["total"] = sum(expected.values())
@@ -91,22 +96,33 @@ def test_parameter_counts_match_the_closed_form(tie):
     assert counts["total"] == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
-def test_parts_add_up_to_the_total(variant):
-    counts = make_model(*variant, encoder_self_attention=True,
-                        self_attention_heads=4).parameter_counts()
+def test_parts_add_up_to_the_total(attention_config, decoder):
+    model = make_model(attention_config, decoder.style, decoder.input_feeding,
+                       encoder_self_attention=True, self_attention_heads=4)
+    counts = model.parameter_counts()
     assert sum(v for k, v in counts.items() if k != "total") == counts["total"]
-    assert all(v > 0 for v in counts.values())
+    # the attention part is the scorer's own parameters (none for the parameter-free dot,
+    # see below); every other part has some
+    attention = model.decoder.attention
+    assert counts["attention"] == sum(p.numel() for p in attention.parameters())
+    assert all(v > 0 for k, v in counts.items() if k != "attention")
+
+
+@pytest.mark.parametrize(("scorer", "has_parameters"), [
+    ("additive", True), ("dot", False), ("general", True), ("multihead", True)])
+def test_only_the_dot_scorer_has_no_parameters(attention_config, has_parameters):
+    counts = make_model(attention_config).parameter_counts()
+    assert (counts["attention"] > 0) == has_parameters
 
 
 def test_self_attention_heads_must_divide_the_encoder_states():
     with pytest.raises(ConfigError, match="self_attention_heads=3"):
-        make_model(encoder_self_attention=True, self_attention_heads=3)
+        ModelConfig(hidden_size=8, encoder_self_attention=True, self_attention_heads=3)
+    ModelConfig(hidden_size=8, encoder_self_attention=False, self_attention_heads=3)  # unused
 
 
-@pytest.mark.parametrize("kind", list(AttentionType), ids=lambda k: k.value)
-def test_bfloat16_autocast_trains(kind):
-    model = make_model(kind)
+def test_bfloat16_autocast_trains(attention_config):
+    model = make_model(attention_config)
     src, src_lengths, tgt_in, _ = make_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, weights = model(src, src_lengths, tgt_in, need_weights=True)

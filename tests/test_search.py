@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from seq2seq.batching import pad_source
-from seq2seq.config import AttentionConfig, AttentionType, DecoderStyle, ModelConfig
+from seq2seq.config import (
+    ATTENTION_CONFIGS,
+    AttentionConfig,
+    DecoderStyle,
+    DotAttentionConfig,
+    ModelConfig,
+)
 from seq2seq.model import build_model
 from seq2seq.search import (
     beam_search,
@@ -19,17 +25,13 @@ from seq2seq.search import (
     greedy,
     max_output_lengths,
 )
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 VOCAB = 24
-# (decoder style, input feeding)
-STYLES = [(DecoderStyle.luong, False), (DecoderStyle.bahdanau, False), (DecoderStyle.luong, True)]
-VARIANTS = [(scorer, style, feeding) for scorer in AttentionType for style, feeding in STYLES]
-VARIANT_IDS = [f"{s.value}-{d.value}{'-feeding' if f else ''}" for s, d, f in VARIANTS]
 SHORT = {"max_len_ratio": 1.0, "max_len_offset": 2}  # short limits keep the tests fast
 
 
-def make_model(scorer: AttentionType, style: DecoderStyle, feeding: bool,
+def make_model(attention: AttentionConfig, style: DecoderStyle, feeding: bool,
                eos_bias: float = 0.0) -> torch.nn.Module:
     """A tiny random model in eval mode. Weights are scaled up so that its output distribution
     is peaked (a search then has real choices to make); `eos_bias` is added to the EOS logit so
@@ -37,8 +39,7 @@ def make_model(scorer: AttentionType, style: DecoderStyle, feeding: bool,
     torch.manual_seed(0)
     model_cfg = ModelConfig(embedding_size=16, hidden_size=16, decoder_style=style,
                             input_feeding=feeding)
-    heads = 2 if scorer is AttentionType.multihead else 1
-    model = build_model(model_cfg, AttentionConfig(type=scorer, num_heads=heads), VOCAB, VOCAB)
+    model = build_model(model_cfg, attention, VOCAB, VOCAB)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(3.0)
@@ -85,9 +86,15 @@ def sequence_log_prob(model, src, src_lengths, tokens: list[int]) -> float:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(params=VARIANTS, ids=VARIANT_IDS)
-def model(request):
-    return make_model(*request.param)
+@pytest.fixture
+def variant(scorer, decoder) -> tuple[AttentionConfig, DecoderStyle, bool]:
+    """make_model's arguments for every scorer (without attention dropout) and decoder."""
+    return ATTENTION_CONFIGS[scorer](dropout=0.0), decoder.style, decoder.input_feeding
+
+
+@pytest.fixture
+def model(variant):
+    return make_model(*variant)
 
 
 def test_beam_one_is_greedy(model):
@@ -102,9 +109,8 @@ def test_beam_one_is_greedy(model):
     assert [h.tokens for h in found] == [b[0].tokens for b in beams]
 
 
-@pytest.mark.parametrize(("scorer", "style", "feeding"), VARIANTS, ids=VARIANT_IDS)
-def test_greedy_follows_the_model_and_stops_at_eos(scorer, style, feeding):
-    model = make_model(scorer, style, feeding, eos_bias=4.0)
+def test_greedy_follows_the_model_and_stops_at_eos(variant):
+    model = make_model(*variant, eos_bias=4.0)
     src, src_lengths = make_source()
     max_lens = max_output_lengths(src_lengths, ratio=1.5, offset=10).tolist()
     found = greedy(model, src, src_lengths)
@@ -168,13 +174,10 @@ def test_nbest_are_distinct_sorted_and_scored_with_the_gnmt_penalty(model):
             assert hyp.score == pytest.approx(log_prob / penalty, abs=1e-4)
 
 
-@pytest.mark.parametrize(("scorer", "style", "feeding"), VARIANTS, ids=VARIANT_IDS)
-def test_a_beam_as_wide_as_the_search_space_finds_the_most_probable_outputs(scorer, style,
-                                                                           feeding):
+def test_a_beam_as_wide_as_the_search_space_finds_the_most_probable_outputs(model):
     # With at most two tokens per output, a beam as wide as the number of two-token prefixes
     # prunes nothing: its n-best must be the n most probable of all possible outputs (scored
     # here by brute force with teacher forcing), and its best at least as probable as greedy's.
-    model = make_model(scorer, style, feeding)
     src, src_lengths = make_source(seed=5, batch_size=3)
     limit = {"max_len_ratio": 0.0, "max_len_offset": 2}
     words = [UNK_ID, *range(4, VOCAB)]  # every id but EOS that search may emit
@@ -200,11 +203,8 @@ def test_beam_search_beats_greedy_on_the_whole_batch(model):
     assert sum(hyps[0].score for hyps in found) > greedy_total
 
 
-@pytest.mark.parametrize(("scorer", "style", "feeding"), VARIANTS, ids=VARIANT_IDS)
-def test_hypotheses_hold_no_special_ids_and_attention_over_the_real_source(scorer, style,
-                                                                           feeding):
-    model = make_model(scorer, style, feeding)
-    heads = 2 if scorer is AttentionType.multihead else 1
+def test_hypotheses_hold_no_special_ids_and_attention_over_the_real_source(model):
+    heads = model.decoder.attention.num_heads
     src, src_lengths = make_source(seed=4)
     greedy_found = greedy(model, src, src_lengths)
     beam_found = beam_search(model, src, src_lengths, beam_size=3, nbest=3)
@@ -231,7 +231,7 @@ def test_max_output_lengths_scale_with_the_source():
 
 
 def test_invalid_nbest_is_refused():
-    model = make_model(AttentionType.dot, DecoderStyle.luong, False)
+    model = make_model(DotAttentionConfig(), DecoderStyle.luong, False)
     src, src_lengths = make_source(batch_size=2)
     with pytest.raises(ValueError, match="nbest"):
         beam_search(model, src, src_lengths, beam_size=2, nbest=3)

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from seq2seq.config import AttentionType, Config, DecoderStyle, register_configs, to_object
+from seq2seq.cli.common import compose_config
+from seq2seq.config import ATTENTION_CONFIGS, Config, DecoderStyle, to_object
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "seq2seq" / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -37,13 +38,24 @@ class Job:
     subdir: str  # the job's folder name in the sweep dir
 
 
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
 def sweep_overrides(experiment: str) -> list[list[str]]:
-    """The overrides of every job `train.py -m experiment=NAME` launches (a cartesian product)."""
-    cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
-    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-               if o.is_sweep_override() else [o.input_line]
-               for o in OverridesParser.create().parse_overrides(params)]
+    """The overrides of every job `train.py -m experiment=NAME` launches (a cartesian product;
+    `glob(*)` over a config group means each of its files, as Hydra's sweeper expands it)."""
+    cfg = compose_config([f"experiment={experiment}"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
+    choices = []
+    for override in OverridesParser.create().parse_overrides(params):
+        key = override.get_key_element()
+        if isinstance(override.value(), Glob):
+            choices.append([f"{key}={v}" for v in override.value().filter(options(key))])
+        elif override.is_sweep_override():
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
     return [[f"experiment={experiment}", *job] for job in itertools.product(*choices)]
 
 
@@ -53,50 +65,48 @@ def grids() -> dict[str, tuple[int, list[Job]]]:
 
     (Other seeds train the same model; composing only seed 1 keeps this test fast.)
     """
-    register_configs()
     grids = {}
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for experiment in EXPERIMENTS:
-            all_jobs = sweep_overrides(experiment)
-            composed = []
-            for number, overrides in enumerate(all_jobs):
-                if "seed=1" not in overrides:
-                    continue
-                cfg = compose("config", overrides=[*overrides, f"hydra.job.num={number}"],
-                              return_hydra_config=True)
-                subdir = cfg.hydra.sweep.subdir
-                task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-                composed.append(Job(number, overrides, to_object(task), subdir))
-            grids[experiment] = (len(all_jobs), composed)
+    for experiment in EXPERIMENTS:
+        all_jobs = sweep_overrides(experiment)
+        composed = []
+        for number, overrides in enumerate(all_jobs):
+            if "seed=1" not in overrides:
+                continue
+            cfg = compose_config([*overrides, f"hydra.job.num={number}"],
+                                 return_hydra_config=True)
+            task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            composed.append(Job(number, overrides, to_object(task), cfg.hydra.sweep.subdir))
+        grids[experiment] = (len(all_jobs), composed)
     return grids
 
 
 def settings(jobs: list[Job]) -> set[tuple]:
     """The distinct trained models: (attention, heads, decoder style, input feeding)."""
-    return {(job.config.attention.type, job.config.attention.num_heads,
+    return {(job.config.attention.type, getattr(job.config.attention, "num_heads", 1),
              job.config.model.decoder_style, job.config.model.input_feeding) for job in jobs}
 
 
-def test_every_experiment_sweeps_something(grids):
-    assert {"attention_ablation", "decoder_ablation", "heads_ablation", "attention_cpu"} \
-        <= set(grids)
+def test_every_sweep_experiment_sweeps_something_and_recipes_are_one_run(grids):
+    sweeps = {"attention_ablation", "decoder_ablation", "heads_ablation", "attention_cpu"}
+    assert sweeps | {"cpu40"} == set(grids)
     for experiment, (count, _) in grids.items():
-        assert count > 1, experiment
+        assert (count > 1) == (experiment in sweeps), experiment
 
 
-def test_attention_ablation_is_four_scorers_times_three_seeds(grids):
+def test_attention_ablation_is_every_scorer_times_three_seeds(grids):
     count, jobs = grids["attention_ablation"]
-    assert count == 12
-    assert {setting[0] for setting in settings(jobs)} == set(AttentionType)
+    assert count == 3 * len(ATTENTION_CONFIGS)
+    assert {setting[0] for setting in settings(jobs)} == set(ATTENTION_CONFIGS)
 
 
 def test_decoder_ablation_is_exactly_the_three_valid_decoders(grids):
     count, jobs = grids["decoder_ablation"]
+    assert options("decoder") == ["bahdanau", "luong", "luong_input_feeding"]
     assert count == 9
     assert settings(jobs) == {
-        (AttentionType.additive, 1, DecoderStyle.luong, False),
-        (AttentionType.additive, 1, DecoderStyle.bahdanau, False),
-        (AttentionType.additive, 1, DecoderStyle.luong, True),
+        ("additive", 1, DecoderStyle.luong, False),
+        ("additive", 1, DecoderStyle.bahdanau, False),
+        ("additive", 1, DecoderStyle.luong, True),
     }
 
 
@@ -104,15 +114,14 @@ def test_heads_ablation_varies_only_the_number_of_heads(grids):
     count, jobs = grids["heads_ablation"]
     assert count == 12
     assert {setting[:2] for setting in settings(jobs)} == {
-        (AttentionType.multihead, heads) for heads in (1, 2, 4, 8)}
+        ("multihead", heads) for heads in (1, 2, 4, 8)}
     assert all(job.config.model.hidden_size % 8 == 0 for job in jobs)
 
 
 def test_attention_cpu_gives_every_scorer_the_same_time_budget(grids):
     count, jobs = grids["attention_cpu"]
-    assert count == 4
-    assert sorted(job.config.attention.type.value for job in jobs) == \
-        sorted(t.value for t in AttentionType)
+    assert count == len(ATTENTION_CONFIGS)
+    assert sorted(job.config.attention.type for job in jobs) == sorted(ATTENTION_CONFIGS)
     assert {(job.config.train.max_minutes, job.config.model.hidden_size) for job in jobs} == \
         {(40, 256)}
 
@@ -140,7 +149,7 @@ def tiny_sweep(tiny_data_overrides, tmp_path_factory) -> Path:
     sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
     done = run_script("train.py", [
         "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2",
-        "train=smoke", *tiny_data_overrides, "model.embedding_size=32", "model.hidden_size=32",
+        "debug=smoke", *tiny_data_overrides, "model.embedding_size=32", "model.hidden_size=32",
         "train.max_steps=10", "train.batch_tokens=400", "data.max_eval_pairs=10",
         "train.num_plot_sentences=1", "train.num_threads=1", f"hydra.sweep.dir={sweep_dir}",
     ], cwd=sweep_dir.parent)
@@ -168,7 +177,7 @@ def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep):
     assert [row.split("`")[1] for row in rows] == ["attention=additive", "attention=dot"]
     for row in rows:
         assert row.count("±") == 4 and row.rstrip(" |").endswith("| 2")  # 4 scores, 2 seeds
-    assert "`train=smoke`" in report and "missing" not in done.stdout
+    assert "`debug=smoke`" in report and "missing" not in done.stdout
     assert (tiny_sweep / "report.png").stat().st_size > 0
     assert rows[0] in done.stdout
 
@@ -196,7 +205,7 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
 def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_data_overrides, tmp_path):
     sweep_dir = tmp_path / "multirun"
     done = run_script("train.py", [
-        "-m", "train.lr=-1,0.003", "train=smoke", *tiny_data_overrides,
+        "-m", "train.lr=-1,0.003", "debug=smoke", *tiny_data_overrides,
         "model.embedding_size=16", "model.hidden_size=16", "train.max_steps=2",
         "train.eval_every=2", "train.batch_tokens=300", "data.max_eval_pairs=4",
         "train.num_plot_sentences=1", "train.beam_size=1", "train.num_threads=1",

@@ -11,14 +11,8 @@ from seq2seq import tokenizer as tokenizer_module
 from seq2seq.config import SubwordModel, TokenizerConfig
 from seq2seq.corpus import read_aligned
 from seq2seq.errors import DataError
-from seq2seq.tokenizer import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    UNK_ID,
-    Tokenizer,
-    load_or_train_tokenizer,
-)
+from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
 
 
 def normalized(text: str) -> str:

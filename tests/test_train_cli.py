@@ -35,7 +35,7 @@ def assert_complete_run_dir(run_dir: Path) -> dict:
 def test_smoke_run_on_multi30k(multi30k_dir, tmp_path):
     """The acceptance command: the smoke config on the real corpus leaves a complete run dir."""
     run_dir = tmp_path / "smoke"
-    done = run_train(["train=smoke", f"data.source={multi30k_dir}", f"data.root={tmp_path}/data",
+    done = run_train(["debug=smoke", f"data.source={multi30k_dir}", f"data.root={tmp_path}/data",
                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = assert_complete_run_dir(run_dir)
@@ -43,14 +43,10 @@ def test_smoke_run_on_multi30k(multi30k_dir, tmp_path):
     assert results["valid"]["bleu"] > 0.5  # 240 steps of a tiny model already translate a little
 
 
-@pytest.mark.parametrize("variant", [
-    ["attention=dot"], ["attention=general"], ["attention=multihead", "attention.num_heads=2"],
-    ["model.decoder_style=bahdanau"], ["model.input_feeding=true"],
-])
-def test_every_variant_trains_through_the_cli(variant, tiny_data_overrides, tmp_path):
+def train_variant(variant: list[str], tiny_data_overrides: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     done = run_train(tiny_data_overrides + variant + [
-        "train=smoke", "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=20",
+        "debug=smoke", "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=20",
         "train.eval_every=10", "train.batch_tokens=400", "data.max_eval_pairs=20",
         f"data.root={tmp_path}/data", f"hydra.run.dir={run_dir}",
     ], cwd=tmp_path)
@@ -58,11 +54,20 @@ def test_every_variant_trains_through_the_cli(variant, tiny_data_overrides, tmp_
     assert_complete_run_dir(run_dir)
 
 
+def test_every_scorer_trains_through_the_cli(scorer, tiny_data_overrides, tmp_path):
+    train_variant([f"attention={scorer}"], tiny_data_overrides, tmp_path)
+
+
+def test_every_decoder_trains_through_the_cli(decoder, tiny_data_overrides, tmp_path):
+    train_variant([f"decoder={decoder.name}"], tiny_data_overrides, tmp_path)
+
+
 @pytest.mark.parametrize("override,words", [
     ("attention=foo", ["attention", "foo", "additive"]),
     ("train.lr=-1", ["train.lr", "-1"]),
     ("model.hidden_size=abc", ["model.hidden_size", "abc"]),
     ("train.no_such_key=1", ["no_such_key"]),
+    ("+train.no_such_key=1", ["no_such_key"]),
 ])
 def test_wrong_override_fails_in_one_line_without_traceback(override, words, tmp_path):
     done = run_train([override, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)

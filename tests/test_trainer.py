@@ -10,33 +10,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.config import register_configs, to_object
 from seq2seq.data import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
-from seq2seq.trainer import Interrupted, Trainer
+from seq2seq.trainer import Interrupted, build_trainer
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-TINY_TRAIN = [
-    "train=smoke", "model.embedding_size=32", "model.hidden_size=32", "train.batch_tokens=400",
-    "train.max_steps=24", "train.eval_every=12", "train.log_every=4", "train.num_threads=1",
-    "train.beam_size=2", "data.max_eval_pairs=20",
-]
-
-
-def make_config(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_object(compose("config", overrides=overrides))
+# the tiny run, with two evaluations, frequent logging and the attention plots
+TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
+               "train.beam_size=2", "data.max_eval_pairs=20", "train.num_plot_sentences=4"]
 
 
 @pytest.fixture(scope="module")
-def tiny_setup(tiny_data_overrides):
+def tiny_setup(compose, tiny_run):
     """A config and its prepared data, shared by the tests (sentencepiece trains once)."""
-    cfg = make_config(tiny_data_overrides + TINY_TRAIN)
+    cfg = compose([*tiny_run, *TRAINER_RUN])
     return cfg, prepare_data(cfg.data, cfg.train.batch_tokens)
 
 
@@ -52,7 +41,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path):
     cfg, data = tiny_setup
-    results = Trainer(cfg, tmp_path, data).fit()
+    results = build_trainer(cfg, tmp_path, data).fit()
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -74,8 +63,8 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path)
 def test_training_is_deterministic_on_cpu(tiny_setup, tmp_path):
     cfg, data = tiny_setup
     cfg = with_train(cfg, max_steps=12)
-    first = Trainer(cfg, tmp_path / "a", data).fit()
-    second = Trainer(cfg, tmp_path / "b", data).fit()
+    first = build_trainer(cfg, tmp_path / "a", data).fit()
+    second = build_trainer(cfg, tmp_path / "b", data).fit()
     assert first["valid"]["bleu"] == second["valid"]["bleu"]
     for name, tensor in weights(tmp_path / "a" / "checkpoints" / "last.pt").items():
         assert torch.equal(tensor, weights(tmp_path / "b" / "checkpoints" / "last.pt")[name])
@@ -84,10 +73,10 @@ def test_training_is_deterministic_on_cpu(tiny_setup, tmp_path):
 def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp_path,
                                                                  monkeypatch):
     cfg, data = tiny_setup
-    full = Trainer(cfg, tmp_path / "full", data).fit()
+    full = build_trainer(cfg, tmp_path / "full", data).fit()
 
-    interrupted = Trainer(cfg, tmp_path / "cut", data)
-    real_step = interrupted._train_step
+    interrupted = build_trainer(cfg, tmp_path / "cut", data)
+    real_step = interrupted.train_step
 
     def step_then_sigterm(batch):
         loss = real_step(batch)
@@ -95,14 +84,14 @@ def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp
             os.kill(os.getpid(), signal.SIGTERM)
         return loss
 
-    monkeypatch.setattr(interrupted, "_train_step", step_then_sigterm)
+    monkeypatch.setattr(interrupted, "train_step", step_then_sigterm)
     with pytest.raises(Interrupted) as stop:
         interrupted.fit()
     assert stop.value.signum == signal.SIGTERM
     assert load_checkpoint(tmp_path / "cut", "last.pt")["state"]["step"] == 7
 
     resumed_cfg = with_train(cfg, resume=str(tmp_path / "cut"))
-    resumed = Trainer(resumed_cfg, tmp_path / "resumed", data).fit()
+    resumed = build_trainer(resumed_cfg, tmp_path / "resumed", data).fit()
     assert resumed["steps"] == full["steps"]
     assert resumed["valid"]["bleu"] == full["valid"]["bleu"]
     full_weights = weights(tmp_path / "full" / "checkpoints" / "last.pt")
@@ -110,22 +99,23 @@ def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp
         torch.testing.assert_close(tensor, full_weights[name], rtol=0, atol=0)
 
 
-def test_resume_with_another_model_is_refused(tiny_setup, tmp_path):
+def test_resume_with_another_model_is_refused(tiny_setup, tmp_path, compose):
     cfg, data = tiny_setup
-    Trainer(with_train(cfg, max_steps=2, eval_every=2), tmp_path / "run", data).fit()
-    other = make_config([f"data.root={cfg.data.root}"] + TINY_TRAIN[:1]
-                        + ["model.hidden_size=48", f"train.resume={tmp_path / 'run'}"])
+    build_trainer(with_train(cfg, max_steps=2, eval_every=2), tmp_path / "run", data).fit()
+    other = compose([f"data.root={cfg.data.root}", "debug=smoke", "model.hidden_size=48",
+                     f"train.resume={tmp_path / 'run'}"])
     from dataclasses import replace
 
     other = replace(other, data=cfg.data)
     with pytest.raises(CheckpointError, match="model.hidden_size"):
-        Trainer(other, tmp_path / "other", data)
+        build_trainer(other, tmp_path / "other", data)
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, monkeypatch,
                                                          caplog):
     cfg, data = tiny_setup
-    trainer = Trainer(with_train(cfg, max_steps=6, eval_every=3, max_nan_steps=3), tmp_path, data)
+    trainer = build_trainer(with_train(cfg, max_steps=6, eval_every=3, max_nan_steps=3), tmp_path,
+                            data)
     real_forward = trainer.loss.forward
     calls = {"n": 0}
 
@@ -144,7 +134,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, m
     saved = weights(tmp_path / "checkpoints" / "last.pt")
     assert all(torch.isfinite(t).all() for t in saved.values())
 
-    always_nan = Trainer(with_train(cfg, max_nan_steps=3), tmp_path / "diverged", data)
+    always_nan = build_trainer(with_train(cfg, max_nan_steps=3), tmp_path / "diverged", data)
     diverging_forward = always_nan.loss.forward
     monkeypatch.setattr(always_nan.loss, "forward",
                         lambda *a, **k: diverging_forward(*a, **k) * float("nan"))
@@ -154,7 +144,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, m
 
 def test_a_nan_model_is_never_saved(tiny_setup, tmp_path):
     cfg, data = tiny_setup
-    trainer = Trainer(cfg, tmp_path, data)
+    trainer = build_trainer(cfg, tmp_path, data)
     trainer._save("last.pt")
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
     with torch.no_grad():
@@ -169,4 +159,4 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tiny_setup, tmp_path)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-        Trainer(with_train(cfg, resume=str(tmp_path)), tmp_path / "new", data)
+        build_trainer(with_train(cfg, resume=str(tmp_path)), tmp_path / "new", data)

@@ -175,11 +175,13 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
     assert not marker.exists()
 
 
-def test_the_cli_default_batch_size_is_the_translators():
-    from seq2seq import translator
-    from seq2seq.cli import translate
+def test_the_cli_defaults_are_the_libraries():
+    """cli.common repeats two constants so that `--help` needs no torch; they must agree."""
+    from seq2seq import runtime, translator
+    from seq2seq.cli import common
 
-    assert translate.DEFAULT_BATCH_SIZE == translator.DEFAULT_BATCH_SIZE
+    assert common.DEFAULT_BATCH_SIZE == translator.DEFAULT_BATCH_SIZE
+    assert common.DEVICES == runtime.DEVICES
 
 
 def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):

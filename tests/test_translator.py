@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import matplotlib.image
@@ -9,11 +10,16 @@ import pytest
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
-from seq2seq.config import AttentionConfig, AttentionType, to_object
-from seq2seq.errors import CheckpointError, DeviceError
+from seq2seq.config import (
+    AdditiveAttentionConfig,
+    AttentionConfig,
+    MultiHeadAttentionConfig,
+    to_object,
+)
+from seq2seq.errors import CheckpointError
 from seq2seq.model import build_model
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.translator import Translator, select_device
+from seq2seq.translator import Translator
 
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "Zwei Hunde spielen.",
              "Eine alte Katze schläft in der Küche und ein Kind springt."]
@@ -101,19 +107,20 @@ def test_strongest_sources_name_one_source_piece_per_target_piece(translator):
 def untrained_translator(trained_checkpoint, attention: AttentionConfig) -> Translator:
     """The trained checkpoint's tokenizer and config with an untrained model of another kind."""
     payload = load_checkpoint(trained_checkpoint)
-    config = to_object(payload["config"])
+    config = dataclasses.replace(to_object(payload["config"]), attention=attention)
     tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
     torch.manual_seed(0)
-    model = build_model(config.model, attention, tokenizer.src_vocab_size,
+    model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
                         tokenizer.tgt_vocab_size)
     return Translator(model, tokenizer, config, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("heads", [1, 2])
 def test_attention_plots_are_images_one_per_head(trained_checkpoint, tmp_path, heads):
-    attention = AttentionConfig(type=AttentionType.multihead, num_heads=heads) if heads > 1 \
-        else AttentionConfig()
+    attention = MultiHeadAttentionConfig(num_heads=heads) if heads > 1 \
+        else AdditiveAttentionConfig()
     translator = untrained_translator(trained_checkpoint, attention)
+    assert translator.model.decoder.attention.num_heads == heads
     (found,) = translator.search([SENTENCES[0]], translator.settings(beam_size=2))
     paths = found.plot_attention(tmp_path / "0000", title="0: " + SENTENCES[0])
     expected = ["0000.png"] if heads == 1 else [f"0000.head{k}.png" for k in range(1, heads + 1)]
@@ -130,10 +137,3 @@ def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(trained_check
     save_checkpoint(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         Translator.from_checkpoint(tmp_path / "bad.pt", device="cpu")
-
-
-def test_a_missing_device_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(DeviceError, match="no CUDA device"):
-        select_device("cuda")
-    assert select_device("cpu") == torch.device("cpu")

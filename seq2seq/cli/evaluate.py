@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seq2seq.cli.translate import add_model_arguments, load_translator, open_output, run_cli
+from seq2seq.cli.common import add_model_arguments, load_translator, open_output, run_cli
 
 if TYPE_CHECKING:
     from seq2seq.config import DataConfig
@@ -58,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from seq2seq.corpus import read_lines
     from seq2seq.data import read_split
     from seq2seq.errors import DataError
     from seq2seq.evaluation import score
+    from seq2seq.files import read_lines
 
     translator = load_translator(args)
     if args.split is not None:

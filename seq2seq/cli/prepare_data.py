@@ -14,10 +14,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.config import ConfigError, register_configs, to_object
-from seq2seq.errors import Seq2SeqError
+from seq2seq.cli.common import (
+    CONFIG_NAME,
+    CONFIG_PATH,
+    check_overrides,
+    plain_overrides,
+    user_errors,
+)
+from seq2seq.config import register_configs, to_object
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # This command writes no run directory: no outputs/<date>/, no .hydra/, no log file.
 _NO_RUN_DIR = {
     "hydra.run.dir": ".",
@@ -26,16 +31,13 @@ _NO_RUN_DIR = {
 }
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def prepare(cfg: DictConfig) -> None:
     from seq2seq.data import prepare_data  # after Hydra: `--help` stays fast
 
-    try:
+    with user_errors():
         config = to_object(cfg)
         data = prepare_data(config.data, batch_tokens=config.train.batch_tokens)
-    except (ConfigError, Seq2SeqError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     print(format_stats(data.stats(), f"{config.data.src_lang}->{config.data.tgt_lang}",
                        data.directory))
 
@@ -66,9 +68,13 @@ def format_stats(stats: dict[str, Any], pair: str, directory: Path) -> str:
 
 
 def main() -> None:
+    register_configs()
+    overrides = plain_overrides(sys.argv[1:])
+    if overrides is not None:
+        with user_errors():
+            check_overrides(overrides)
     given = {arg.split("=", 1)[0].lstrip("+~") for arg in sys.argv[1:]}
     sys.argv += [f"{key}={value}" for key, value in _NO_RUN_DIR.items() if key not in given]
-    register_configs()
     prepare()
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from seq2seq.errors import Seq2SeqError
+from seq2seq.cli.common import user_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,12 +34,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with user_errors():
         report = build_report(args.sweep_dir, ignore=args.ignore)
         written = write_report(report, args.output_dir or args.sweep_dir, plot=not args.no_plot)
-    except Seq2SeqError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     print(markdown_table(report.settings))
     for note in report.notes:
         print(f"warning: {note}")

@@ -1,7 +1,8 @@
 """`python scripts/train.py [overrides]`: train a model, then test its best checkpoint.
 
-Every setting is a Hydra override (see conf/); `-m` runs sweeps. Errors in the config or the data
-stop the run with one line on stderr and exit code 1; Ctrl-C or SIGTERM save last.pt first.
+Every setting is a Hydra override (see seq2seq/conf/); `-m` runs sweeps. A bad key or value stops
+a run at once with one line on stderr and exit code 1, before any data work; so do errors in the
+data. Ctrl-C or SIGTERM save last.pt first.
 
 `torchrun --nproc_per_node=N scripts/train.py [overrides]` trains with DistributedDataParallel:
 the processes join the job before Hydra starts, so rank 0 can fix the run dir for all of them.
@@ -14,6 +15,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from importlib.resources import files
 from pathlib import Path
 
 import hydra
@@ -21,36 +23,41 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config import ConfigError, register_configs, to_object
+from seq2seq.cli.common import (
+    CONFIG_NAME,
+    CONFIG_PATH,
+    check_overrides,
+    plain_overrides,
+    user_errors,
+)
+from seq2seq.config import register_configs, to_object
 from seq2seq.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.errors import Seq2SeqError
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("seq2seq.train")
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def train(cfg: DictConfig) -> float:
     """Returns the best val BLEU, so Hydra sweepers can optimise it."""
-    from seq2seq.trainer import Interrupted, Trainer  # after Hydra: `--help` stays fast
+    from seq2seq.trainer import Interrupted, build_trainer  # after Hydra: `--help` stays fast
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        config = to_object(cfg)
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        results = Trainer(config, run_dir).fit()
-    except (ConfigError, Seq2SeqError) as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
+        with user_errors():
+            try:
+                results = build_trainer(to_object(cfg), run_dir).fit()
+            except Seq2SeqError as error:
+                log.error("%s", error)  # into train.log too
+                raise
+    except SystemExit:
         if HydraConfig.get().mode is RunMode.MULTIRUN:
             return float("nan")  # one failed job must not cancel the rest of a sweep
-        sys.exit(1)
+        raise
     except Interrupted as stop:
         log.warning("%s", stop)
         print(f"stopped: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
     log.info("results in %s", run_dir / "results.json")
     return results["valid"]["bleu"]
 
@@ -60,14 +67,15 @@ def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
 
     Hydra's default run dir comes from `${now:...}`, which each process reads from its own clock,
     so two ranks may disagree by a second and write two dirs. Rank 0's clock decides for all
-    (the dir patterns of conf/config.yaml with `now` frozen), unless hydra.run.dir (or, for `-m`,
+    (the dir patterns of config.yaml with `now` frozen), unless hydra.run.dir (or, for `-m`,
     hydra.sweep.dir) is given. Ranks other than 0 write no .hydra/ and no train.log, and log only
     warnings, to stderr.
     """
     if not context.enabled:
         return []
     moment = context.broadcast(datetime.now() if context.is_main else None)
-    defaults = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "config.yaml"))["hydra"]
+    config_yaml = files("seq2seq.conf").joinpath(f"{CONFIG_NAME}.yaml").read_text("utf-8")
+    defaults = OmegaConf.to_container(OmegaConf.create(config_yaml))["hydra"]
     overrides = []
     for kind in ("run", "sweep"):
         if not any(arg.startswith(f"hydra.{kind}.dir=") for arg in args):
@@ -82,11 +90,11 @@ def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
 
 def main() -> None:
     register_configs()
-    try:
+    overrides = plain_overrides(sys.argv[1:])
+    with user_errors():
+        if overrides is not None:  # a single run: a bad config fails here, in one line
+            check_overrides(overrides)
         context = init_distributed()  # under torchrun: join the job before Hydra picks a run dir
-    except Seq2SeqError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     if not context.is_main:
         logging.basicConfig(
             level=logging.WARNING, stream=sys.stderr,

@@ -14,44 +14,26 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import os
 import queue
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
+
+from seq2seq.cli.common import (
+    add_model_arguments,
+    load_translator,
+    open_output,
+    positive_int,
+    run_cli,
+)
+from seq2seq.files import decode_line
 
 if TYPE_CHECKING:
     from seq2seq.evaluation import SearchSettings
     from seq2seq.translator import Translation, Translator
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DEFAULT_BATCH_SIZE = 128  # the same as seq2seq.translator.DEFAULT_BATCH_SIZE (not imported: torch)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The checkpoint, search and device options shared by translate and evaluate."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run dir (uses checkpoints/best.pt)")
-    search = parser.add_argument_group("search")
-    search.add_argument("--beam", type=positive_int, default=5, metavar="N",
-                        help="beam size; 1 is greedy search (default: %(default)s)")
-    search.add_argument("--length-penalty", type=float, metavar="A",
-                        help="GNMT length penalty alpha, 0 ranks by log-probability "
-                             "(default: the checkpoint's train.length_penalty)")
-    search.add_argument("--max-len-ratio", type=positive_float, metavar="R",
-                        help="stop at R x source length + train.max_len_offset tokens "
-                             "(default: the checkpoint's train.max_len_ratio)")
-    search.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                        metavar="N", help="sentences decoded together (default: %(default)s)")
-    search.add_argument("--device", choices=DEVICES, default="auto",
-                        help="auto takes cuda, then mps, then cpu (default: %(default)s)")
-    search.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads (default: torch's, one per core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,20 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -108,62 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_cli(lambda: translate(args))
 
 
-def run_cli(command: Callable[[], None]) -> None:
-    """Run a command: user errors as `error: ...` with exit code 1, never a traceback."""
-    # Decoding is thousands of small ops. OpenMP's default wait policy keeps idle threads
-    # spinning, and on a CPU shared with other work a spinning thread that lost its core stalls
-    # every op (2 busy cores: 3-5x the wall time, measured); passive threads sleep instead. It
-    # must be set before torch is first imported; a user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    setup_logging()
-    from seq2seq.errors import Seq2SeqError  # no torch
-
-    try:
-        command()
-    except Seq2SeqError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # e.g. `... | head -1`: the reader left, which is not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(141)
-
-
-def setup_logging() -> None:
-    """Library warnings (e.g. a truncated source) as `warning: ...` on stderr."""
-    logger = logging.getLogger("seq2seq")
-    logger.setLevel(logging.INFO)
-    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-        logger.removeHandler(handler)
-    handler = _StderrHandler(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logger.addHandler(handler)
-
-
-class _StderrHandler(logging.Handler):
-    """Writes to whatever sys.stderr is at the time (tests replace it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        record.levelname = record.levelname.lower()
-        print(self.format(record), file=sys.stderr, flush=True)
-
-
-def load_translator(args: argparse.Namespace) -> Translator:
-    """The checkpoint's model on its device, with `--threads` CPU threads."""
-    import torch
-
-    from seq2seq.translator import Translator
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return Translator.from_checkpoint(args.checkpoint, args.device)
-
-
 def translate(args: argparse.Namespace) -> None:
-    from seq2seq.corpus import read_lines
+    from seq2seq.files import read_lines
 
     translator = load_translator(args)
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio,
@@ -264,40 +178,6 @@ def _chunk_reader(stream: BinaryIO) -> Callable[[], bytes]:
     except (AttributeError, OSError, io.UnsupportedOperation):  # in-memory streams (tests)
         return lambda: stream.read1(1 << 16)
     return lambda: os.read(fd, 1 << 16)
-
-
-def decode_line(raw: bytes, number: int, source: str) -> str:
-    """One line of bytes as text, strictly UTF-8; an error names the line."""
-    from seq2seq.errors import DataError
-
-    try:
-        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{source}, line {number}: invalid UTF-8 (byte {error.start}: "
-                        f"{error.reason}); convert the input to UTF-8") from None
-    return text.rstrip("\r\n")
-
-
-@contextmanager
-def open_output(path: Path | None) -> Iterator[Callable[[list[str]], None]]:
-    """A function that writes lines: to stdout, flushed at once; or to a temp file beside `path`
-    that replaces it only when everything is written (an error leaves no half-written file)."""
-    if path is None:
-        def write_stdout(lines: list[str]) -> None:
-            sys.stdout.buffer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
-            sys.stdout.buffer.flush()
-
-        yield write_stdout
-        return
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield lambda lines: out.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
 
 
 def format_translation(index: int, translation: Translation, nbest: int) -> list[str]:

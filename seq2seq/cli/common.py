@@ -1,0 +1,196 @@
+"""What every command shares: the error wrapper, logging to stderr, the Hydra config location and
+its fail-fast check, and the options and loading of a translator.
+
+Nothing here imports torch at module level: `--help` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from seq2seq.errors import Seq2SeqError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from seq2seq.translator import Translator
+
+# The Hydra configs ship inside the package, so an installed seq2seq finds them from any directory.
+CONFIG_PATH = "pkg://seq2seq.conf"
+CONFIG_NAME = "config"
+DEVICES = ("auto", "cpu", "cuda", "mps")  # the same as seq2seq.runtime.DEVICES (no torch here)
+DEFAULT_BATCH_SIZE = 128  # the same as seq2seq.translator.DEFAULT_BATCH_SIZE (no torch here)
+
+
+def run_cli(command: Callable[[], None]) -> None:
+    """Run an argparse command: warnings on stderr, user errors as one line (`user_errors`)."""
+    use_passive_omp_threads()
+    setup_logging()
+    with user_errors():
+        try:
+            command()
+        except BrokenPipeError:  # e.g. `... | head -1`: the reader left, which is not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A user error ends the command as `error: MESSAGE` on stderr with exit code 1, Ctrl-C with
+    130: never a traceback."""
+    try:
+        yield
+    except Seq2SeqError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def use_passive_omp_threads() -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless the user set it; only works before torch is imported.
+
+    Decoding is thousands of small ops. OpenMP's default wait policy keeps idle threads spinning,
+    and on a CPU shared with other work a spinning thread that lost its core stalls every op
+    (2 busy cores: 3-5x the wall time, measured); passive threads sleep instead.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def setup_logging() -> None:
+    """Library warnings (e.g. a truncated source) as `warning: ...` on stderr."""
+    logger = logging.getLogger("seq2seq")
+    logger.setLevel(logging.INFO)
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (tests replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.levelname = record.levelname.lower()
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+# ---- Hydra configs ---------------------------------------------------------------------------
+
+
+def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """The composed config for `overrides`, as `python scripts/train.py OVERRIDES` would see it."""
+    from hydra import compose, initialize_config_module
+
+    from seq2seq.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="seq2seq.conf", version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=list(overrides),
+                       return_hydra_config=return_hydra_config)
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Compose and validate a single run's config; a bad key or value is one ConfigError line.
+
+    Hydra reports a bad override in several lines and only once it runs the job; this check
+    answers in well under a second, before the run dir, the corpus or the tokenizer.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from seq2seq.config import one_line, to_object
+    from seq2seq.errors import ConfigError
+
+    try:
+        to_object(compose_config(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+        message = one_line(cause)
+        if "Available options" in str(error):  # an unknown group option: list the others
+            listed = str(error).split("Available options", 1)[1].split("Config search path")[0]
+            options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+            message += f" (choose from {', '.join(options)})"
+        raise ConfigError(message) from None
+
+
+def plain_overrides(argv: Sequence[str]) -> list[str] | None:
+    """The overrides of a single run, or None when argv holds Hydra flags (-m, --help, --cfg)."""
+    if any(arg.startswith("-") for arg in argv):
+        return None
+    return [arg for arg in argv if not arg.startswith(("hydra.", "hydra/"))]
+
+
+# ---- translation options -----------------------------------------------------------------------
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint, search and device options shared by translate and evaluate."""
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint file, or a run dir (uses checkpoints/best.pt)")
+    search = parser.add_argument_group("search")
+    search.add_argument("--beam", type=positive_int, default=5, metavar="N",
+                        help="beam size; 1 is greedy search (default: %(default)s)")
+    search.add_argument("--length-penalty", type=float, metavar="A",
+                        help="GNMT length penalty alpha, 0 ranks by log-probability "
+                             "(default: the checkpoint's train.length_penalty)")
+    search.add_argument("--max-len-ratio", type=positive_float, metavar="R",
+                        help="stop at R x source length + train.max_len_offset tokens "
+                             "(default: the checkpoint's train.max_len_ratio)")
+    search.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                        metavar="N", help="sentences decoded together (default: %(default)s)")
+    search.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto takes cuda, then mps, then cpu (default: %(default)s)")
+    search.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads (default: torch's, one per core)")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def load_translator(args: argparse.Namespace) -> Translator:
+    """The checkpoint's model on its device, with `--threads` CPU threads."""
+    from seq2seq.runtime import set_threads
+    from seq2seq.translator import Translator
+
+    set_threads(args.threads)
+    return Translator.from_checkpoint(args.checkpoint, args.device)
+
+
+@contextmanager
+def open_output(path: Path | None) -> Iterator[Callable[[list[str]], None]]:
+    """A function that writes lines: to stdout, flushed at once; or atomically to `path`, which
+    is replaced only when everything is written (an error leaves no half-written file)."""
+    if path is None:
+        def write_stdout(lines: list[str]) -> None:
+            sys.stdout.buffer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+            sys.stdout.buffer.flush()
+
+        yield write_stdout
+        return
+
+    from seq2seq.files import atomic_writer
+
+    with atomic_writer(path) as out:
+        yield lambda lines: out.write("".join(f"{line}\n" for line in lines).encode("utf-8"))

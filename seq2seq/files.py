@@ -1,0 +1,97 @@
+"""File helpers every module shares: atomic writes and strict UTF-8 line reading.
+
+Writes go to a temp file beside the target that replaces it only once it is complete and on disk
+(``os.replace`` is atomic on POSIX and Windows), so a crash, a full disk or Ctrl-C never leaves a
+half-written file. Reads decode every line strictly as UTF-8 and name the file and line on error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from seq2seq.errors import DataError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces ``path`` only when the block exits cleanly.
+
+    Any exception inside the block (or while syncing) removes the temp file and leaves the old
+    ``path``, if any, untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def decode_line(raw: bytes, number: int, source: str | Path) -> str:
+    """One line of bytes as text, strictly UTF-8 (a BOM on line 1 is dropped), without its line
+    end; invalid bytes are a DataError naming the source and the line."""
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{source}, line {number}: invalid UTF-8 (byte {error.start}: "
+                        f"{error.reason}); convert it to UTF-8") from None
+    return text.rstrip("\r\n")
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a plain or gzip text file (told apart by its magic bytes), without line ends.
+
+    Raises DataError for a missing or unreadable file, invalid UTF-8 (with the line number) and a
+    truncated or corrupt gzip stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found")
+    with open_binary(path) as raw:
+        is_gzip = raw.read(2) == _GZIP_MAGIC
+    opened = gzip.open(path, "rb") if is_gzip else open_binary(path)
+    number = 0
+    try:
+        with opened as stream:
+            for number, line in enumerate(stream, start=1):
+                yield decode_line(line, number, path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(
+            f"{path} is a truncated or corrupt gzip file (after line {number}: {error}); "
+            "fetch or compress it again"
+        ) from None
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a plain or gzip text file; see ``iter_lines``."""
+    return list(iter_lines(path))
+
+
+def open_binary(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None

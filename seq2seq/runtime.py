@@ -1,0 +1,110 @@
+"""The process around the model: device choice, CPU threads, seeding and memory, shared by
+training and translation."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import random
+import resource
+import signal
+from typing import Any
+
+import torch
+
+from seq2seq.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` takes cuda, then mps, then cpu; a device that is not there is a DeviceError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {name!r}: choose from {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device cuda was asked for but no CUDA device is available "
+                          "(use auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device mps was asked for but MPS is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+def set_threads(num_threads: int | None) -> None:
+    """torch's CPU threads for this process; None keeps torch's default (one per core)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def seed_everything(seed: int) -> None:
+    """Python's and torch's generators (torch seeds CUDA too)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_deterministic(device: torch.device) -> None:
+    """On the CPU the same seed and config give the same result; warn where an op cannot."""
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _find_malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()  # looked up once: the trainer may call it every step
+
+
+def release_free_memory() -> None:
+    """Hand memory that glibc's malloc keeps on its free lists back to the OS (malloc_trim).
+
+    A CPU step allocates and frees hundreds of MB of tensors of changing sizes; without a trim
+    the heap's free holes add up over a long run and the resident size creeps upwards. A no-op
+    where the C library is not glibc.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class StopRequest:
+    """While active (a `with` block), SIGINT and SIGTERM are requests to stop at the next safe
+    point: `signum` records the first. A second signal raises KeyboardInterrupt (an abort) when
+    `abort_on_second`. The previous handlers come back at exit."""
+
+    def __init__(self, abort_on_second: bool = True) -> None:
+        self.abort_on_second = abort_on_second
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            if self.abort_on_second:
+                raise KeyboardInterrupt
+            return
+        self.signum = signum
+        log.warning("%s received: saving last.pt after this step%s", signal.Signals(signum).name,
+                    " (again to abort)" if self.abort_on_second else "")
