@@ -186,19 +186,31 @@ class AdditiveAttention(CrossAttention):
         return context, weights.unsqueeze(1) if need_weights else None
 
 
-def single_head_attention(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
-                          scale: float, dropout: float,
-                          need_weights: bool) -> tuple[Tensor, Tensor | None]:
-    """dot_product_attention with one head: query (B, T, D), keys (B, S, D), values (B, S, Dv)
-    -> context (B, T, Dv), weights (B, 1, T, S) or None."""
-    context, weights = dot_product_attention(
-        query.unsqueeze(1), keys.unsqueeze(1), values.unsqueeze(1), mask, scale, dropout,
-        need_weights,
-    )
-    return context.squeeze(1), weights
+class _OneHeadDotProduct(CrossAttention):
+    """What "dot" and "general" share: score = scale * q . k over keys of the query's size
+    (made by ``project_keys``), one head."""
+
+    def __init__(self, query_size: int, key_size: int, scaled: bool, dropout: float):
+        super().__init__()
+        self.scale = query_size**-0.5 if scaled else 1.0
+        self.dropout = dropout
+        self.output_size = key_size
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        context, weights = dot_product_attention(
+            query.unsqueeze(1),  # one head: (B, 1, T, Dq)
+            keys.unsqueeze(1),
+            values.unsqueeze(1),
+            mask,
+            self.scale,
+            self._dropout(),
+            need_weights,
+        )
+        return context.squeeze(1), weights  # (B, T, Dv), (B, 1, T, S)
 
 
-class DotProductAttention(CrossAttention):
+class DotProductAttention(_OneHeadDotProduct):
     """Luong et al. 2015 (eq. 8, "dot"): score(q, k) = q . k, with no parameters; divided by
     sqrt(d) when ``scaled`` (Vaswani et al. 2017, sec. 3.2.1: it keeps the softmax out of
     saturation as d grows).
@@ -211,45 +223,28 @@ class DotProductAttention(CrossAttention):
     """
 
     def __init__(self, query_size: int, key_size: int, scaled: bool = True, dropout: float = 0.0):
-        super().__init__()
         if key_size not in (query_size, 2 * query_size):
             raise ValueError(f"dot attention needs keys of the query size {query_size} or of "
                              f"twice it (two directions), not {key_size}")
+        super().__init__(query_size, key_size, scaled, dropout)
         self.directions = key_size // query_size
-        self.scale = query_size**-0.5 if scaled else 1.0
-        self.dropout = dropout
-        self.output_size = key_size
 
     def project_keys(self, states: Tensor) -> Tensor:
-        B, S, _ = states.shape
-        return states.view(B, S, self.directions, -1).sum(dim=2)  # (B, S, Dq)
-
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
-                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
-        return single_head_attention(query, keys, values, mask, self.scale, self._dropout(),
-                                     need_weights)
+        return states.unflatten(-1, (self.directions, -1)).sum(dim=2)  # (B, S, Dq)
 
 
-class GeneralAttention(CrossAttention):
+class GeneralAttention(_OneHeadDotProduct):
     """Luong et al. 2015 (eq. 8, "general"): score(q, k) = q . W k, optionally scaled by 1/sqrt(d).
 
     W k is computed once per batch (``project_keys``), so each step costs one dot product.
     """
 
     def __init__(self, query_size: int, key_size: int, scaled: bool = False, dropout: float = 0.0):
-        super().__init__()
+        super().__init__(query_size, key_size, scaled, dropout)
         self.key_layer = nn.Linear(key_size, query_size, bias=False)
-        self.scale = query_size**-0.5 if scaled else 1.0
-        self.dropout = dropout
-        self.output_size = key_size
 
     def project_keys(self, states: Tensor) -> Tensor:
         return self.key_layer(states)  # (B, S, Dq)
-
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor,
-                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
-        return single_head_attention(query, keys, values, mask, self.scale, self._dropout(),
-                                     need_weights)
 
 
 class MultiHeadCrossAttention(CrossAttention):

@@ -14,6 +14,7 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.batching import pad_source
+from seq2seq.config import Config
 from seq2seq.search import Hypothesis, beam_search, greedy
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,21 @@ class SearchSettings:
     nbest: int = 1
     batch_tokens: int = 4000  # source tokens per decoding batch (beam x this many in memory)
     max_src_len: int | None = None  # longer sources are truncated (with a warning), never dropped
+
+
+def search_settings(config: Config, beam_size: int, length_penalty: float | None = None,
+                    max_len_ratio: float | None = None, nbest: int = 1) -> SearchSettings:
+    """How to decode with a model trained with `config`: what is left unset is what it was
+    trained and tested with, and sources are cut to its data.max_len (it never saw longer)."""
+    train = config.train
+    return SearchSettings(
+        beam_size=beam_size,
+        length_penalty=train.length_penalty if length_penalty is None else length_penalty,
+        max_len_ratio=train.max_len_ratio if max_len_ratio is None else max_len_ratio,
+        max_len_offset=train.max_len_offset,
+        nbest=nbest,
+        max_src_len=config.data.max_len,
+    )
 
 
 @dataclass

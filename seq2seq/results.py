@@ -18,15 +18,30 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(results, indent=2) + "\n")
 
 
-def training_figures(steps: int, train_seconds: float, train_tokens: int) -> dict[str, float]:
-    """Steps, training time (evaluation excluded), target tokens/s and the peak memory so far."""
-    return {"steps": steps, "train_seconds": train_seconds,
-            "tokens_per_s": train_tokens / max(train_seconds, 1e-9), "peak_rss_mb": peak_rss_mb()}
-
-
-def versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "sacrebleu": sacrebleu.__version__}
+def run_results(config: dict[str, Any], parameters: dict[str, int], device: torch.device,
+                world_size: int, stop_reason: str, epochs: float, state: dict[str, Any],
+                valid: dict[str, Any], test: dict[str, Any],
+                data: dict[str, Any]) -> dict[str, Any]:
+    """What results.json says of a finished run; `state` is the trainer's TrainState."""
+    return {
+        "config": config,
+        "parameters": parameters,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "sacrebleu": sacrebleu.__version__},
+        "device": str(device),
+        "world_size": world_size,  # processes; tokens_per_s counts them all
+        "seed": config["seed"],
+        "stop_reason": stop_reason,
+        "epochs": epochs,
+        "steps": state["step"],
+        "train_seconds": state["train_seconds"],  # evaluation excluded
+        "tokens_per_s": state["train_tokens"] / max(state["train_seconds"], 1e-9),
+        "peak_rss_mb": peak_rss_mb(),
+        "best_step": state["best_step"],
+        "valid": valid,
+        "test": test,
+        "data": data,
+    }
 
 
 def log_hparams(writer, config: dict[str, Any], test_bleu: float, test_chrf: float,

@@ -36,11 +36,12 @@ from seq2seq.config import Config, to_plain
 from seq2seq.data import PreparedData, prepare_data_on_all_ranks
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
-from seq2seq.evaluation import SearchSettings, translate_and_score
+from seq2seq.evaluation import search_settings, translate_and_score
+from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer, build_scheduler, is_plateau
-from seq2seq.results import log_hparams, training_figures, versions, write_results
+from seq2seq.results import log_hparams, run_results, write_results
 from seq2seq.runtime import (
     StopRequest,
     make_deterministic,
@@ -50,7 +51,7 @@ from seq2seq.runtime import (
     select_device,
     set_threads,
 )
-from seq2seq.visualize import log_attention
+from seq2seq.visualize import log_translation
 
 log = logging.getLogger(__name__)
 
@@ -333,31 +334,17 @@ class Trainer:
                                    self.cfg.train.batch_tokens, self.device, self.autocast_dtype)
         scores, hypotheses, found = translate_and_score(
             self.model, self.tokenizer, valid.src_ids, valid.ref,
-            self._search_settings(self.cfg.train.valid_beam_size), self.device)
+            search_settings(self.cfg, self.cfg.train.valid_beam_size), self.device)
         for tag, value in (("loss", val_loss), ("perplexity", math.exp(min(val_loss, 50.0))),
                            ("bleu", scores.bleu), ("chrf", scores.chrf)):
             self.writer.add_scalar(f"val/{tag}", value, step)
         for number in range(min(self.cfg.train.num_plot_sentences, len(valid))):
-            self._plot_attention(number, found[number], hypotheses[number], step)
+            hyp = found[number]
+            src_pieces = self.tokenizer.src_pieces(valid.src_ids[number])[: self.cfg.data.max_len]
+            log_translation(self.writer, number, step, valid.src[number], hypotheses[number],
+                            valid.ref[number], src_pieces, self.tokenizer.tgt_pieces(hyp.tokens),
+                            hyp.attention)
         return val_loss, scores.bleu, scores.chrf
-
-    def _plot_attention(self, number: int, hypothesis, text: str, step: int) -> None:
-        """Attention cards and the translation of validation sentence `number` at `step`."""
-        valid = self.data.valid
-        src_tokens = self.tokenizer.src_pieces(valid.src_ids[number])[: self.cfg.data.max_len]
-        tgt_tokens = self.tokenizer.tgt_pieces(hypothesis.tokens) + ["</s>"]
-        log_attention(self.writer, f"attention/sentence_{number}", hypothesis.attention,
-                      src_tokens + ["</s>"], tgt_tokens[: hypothesis.attention.shape[1]],
-                      f"val {number} step {step}", step)
-        self.writer.add_text(f"translation/sentence_{number}",
-                             f"src: {valid.src[number]}  \nhyp: {text}  \n"
-                             f"ref: {valid.ref[number]}", step)
-
-    def _search_settings(self, beam_size: int) -> SearchSettings:
-        cfg = self.cfg.train
-        return SearchSettings(beam_size=beam_size, length_penalty=cfg.length_penalty,
-                              max_len_ratio=cfg.max_len_ratio, max_len_offset=cfg.max_len_offset,
-                              max_src_len=self.cfg.data.max_len)
 
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
@@ -388,30 +375,20 @@ class Trainer:
         started = time.perf_counter()
         scores, hypotheses, _ = translate_and_score(
             self.model, self.tokenizer, test.src_ids, test.ref,
-            self._search_settings(cfg.beam_size), self.device)
-        (self.run_dir / f"{test.name}.hyp.txt").write_text("\n".join(hypotheses) + "\n",
-                                                             encoding="utf-8")
+            search_settings(self.cfg, cfg.beam_size), self.device)
+        atomic_write_text(self.run_dir / f"{test.name}.hyp.txt", "\n".join(hypotheses) + "\n")
         log.info("test %s (beam %d): BLEU %.2f chrF %.2f (lowercased BLEU %.2f) in %.1fs",
                  test.name, cfg.beam_size, scores.bleu, scores.chrf, scores.bleu_lowercase,
                  time.perf_counter() - started)
         log.info("BLEU signature: %s", scores.signatures["bleu"])
-        config = to_plain(self.cfg)
-        results = {
-            "config": config,
-            "parameters": self.model.parameter_counts(),
-            "versions": versions(),
-            "device": str(self.device),
-            "world_size": self.dist.world_size,  # processes; tokens_per_s counts them all
-            "seed": self.cfg.seed,
-            "stop_reason": stop_reason,
-            "epochs": self._epochs_done(),
-            **training_figures(state.step, state.train_seconds, state.train_tokens),
-            "best_step": state.best_step,
-            "valid": {"split": self.data.valid.name, "bleu": state.best_bleu,
-                      "chrf": state.best_chrf, "beam_size": cfg.valid_beam_size},
-            "test": {"split": test.name, "beam_size": cfg.beam_size, **scores.as_dict()},
-            "data": self.data.stats(),
-        }
+        results = run_results(
+            config=to_plain(self.cfg), parameters=self.model.parameter_counts(),
+            device=self.device, world_size=self.dist.world_size, stop_reason=stop_reason,
+            epochs=self._epochs_done(), state=asdict(state),
+            valid={"split": self.data.valid.name, "bleu": state.best_bleu,
+                   "chrf": state.best_chrf, "beam_size": cfg.valid_beam_size},
+            test={"split": test.name, "beam_size": cfg.beam_size, **scores.as_dict()},
+            data=self.data.stats())
         write_results(self.run_dir / "results.json", results)
-        log_hparams(self.writer, config, scores.bleu, scores.chrf, state.best_bleu)
+        log_hparams(self.writer, results["config"], scores.bleu, scores.chrf, state.best_bleu)
         return results

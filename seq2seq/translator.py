@@ -24,7 +24,7 @@ import torch
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
 from seq2seq.config import Config, to_object
 from seq2seq.errors import CheckpointError, ConfigError, DataError
-from seq2seq.evaluation import SearchSettings, translate_ids
+from seq2seq.evaluation import SearchSettings, search_settings, translate_ids
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.runtime import select_device
 from seq2seq.search import Hypothesis
@@ -124,15 +124,7 @@ class Translator:
         if beam_size < 1 or not 1 <= nbest <= beam_size:
             raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, "
                              f"got beam_size={beam_size}, nbest={nbest}")
-        train = self.config.train
-        return SearchSettings(
-            beam_size=beam_size,
-            length_penalty=train.length_penalty if length_penalty is None else length_penalty,
-            max_len_ratio=train.max_len_ratio if max_len_ratio is None else max_len_ratio,
-            max_len_offset=train.max_len_offset,
-            nbest=nbest,
-            max_src_len=self.config.data.max_len,
-        )
+        return search_settings(self.config, beam_size, length_penalty, max_len_ratio, nbest)
 
     def translate(self, lines: Sequence[str], settings: SearchSettings | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE) -> list[str]:

@@ -68,15 +68,21 @@ def save_attention_pngs(
     return paths
 
 
-def log_attention(writer, tag: str, weights: torch.Tensor, src_tokens: Sequence[str],
-                  tgt_tokens: Sequence[str], title: str, step: int) -> None:
-    """TensorBoard image cards of one translation's attention: `tag`, or `tag/head_k` per head.
+def log_translation(writer, number: int, step: int, source: str, hypothesis: str,
+                    reference: str, src_pieces: Sequence[str], tgt_pieces: Sequence[str],
+                    weights: torch.Tensor) -> None:
+    """TensorBoard cards of validation sentence `number` at `step`: its translation (Text tab)
+    and its attention heatmaps (Images tab: `attention/sentence_N`, or `.../head_k` per head).
 
-    weights (heads, T', S') may run past the labels (EOS, padding): it is cut to
-    (heads, len(tgt_tokens), len(src_tokens)).
+    weights (heads, T + 1, S + 1) cover the target and source pieces and their EOS; rows or
+    columns beyond those (padding) are cut.
     """
+    src_tokens = [*src_pieces, "</s>"]
+    tgt_tokens = [*tgt_pieces, "</s>"][: weights.shape[1]]
     weights = weights[:, : len(tgt_tokens), : len(src_tokens)]
-    figures = attention_figures(weights, src_tokens, tgt_tokens, title)
+    figures = attention_figures(weights, src_tokens, tgt_tokens, f"val {number} step {step}")
     for head, figure in enumerate(figures):
-        head_tag = f"{tag}/head_{head + 1}" if len(figures) > 1 else tag
-        writer.add_figure(head_tag, figure, step, close=True)
+        tag = f"attention/sentence_{number}" + (f"/head_{head + 1}" if len(figures) > 1 else "")
+        writer.add_figure(tag, figure, step, close=True)
+    writer.add_text(f"translation/sentence_{number}",
+                    f"src: {source}  \nhyp: {hypothesis}  \nref: {reference}", step)
