@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from seq2seq.attention import (
     AdditiveAttention,
+    CrossAttention,
     DotProductAttention,
     GeneralAttention,
     MultiHeadCrossAttention,
@@ -231,11 +232,15 @@ def test_build_attention_maps_every_type_to_its_class():
         "general": GeneralAttention,
         "multihead": MultiHeadCrossAttention,
     }
-    assert expected.keys() == ATTENTION_CONFIGS.keys()
+    assert expected.keys() <= ATTENTION_CONFIGS.keys()
     for name, cls in expected.items():
         scorer = build_attention(ATTENTION_CONFIGS[name](), query_size=8, key_size=16)
         assert type(scorer) is cls
         assert scorer.output_size == 16
+    # and every other scorer has a class of its own
+    classes = [type(build_attention(schema(), 8, 16)) for schema in ATTENTION_CONFIGS.values()]
+    assert len(set(classes)) == len(classes)
+    assert all(issubclass(cls, CrossAttention) for cls in classes)
 
 
 def test_every_scorer_builds_from_its_default_settings(scorer):
