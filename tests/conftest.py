@@ -83,12 +83,18 @@ def compose():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_data_overrides) -> list[str]:
-    """Overrides of a run that takes seconds: the tiny corpus and debug=smoke shrunk further
-    (append `train.max_steps=N` and others; the last value of a key wins)."""
-    return [*tiny_data_overrides, "debug=smoke", "model.embedding_size=32",
-            "model.hidden_size=32", "train.batch_tokens=400", "train.num_threads=1",
-            "train.beam_size=1", "data.max_eval_pairs=10", "train.num_plot_sentences=0"]
+def tiny_model_overrides() -> list[str]:
+    """debug=smoke shrunk further, for any corpus: a model and run that take seconds."""
+    return ["debug=smoke", "model.embedding_size=32", "model.hidden_size=32",
+            "train.batch_tokens=400", "train.num_threads=1", "train.beam_size=1",
+            "data.max_eval_pairs=10", "train.num_plot_sentences=0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data_overrides, tiny_model_overrides) -> list[str]:
+    """Overrides of a run that takes seconds on the tiny corpus (append `train.max_steps=N` and
+    others; the last value of a key wins)."""
+    return [*tiny_data_overrides, *tiny_model_overrides]
 
 
 @pytest.fixture(scope="session")

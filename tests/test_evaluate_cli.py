@@ -76,15 +76,13 @@ def test_translate_gives_the_hypotheses_evaluate_scores(beam, trained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def multi30k_checkpoint(multi30k_dir, compose, tmp_path_factory) -> Path:
+def multi30k_checkpoint(multi30k_dir, compose, tiny_model_overrides, tmp_path_factory) -> Path:
     """A tiny model trained for a few steps on a slice of the real Multi30k (BLEU near 0)."""
     root = tmp_path_factory.mktemp("m30k_root")
     cfg = compose([
-        "debug=smoke", f"data.source={multi30k_dir}", f"data.root={root}",
-        "data.max_train_pairs=1000", "data.max_eval_pairs=10", "data.tokenizer.vocab_size=500",
-        "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=8",
-        "train.eval_every=8", "train.beam_size=1", "train.num_plot_sentences=0",
-        "train.num_threads=1"])
+        *tiny_model_overrides, f"data.source={multi30k_dir}", f"data.root={root}",
+        "data.max_train_pairs=1000", "data.tokenizer.vocab_size=500", "train.max_steps=8",
+        "train.eval_every=8"])
     run_dir = tmp_path_factory.mktemp("m30k_run")
     build_trainer(cfg, run_dir).fit()
     return run_dir

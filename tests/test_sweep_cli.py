@@ -144,14 +144,12 @@ def run_script(script: str, args: list[str], cwd: Path) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def tiny_sweep(tiny_data_overrides, tmp_path_factory) -> Path:
+def tiny_sweep(tiny_run, tmp_path_factory) -> Path:
     """`train.py -m experiment=attention_ablation` shrunk to 2 scorers x 2 seeds, 10 steps each."""
     sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
     done = run_script("train.py", [
-        "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2",
-        "debug=smoke", *tiny_data_overrides, "model.embedding_size=32", "model.hidden_size=32",
-        "train.max_steps=10", "train.batch_tokens=400", "data.max_eval_pairs=10",
-        "train.num_plot_sentences=1", "train.num_threads=1", f"hydra.sweep.dir={sweep_dir}",
+        "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2", *tiny_run,
+        "train.max_steps=10", "train.num_plot_sentences=1", f"hydra.sweep.dir={sweep_dir}",
     ], cwd=sweep_dir.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     return sweep_dir
@@ -202,13 +200,11 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
         assert metric.tensor_proto.float_val[0] == pytest.approx(results["test"]["bleu"], abs=1e-4)
 
 
-def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_data_overrides, tmp_path):
+def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, tmp_path):
     sweep_dir = tmp_path / "multirun"
     done = run_script("train.py", [
-        "-m", "train.lr=-1,0.003", "debug=smoke", *tiny_data_overrides,
-        "model.embedding_size=16", "model.hidden_size=16", "train.max_steps=2",
-        "train.eval_every=2", "train.batch_tokens=300", "data.max_eval_pairs=4",
-        "train.num_plot_sentences=1", "train.beam_size=1", "train.num_threads=1",
+        "-m", "train.lr=-1,0.003", *tiny_run, "train.max_steps=2", "train.eval_every=2",
+        "data.max_eval_pairs=4", "train.num_plot_sentences=1",
         f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
     ], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

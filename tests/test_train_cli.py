@@ -43,23 +43,21 @@ def test_smoke_run_on_multi30k(multi30k_dir, tmp_path):
     assert results["valid"]["bleu"] > 0.5  # 240 steps of a tiny model already translate a little
 
 
-def train_variant(variant: list[str], tiny_data_overrides: list[str], tmp_path: Path) -> None:
+def train_variant(variant: list[str], tiny_run: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    done = run_train(tiny_data_overrides + variant + [
-        "debug=smoke", "model.embedding_size=32", "model.hidden_size=32", "train.max_steps=20",
-        "train.eval_every=10", "train.batch_tokens=400", "data.max_eval_pairs=20",
-        f"data.root={tmp_path}/data", f"hydra.run.dir={run_dir}",
-    ], cwd=tmp_path)
+    done = run_train([*tiny_run, *variant, "train.max_steps=20", "train.eval_every=10",
+                      "data.max_eval_pairs=20", "train.num_plot_sentences=1",
+                      f"data.root={tmp_path}/data", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_complete_run_dir(run_dir)
 
 
-def test_every_scorer_trains_through_the_cli(scorer, tiny_data_overrides, tmp_path):
-    train_variant([f"attention={scorer}"], tiny_data_overrides, tmp_path)
+def test_every_scorer_trains_through_the_cli(scorer, tiny_run, tmp_path):
+    train_variant([f"attention={scorer}"], tiny_run, tmp_path)
 
 
-def test_every_decoder_trains_through_the_cli(decoder, tiny_data_overrides, tmp_path):
-    train_variant([f"decoder={decoder.name}"], tiny_data_overrides, tmp_path)
+def test_every_decoder_trains_through_the_cli(decoder, tiny_run, tmp_path):
+    train_variant([f"decoder={decoder.name}"], tiny_run, tmp_path)
 
 
 @pytest.mark.parametrize("override,words", [
