@@ -11,7 +11,6 @@ import logging
 import math
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,13 @@ def load_checkpoint(path: str | Path, name: str = "best.pt") -> dict[str, Any]:
                 f"tensors and plain values (possibly code), so it is not loaded"
             ) from None
         raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except Exception as error:  # noqa: BLE001 - whatever the bytes make torch.load raise
+        # (KeyError, IndexError, struct.error, RuntimeError, ...): one line, never a traceback
+        detail = str(error).splitlines()[0] if str(error) else ""
+        if not isinstance(error, (RuntimeError, OSError, ValueError)) or not detail:
+            detail = type(error).__name__  # e.g. KeyError: its text would be a stray byte
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or not a torch file): {first_line}"
+            f"{path} is not a readable checkpoint (truncated or not a torch file): {detail[:200]}"
         ) from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise CheckpointError(

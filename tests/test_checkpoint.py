@@ -67,7 +67,11 @@ def test_plain_pickle_file_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken"])
+@pytest.mark.parametrize("content", [
+    b"", b"not a checkpoint at all", b"PK\x03\x04broken",
+    # text and pickle-like first bytes that make torch.load raise KeyError, IndexError, ...
+    b"hello world", b"K", b"\x80\x02abc", b"}garbage", b"\x80\x04\x95",
+])
 def test_garbage_is_not_a_checkpoint(tmp_path, content):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
