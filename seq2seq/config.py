@@ -11,6 +11,7 @@ before any data work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -52,6 +53,14 @@ class DeviceName(Enum):
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
+
+
+# decoding stops at ratio * source length + offset tokens; a larger ratio only overflows
+MAX_LEN_RATIO = 100.0
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -251,29 +260,45 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_tokens >= 1, "train.batch_tokens", self.batch_tokens, "an int >= 1")
-        _check(self.lr > 0, "train.lr", self.lr, "a float > 0")
-        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a float >= 0")
+        _check(_finite(self.lr) and self.lr > 0, "train.lr", self.lr, "a finite float > 0")
+        _check(_finite(self.min_lr) and 0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr,
+               f"a float in [0, train.lr={self.lr}]")
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay",
+               self.weight_decay, "a finite float >= 0")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
                self.betas, "two floats in [0, 1)")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an int >= 0")
         _check(0 < self.plateau_factor < 1, "train.plateau_factor", self.plateau_factor,
                "a float in (0, 1)")
-        _check(self.clip_norm > 0, "train.clip_norm", self.clip_norm, "a float > 0")
+        _check(self.plateau_patience >= 0, "train.plateau_patience", self.plateau_patience,
+               "an int >= 0")
+        _check(_finite(self.clip_norm) and self.clip_norm > 0, "train.clip_norm", self.clip_norm,
+               "a finite float > 0")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing,
                "a float in [0, 1)")
         _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, "an int >= 1")
         _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps,
                "null or an int >= 1")
-        _check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes",
-               self.max_minutes, "null or a float > 0")
+        _check(self.max_minutes is None or (_finite(self.max_minutes) and self.max_minutes > 0),
+               "train.max_minutes", self.max_minutes, "null or a finite float > 0")
         _check(self.eval_every is None or self.eval_every >= 1, "train.eval_every",
                self.eval_every, "null or an int >= 1")
         for key in ("beam_size", "valid_beam_size", "max_nan_steps", "log_every"):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}", value, "an int >= 1")
         _check(self.patience >= 0, "train.patience", self.patience, "an int >= 0")
+        _check(self.num_threads is None or self.num_threads >= 1, "train.num_threads",
+               self.num_threads, "null (torch's default) or an int >= 1")
         _check(self.release_memory_every >= 0, "train.release_memory_every",
                self.release_memory_every, "an int >= 0")
-        _check(self.max_len_ratio > 0, "train.max_len_ratio", self.max_len_ratio, "a float > 0")
+        _check(self.num_plot_sentences >= 0, "train.num_plot_sentences", self.num_plot_sentences,
+               "an int >= 0")
+        _check(_finite(self.length_penalty) and self.length_penalty >= 0, "train.length_penalty",
+               self.length_penalty, "a finite float >= 0")
+        _check(0 < self.max_len_ratio <= MAX_LEN_RATIO, "train.max_len_ratio", self.max_len_ratio,
+               f"a float in (0, {MAX_LEN_RATIO:g}]")
+        _check(self.max_len_offset >= 0, "train.max_len_offset", self.max_len_offset,
+               "an int >= 0")
 
 
 @dataclass

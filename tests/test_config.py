@@ -102,6 +102,17 @@ def test_recipes_hold_only_what_changes(compose):
     (["model.encoder_self_attention=true", "model.self_attention_heads=3"],
      ["model.self_attention_heads=3", "1024"]),
     (["attention=dot", "attention.type=general"], ["attention.type", "attention=NAME"]),
+    # non-finite and out-of-range floats that used to pass and fail later, or train silently
+    (["train.lr=inf"], ["train.lr=inf", "finite"]),
+    (["train.lr=nan"], ["train.lr=nan"]),
+    (["train.schedule=cosine", "train.min_lr=-0.01"], ["train.min_lr=-0.01"]),
+    (["train.min_lr=0.1"], ["train.min_lr=0.1", "train.lr=0.001"]),
+    (["train.num_threads=-1"], ["train.num_threads=-1"]),
+    (["train.clip_norm=inf"], ["train.clip_norm"]),
+    (["train.max_minutes=inf"], ["train.max_minutes"]),
+    (["train.max_len_ratio=1e30"], ["train.max_len_ratio", "100"]),
+    (["train.length_penalty=nan"], ["train.length_penalty"]),
+    (["train.weight_decay=inf"], ["train.weight_decay"]),
 ])
 def test_out_of_range_values_name_the_key(compose, override, words):
     with pytest.raises(ConfigError) as error:

@@ -191,3 +191,20 @@ def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
             main(["--checkpoint", str(trained_checkpoint), *args])
         assert stop.value.code == 2
     assert "--nbest 3 needs --beam 3 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--max-len-ratio", "inf"], ["--max-len-ratio", "inf"]),
+    (["--max-len-ratio", "1e30"], ["--max-len-ratio", "(0, 100]"]),
+    (["--max-len-ratio", "nan"], ["--max-len-ratio"]),
+    (["--length-penalty", "nan"], ["--length-penalty", "finite"]),
+    (["--length-penalty", "-1"], ["--length-penalty", ">= 0"]),
+])
+def test_numeric_options_must_be_finite_and_in_range(trained_checkpoint, capsys, args, words):
+    """These once gave empty translations for every line, with exit code 0."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(trained_checkpoint), *args, "Ein Satz."])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err

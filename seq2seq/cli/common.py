@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from seq2seq.config import MAX_LEN_RATIO
 from seq2seq.errors import Seq2SeqError
 
 if TYPE_CHECKING:
@@ -141,10 +143,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_argument_group("search")
     search.add_argument("--beam", type=positive_int, default=5, metavar="N",
                         help="beam size; 1 is greedy search (default: %(default)s)")
-    search.add_argument("--length-penalty", type=float, metavar="A",
+    search.add_argument("--length-penalty", type=non_negative_float, metavar="A",
                         help="GNMT length penalty alpha, 0 ranks by log-probability "
                              "(default: the checkpoint's train.length_penalty)")
-    search.add_argument("--max-len-ratio", type=positive_float, metavar="R",
+    search.add_argument("--max-len-ratio", type=length_ratio, metavar="R",
                         help="stop at R x source length + train.max_len_offset tokens "
                              "(default: the checkpoint's train.max_len_ratio)")
     search.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
@@ -162,10 +164,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def length_ratio(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_LEN_RATIO:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_LEN_RATIO:g}], got {text}")
     return value
 
 
