@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -30,15 +31,28 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600 whatever the umask
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a written file gets: those of the file it replaces, else what the umask
+    gives a new file (as `open(path, "w")` would)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # reading the umask means setting it: put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

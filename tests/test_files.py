@@ -1,0 +1,44 @@
+"""Atomic writes: all or nothing, with the permissions an ordinary write would give."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from seq2seq.files import atomic_write_text, atomic_writer
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_file_gets_the_umask_permissions(tmp_path, umask_022):
+    atomic_write_text(tmp_path / "new.txt", "x\n")
+    assert mode(tmp_path / "new.txt") == 0o644
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path, umask_022):
+    path = tmp_path / "kept.txt"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    atomic_write_text(path, "new\n")
+    assert path.read_text() == "new\n" and mode(path) == 0o640
+
+
+def test_an_error_leaves_the_old_file_and_no_temp_file(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError), atomic_writer(path) as handle:
+        handle.write(b"half")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
