@@ -175,6 +175,15 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
     assert not marker.exists()
 
 
+def test_a_closed_stdin_is_one_line_before_the_model_loads():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", "/nonexistent"],
+                          preexec_fn=lambda: os.close(0), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == ("error: nothing to translate: stdin is closed; give sentences as "
+                           "arguments, --input FILE, or lines on stdin\n")
+
+
 def test_the_cli_defaults_are_the_libraries():
     """cli.common repeats two constants so that `--help` needs no torch; they must agree."""
     from seq2seq import runtime, translator

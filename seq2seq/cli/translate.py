@@ -77,8 +77,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def translate(args: argparse.Namespace) -> None:
+    from seq2seq.errors import DataError
     from seq2seq.files import read_lines
 
+    if not args.sentences and not args.input and sys.stdin is None:
+        raise DataError("nothing to translate: stdin is closed; give sentences as arguments, "
+                        "--input FILE, or lines on stdin")
     translator = load_translator(args)
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio,
                                    args.nbest)
