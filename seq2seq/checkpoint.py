@@ -33,14 +33,24 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
         torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
 
 
-def resolve_checkpoint(path: str | Path, name: str = "best.pt") -> Path:
-    """Accept a checkpoint file, a run dir (uses checkpoints/NAME) or a checkpoints/ dir."""
+def resolve_checkpoint(path: str | Path, name: str = "best.pt",
+                       fallback: str | None = None) -> Path:
+    """Accept a checkpoint file, a run dir (uses checkpoints/NAME) or a checkpoints/ dir.
+
+    In a directory without NAME, `fallback` (e.g. last.pt of a run stopped before its first
+    evaluation) is used instead, with a warning.
+    """
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / "checkpoints" / name, path / name):
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"no checkpoint {name!r} in directory {path} "
+        for wanted in (name, fallback):
+            for candidate in (path / "checkpoints" / str(wanted), path / str(wanted)):
+                if wanted is not None and candidate.is_file():
+                    if wanted != name:
+                        log.warning("no %s in %s (the run stopped before it was written): "
+                                    "using %s", name, path, candidate)
+                    return candidate
+        also = f" or {fallback!r}" if fallback else ""
+        raise CheckpointError(f"no checkpoint {name!r}{also} in directory {path} "
                               f"(expected {path / 'checkpoints' / name})")
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")

@@ -92,12 +92,13 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto",
                         name: str = "best.pt") -> Translator:
-        """Load a checkpoint file, or `checkpoints/<name>` of a run dir, onto `device`.
+        """Load a checkpoint file, or `checkpoints/<name>` of a run dir (else its last.pt, with
+        a warning), onto `device`.
 
         Raises CheckpointError (missing, not a checkpoint, refused pickle, other format version,
         weights that do not fit the config) and DeviceError, each with a message for the user.
         """
-        path = resolve_checkpoint(path, name)
+        path = resolve_checkpoint(path, name, fallback="last.pt")
         payload = load_checkpoint(path)
         try:
             config = to_object(payload["config"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import select
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,15 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
     assert done.returncode == 1 and done.stdout == b""
     assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
     assert not marker.exists()
+
+
+def test_a_run_with_only_last_pt_translates_with_a_notice(trained_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_checkpoint / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    done = run_script(["--checkpoint", str(run), SENTENCES[0]])
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1
+    assert "warning: no best.pt in" in done.stderr.decode() and "last.pt" in done.stderr.decode()
 
 
 def test_a_closed_stdin_is_one_line_before_the_model_loads():
