@@ -11,12 +11,14 @@ the processes join the job before Hydra starts, so rank 0 can fix the run dir fo
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,12 +29,15 @@ from seq2seq.cli.common import (
     CONFIG_NAME,
     CONFIG_PATH,
     check_overrides,
+    choose_omp_wait_policy,
     plain_overrides,
     user_errors,
 )
 from seq2seq.config import register_configs, to_object
-from seq2seq.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.errors import Seq2SeqError
+
+if TYPE_CHECKING:  # torch is imported in main(), after the OpenMP wait policy is set
+    from seq2seq.distributed import Distributed
 
 log = logging.getLogger("seq2seq.train")
 
@@ -43,6 +48,9 @@ def train(cfg: DictConfig) -> float:
     from seq2seq.trainer import Interrupted, build_trainer  # after Hydra: `--help` stays fast
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    log.info("idle OpenMP threads: %s", ", ".join(
+        f"{key}={os.environ[key]}" for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+        if key in os.environ) or "OpenMP's default")
     try:
         with user_errors():
             try:
@@ -94,6 +102,10 @@ def main() -> None:
     with user_errors():
         if overrides is not None:  # a single run: a bad config fails here, in one line
             check_overrides(overrides)
+    choose_omp_wait_policy()
+    from seq2seq.distributed import init_distributed, shutdown_distributed  # imports torch
+
+    with user_errors():
         context = init_distributed()  # under torchrun: join the job before Hydra picks a run dir
     if not context.is_main:
         logging.basicConfig(

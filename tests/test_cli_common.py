@@ -1,0 +1,39 @@
+"""What every command shares: the OpenMP wait policy chosen from how busy the CPU is."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from seq2seq.cli import common
+
+
+@pytest.fixture
+def no_omp_env(monkeypatch):
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_threads_sleep_when_other_work_holds_a_core(no_omp_env, monkeypatch):
+    monkeypatch.setattr(common, "other_busy_cores", lambda: 1.0)
+    assert common.choose_omp_wait_policy() == "OMP_WAIT_POLICY=PASSIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_threads_spin_briefly_on_an_idle_cpu(no_omp_env, monkeypatch):
+    monkeypatch.setattr(common, "other_busy_cores", lambda: 0.1)
+    assert common.choose_omp_wait_policy() == f"GOMP_SPINCOUNT={common.SHORT_SPIN}"
+    assert "OMP_WAIT_POLICY" not in os.environ
+
+
+@pytest.mark.parametrize("key,value", [("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "5")])
+def test_the_users_setting_wins(no_omp_env, monkeypatch, key, value):
+    monkeypatch.setenv(key, value)
+    monkeypatch.setattr(common, "other_busy_cores", lambda: 2.0)
+    assert common.choose_omp_wait_policy() == f"{key}={value} (yours)"
+    assert os.environ[key] == value
+
+
+def test_busy_cores_are_measured_between_zero_and_all_cores():
+    assert 0.0 <= common.other_busy_cores(0.05) <= (os.cpu_count() or 1)
