@@ -207,9 +207,18 @@ def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, tmp_path):
         "data.max_eval_pairs=4", "train.num_plot_sentences=1",
         f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
     ], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]
     assert "error: train.lr=-1.0 is invalid" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: 1 of 2 jobs failed: 0 (see")
     assert not (sweep_dir / "0" / "results.json").exists()
     assert (sweep_dir / "1" / "results.json").is_file()  # the second job still ran
     report = run_script("report.py", [str(sweep_dir)], cwd=tmp_path)
     assert "train.lr" in report.stdout and "failed" in report.stdout
+
+
+def test_a_sweep_whose_every_job_fails_exits_non_zero(tiny_run, tmp_path):
+    done = run_script("train.py", ["-m", "train.lr=-1,-2", *tiny_run,
+                                   f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                                   "hydra.sweep.subdir=${hydra.job.num}"], cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "error: 2 of 2 jobs failed: 0, 1 (see their train.log)"

@@ -11,6 +11,7 @@ the processes join the job before Hydra starts, so rank 0 can fix the run dir fo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -18,10 +19,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -68,6 +71,30 @@ def train(cfg: DictConfig) -> float:
         sys.exit(128 + stop.signum)
     log.info("results in %s", run_dir / "results.json")
     return results["valid"]["bleu"]
+
+
+class SweepOutcome(Callback):
+    """A Hydra callback (config.yaml, hydra.callbacks): counts a sweep's failed jobs, and ends
+    a sweep with failures with a line that names them and exit code 1. Jobs after a failed one
+    still run: one bad setting must not cost the rest of the comparison."""
+
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+        self.failed: list[str] = []
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        name = Path(config.hydra.runtime.output_dir).name  # the job's folder in the sweep dir
+        self.jobs.append(name)
+        failed = job_return.status is not JobStatus.COMPLETED
+        value = None if failed else job_return.return_value
+        if failed or (isinstance(value, float) and math.isnan(value)):
+            self.failed.append(name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.failed:
+            print(f"error: {len(self.failed)} of {len(self.jobs)} jobs failed: "
+                  f"{', '.join(self.failed)} (see their train.log)", file=sys.stderr)
+            sys.exit(1)
 
 
 def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
