@@ -7,6 +7,7 @@ import io
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,9 @@ def run_script(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProce
                           capture_output=True, timeout=300)
 
 
-def start_interactive(checkpoint: Path) -> subprocess.Popen:
+def start_interactive(checkpoint: Path, *args: str) -> subprocess.Popen:
     """translate.py reading stdin, with every pipe open: for tests that talk to it line by line."""
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint)],
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint), *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -83,6 +84,27 @@ def test_stdin_is_streamed_a_translation_comes_back_before_the_input_ends(traine
         process.kill()
         process.wait()
     assert rest.count(b"\n") == 1
+
+
+def test_sigterm_mid_run_keeps_the_old_output_and_leaves_no_temp_file(trained_checkpoint,
+                                                                      tmp_path):
+    output = tmp_path / "out.en"
+    output.write_text("the previous translation\n")
+    process = start_interactive(trained_checkpoint, "--output", str(output), "--show-attention")
+    try:
+        process.stdin.write(f"{SENTENCES[0]}\n".encode())
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stderr], [], [], 120)  # one sentence translated
+        assert ready and process.stderr.readline().startswith(b"[0] ")
+        assert [p.name for p in tmp_path.glob(".out.en.*.part")]  # written as it goes
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()
+    assert b"terminated" in process.stderr.read()
+    assert output.read_text() == "the previous translation\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.en"]
 
 
 def test_file_to_file_keeps_every_line_and_leaves_no_temp_file(trained_checkpoint, translator,

@@ -10,6 +10,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,7 @@ def run_cli(command: Callable[[], None]) -> None:
     """Run an argparse command: warnings on stderr, user errors as one line (`user_errors`)."""
     choose_omp_wait_policy()
     setup_logging()
+    signal.signal(signal.SIGTERM, _terminate)  # so that `finally` cleans up (temp files)
     with user_errors():
         try:
             command()
@@ -43,6 +45,11 @@ def run_cli(command: Callable[[], None]) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(141)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    print("terminated", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 @contextmanager
