@@ -104,8 +104,14 @@ def load_or_train_tokenizer(
     else:
         paths = {"src": model_dir / "src.model", "tgt": model_dir / "tgt.model"}
     if all(path.is_file() for path in paths.values()):
-        logger.info("reusing sentencepiece models in %s", model_dir)
-        return Tokenizer(paths["src"].read_bytes(), paths["tgt"].read_bytes())
+        try:
+            tokenizer = Tokenizer(paths["src"].read_bytes(), paths["tgt"].read_bytes())
+        except DataError as error:  # a damaged cache is rebuilt, never used
+            logger.warning("the cached sentencepiece models in %s are unusable (%s): training "
+                           "them again", model_dir, error)
+        else:
+            logger.info("reusing sentencepiece models in %s", model_dir)
+            return tokenizer
 
     start = time.perf_counter()
     if tok.joint:

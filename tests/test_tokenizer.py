@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import unicodedata
 
 import pytest
@@ -95,6 +96,18 @@ def test_second_call_reuses_the_cache(tiny_data_config, tiny_pairs, tmp_path, mo
     assert again.to_bytes() == first.to_bytes()
     # no temp files are left beside the cached model
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["joint.model"]
+
+
+def test_a_corrupt_cached_model_is_trained_again(tiny_data_config, tiny_pairs, tmp_path,
+                                                caplog):
+    first = load_or_train_tokenizer(tiny_data_config, tiny_pairs, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("*/joint.model")
+    cached.write_bytes(b"not a sentencepiece model")
+    with caplog.at_level(logging.WARNING):
+        again = load_or_train_tokenizer(tiny_data_config, tiny_pairs, cache_dir=tmp_path)
+    assert again.to_bytes() == first.to_bytes() and cached.read_bytes() == first.to_bytes()["src"]
+    assert any(str(cached.parent) in r.message and "training them again" in r.message
+               for r in caplog.records)
 
 
 @pytest.mark.parametrize(
