@@ -116,8 +116,13 @@ def find_jobs(root: Path, ignore: Iterable[str] = ()) -> list[Job]:
 
 
 def read_job(path: Path, root: Path, ignored: Sequence[str] = IGNORED_KEYS) -> Job:
-    overrides = read_overrides(path)
-    parsed = OverridesParser.create().parse_overrides(list(overrides or ()))
+    try:
+        overrides = read_overrides(path)
+        parsed = OverridesParser.create().parse_overrides(list(overrides or ()))
+    except Exception as error:  # noqa: BLE001 - bad YAML, not a list, an unparsable override
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return Job(path, None, (f"run={path.relative_to(root)}",), None, None,
+                   f"unreadable .hydra/overrides.yaml ({reason})")
     # sorted, as Hydra's override_dirname: `a=1 b=2` and `b=2 a=1` train the same model
     setting = tuple(sorted(o.input_line for o in parsed
                            if not is_ignored(o.key_or_group, ignored)))
@@ -135,7 +140,10 @@ def read_overrides(path: Path) -> tuple[str, ...] | None:
     file = path / ".hydra" / "overrides.yaml"
     if not file.is_file():
         return None
-    return tuple(str(o) for o in OmegaConf.to_container(OmegaConf.load(file)) or ())
+    overrides = OmegaConf.to_container(OmegaConf.load(file)) or []
+    if not isinstance(overrides, list):
+        raise ValueError("not a list of overrides")
+    return tuple(str(o) for o in overrides)
 
 
 def read_results(file: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -187,8 +195,9 @@ def build_report(root: Path, ignore: Iterable[str] = ()) -> Report:
     jobs = find_jobs(root, ignore)
     done = [job for job in jobs if job.results is not None]
     if not done:
-        raise ReportError(f"none of the {len(jobs)} runs under {root} has finished: no "
-                          f"results.json yet (see {jobs[0].path / 'train.log'})")
+        first = jobs[0]
+        raise ReportError(f"none of the {len(jobs)} runs under {root} has finished with usable "
+                          f"results (the first, {first.path}: {first.problem})")
     # labels come from the finished runs: a stray unfinished one must not change them
     common = common_overrides([job.setting for job in done])
     groups: dict[tuple[str, ...], list[Job]] = {}
@@ -359,7 +368,11 @@ def plot_report(settings: Sequence[Setting], path: Path) -> Path:
 def write_report(report: Report, output_dir: Path, plot: bool = True) -> dict[str, Path]:
     """Write report.md (and report.png) into `output_dir`; returns the written paths."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReportError(f"cannot write the report into {output_dir}: "
+                          f"{error.strerror or error}") from None
     written = {}
     if plot:
         written["chart"] = plot_report(report.settings, output_dir / "report.png")

@@ -121,6 +121,40 @@ def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
     assert "`3_attention=dot,seed=2`: unreadable results.json" in text
 
 
+@pytest.mark.parametrize("overrides_yaml", [
+    "- [unclosed\n",  # not YAML
+    "attention: dot\n",  # YAML, but not a list
+    "- 'attention=[unclosed'\n",  # an override Hydra cannot parse
+])
+def test_a_run_with_unreadable_overrides_is_listed_and_the_rest_reported(tmp_path,
+                                                                          overrides_yaml):
+    sweep(tmp_path, {"additive": [30.0, 31.0]})
+    bad = make_job(tmp_path, "2_attention=dot,seed=1", ["attention=dot"], 29.0)
+    (bad / ".hydra" / "overrides.yaml").write_text(overrides_yaml)
+    report = build_report(tmp_path)
+    assert [job.path.name for job in report.missing] == ["2_attention=dot,seed=1"]
+    assert report.missing[0].problem.startswith("unreadable .hydra/overrides.yaml")
+    assert [s.label for s in report.settings] == ["(common overrides only)"]
+
+
+def test_a_truncated_results_json_is_named_and_no_missing_log_is_pointed_at(tmp_path):
+    job = make_job(tmp_path, "0_x", ["seed=1"], 30.0)
+    (job / "results.json").write_text('{"seed": 1, "te')
+    with pytest.raises(ReportError) as error:
+        build_report(tmp_path)
+    assert "unreadable results.json" in str(error.value) and "train.log" not in str(error.value)
+
+
+def test_cli_output_dir_under_a_file_is_one_line(tmp_path, capsys):
+    sweep(tmp_path / "sweep", {"dot": [30.0]})
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "sweep"), "--output-dir", str(tmp_path / "file" / "out")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the report into ") and err.count("\n") == 1
+
+
 def test_a_run_outside_hydra_is_its_own_setting(tmp_path):
     sweep(tmp_path / "sweep", {"dot": [30.0]})
     lone = tmp_path / "lone"
