@@ -132,18 +132,3 @@ def translate_ids(
         for index, hypotheses in zip(batch_indices, found, strict=True):
             results[index] = hypotheses
     return results
-
-
-def translate_and_score(
-    model: torch.nn.Module,
-    tokenizer,
-    src_ids: Sequence[Sequence[int]],
-    references: Sequence[str],
-    settings: SearchSettings,
-    device: torch.device,
-) -> tuple[Scores, list[str], list[Hypothesis]]:
-    """Translate a split, detokenize and score it; returns scores, hypotheses and their search
-    results (tokens, scores, attention) for plots."""
-    best = [hyps[0] for hyps in translate_ids(model, src_ids, settings, device)]
-    hypotheses = tokenizer.decode_tgt([hyp.tokens for hyp in best])
-    return score(hypotheses, references), hypotheses, best

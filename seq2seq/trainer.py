@@ -36,7 +36,7 @@ from seq2seq.config import Config, to_plain
 from seq2seq.data import PreparedData, prepare_data_on_all_ranks
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
-from seq2seq.evaluation import search_settings, translate_and_score
+from seq2seq.evaluation import score, search_settings
 from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
@@ -51,6 +51,7 @@ from seq2seq.runtime import (
     select_device,
     set_threads,
 )
+from seq2seq.translator import Translation, Translator
 from seq2seq.visualize import log_translation
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class Trainer:
         if dist.enabled:
             self.train_model = DistributedDataParallel(
                 self.loss, device_ids=[device.index] if device.type == "cuda" else None)
+        self.translator = Translator(model, data.tokenizer, cfg, device)  # val and test
         self.batch_trace = batch_trace_path(dist)
         self.stop_request = StopRequest()
 
@@ -332,19 +334,18 @@ class Trainer:
         valid, step = self.data.valid, self.state.step
         val_loss = mean_token_loss(self.loss, valid.src_ids, valid.tgt_ids,
                                    self.cfg.train.batch_tokens, self.device, self.autocast_dtype)
-        scores, hypotheses, found = translate_and_score(
-            self.model, self.tokenizer, valid.src_ids, valid.ref,
-            search_settings(self.cfg, self.cfg.train.valid_beam_size), self.device)
+        found = self._translate(valid.src, self.cfg.train.valid_beam_size)
+        scores = score([translation.text for translation in found], valid.ref)
         for tag, value in (("loss", val_loss), ("perplexity", math.exp(min(val_loss, 50.0))),
                            ("bleu", scores.bleu), ("chrf", scores.chrf)):
             self.writer.add_scalar(f"val/{tag}", value, step)
         for number in range(min(self.cfg.train.num_plot_sentences, len(valid))):
-            hyp = found[number]
-            src_pieces = self.tokenizer.src_pieces(valid.src_ids[number])[: self.cfg.data.max_len]
-            log_translation(self.writer, number, step, valid.src[number], hypotheses[number],
-                            valid.ref[number], src_pieces, self.tokenizer.tgt_pieces(hyp.tokens),
-                            hyp.attention)
+            log_translation(self.writer, number, step, found[number], valid.ref[number])
         return val_loss, scores.bleu, scores.chrf
+
+    def _translate(self, lines: list[str], beam_size: int) -> list[Translation]:
+        """Exactly what translate.py and evaluate.py do with this model (empty lines give "")."""
+        return list(self.translator.iter_search(lines, search_settings(self.cfg, beam_size)))
 
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
@@ -373,9 +374,8 @@ class Trainer:
             self.model.load_state_dict(load_checkpoint(best)["model"])
         test, cfg, state = self.data.test, self.cfg.train, self.state
         started = time.perf_counter()
-        scores, hypotheses, _ = translate_and_score(
-            self.model, self.tokenizer, test.src_ids, test.ref,
-            search_settings(self.cfg, cfg.beam_size), self.device)
+        hypotheses = [translation.text for translation in self._translate(test.src, cfg.beam_size)]
+        scores = score(hypotheses, test.ref)
         atomic_write_text(self.run_dir / f"{test.name}.hyp.txt", "\n".join(hypotheses) + "\n")
         log.info("test %s (beam %d): BLEU %.2f chrF %.2f (lowercased BLEU %.2f) in %.1fs",
                  test.name, cfg.beam_size, scores.bleu, scores.chrf, scores.bleu_lowercase,

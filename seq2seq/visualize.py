@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -12,6 +13,9 @@ matplotlib.use("Agg")  # headless: figures go to TensorBoard or files, never a w
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from seq2seq.translator import Translation
 
 
 def attention_figures(
@@ -68,21 +72,19 @@ def save_attention_pngs(
     return paths
 
 
-def log_translation(writer, number: int, step: int, source: str, hypothesis: str,
-                    reference: str, src_pieces: Sequence[str], tgt_pieces: Sequence[str],
-                    weights: torch.Tensor) -> None:
+def log_translation(writer, number: int, step: int, translation: Translation,
+                    reference: str) -> None:
     """TensorBoard cards of validation sentence `number` at `step`: its translation (Text tab)
-    and its attention heatmaps (Images tab: `attention/sentence_N`, or `.../head_k` per head).
-
-    weights (heads, T + 1, S + 1) cover the target and source pieces and their EOS; rows or
-    columns beyond those (padding) are cut.
-    """
-    src_tokens = [*src_pieces, "</s>"]
-    tgt_tokens = [*tgt_pieces, "</s>"][: weights.shape[1]]
-    weights = weights[:, : len(tgt_tokens), : len(src_tokens)]
+    and the attention of the best one (Images tab: `attention/sentence_N`, or `.../head_k` per
+    head); an empty line has no attention to show."""
+    writer.add_text(f"translation/sentence_{number}",
+                    f"src: {translation.source}  \nhyp: {translation.text}  \nref: {reference}",
+                    step)
+    if not translation.hypotheses:
+        return
+    src_tokens, tgt_tokens = translation.attention_labels()
+    weights = translation.hypotheses[0].attention[:, : len(tgt_tokens), : len(src_tokens)]
     figures = attention_figures(weights, src_tokens, tgt_tokens, f"val {number} step {step}")
     for head, figure in enumerate(figures):
         tag = f"attention/sentence_{number}" + (f"/head_{head + 1}" if len(figures) > 1 else "")
         writer.add_figure(tag, figure, step, close=True)
-    writer.add_text(f"translation/sentence_{number}",
-                    f"src: {source}  \nhyp: {hypothesis}  \nref: {reference}", step)

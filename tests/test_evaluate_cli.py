@@ -136,3 +136,24 @@ def test_checkpoint_errors_are_one_line_errors(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: no checkpoint 'best.pt' in directory") or \
         done.stderr.startswith("error: checkpoint not found")
+
+
+def test_the_trainers_test_pass_is_evaluate_and_keeps_an_empty_line_empty(
+        compose, tiny_run, tiny_corpus_dir, tmp_path, capsys):
+    """One code path: the hypotheses a run writes for its test split are what evaluate.py gives
+    for that split, and an empty source line gives an empty translation in both."""
+    lines = (tiny_corpus_dir / "tiny" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    lines.insert(2, "\tA dog runs.")  # no source text
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    cfg = compose([*tiny_run, "train.max_steps=10", "train.eval_every=10",
+                   "data.max_eval_pairs=null", f"data.test_files.tsv={test_file}"])
+    build_trainer(cfg, run_dir).fit()
+    trained = (run_dir / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
+    evaluate.main(["--checkpoint", str(run_dir), "--split", "test", "--beam", "1",
+                   "--output", str(tmp_path / "evaluated")])
+    capsys.readouterr()
+    assert len(trained) == len(lines) and trained[2] == ""
+    assert (tmp_path / "evaluated").read_text(encoding="utf-8").splitlines() == trained
+
