@@ -32,7 +32,7 @@ from seq2seq.checkpoint import (
     save_checkpoint,
     training_payload,
 )
-from seq2seq.config import Config, to_plain
+from seq2seq.config import Config, TrainConfig, to_plain
 from seq2seq.data import PreparedData, prepare_data_on_all_ranks
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
@@ -66,6 +66,17 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+class AlreadyFinished(Exception):
+    """train.resume names a run that finished, and its stop condition still holds."""
+
+    def __init__(self, reason: str, state: TrainState) -> None:
+        super().__init__(f"the run finished at step {state.step} ({reason}; best val BLEU "
+                         f"{state.best_bleu:.2f} at step {state.best_step}): nothing to resume. "
+                         "Raise its budget (train.max_steps, max_epochs, max_minutes or "
+                         "patience) to train on")
+        self.best_bleu = state.best_bleu
+
+
 @dataclass
 class TrainState:
     """Everything beyond model/optimizer state that decides what the loop does next."""
@@ -97,6 +108,10 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     make_deterministic(device)
     seed_everything(cfg.seed)
     resume = load_resume_payload(cfg)  # before any data work: a mismatch fails at once
+    if resume is not None and resume["state"]["finished"]:
+        saved = TrainState(**resume["state"])
+        if reason := spent_budget(saved, cfg.train):
+            raise AlreadyFinished(reason, saved)
     data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
                         data.tokenizer.tgt_vocab_size).to(device)
@@ -120,6 +135,19 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
         if dist.is_main else None
     return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, scaler, sampler, state,
                    dist, device, autocast_dtype, writer)
+
+
+def spent_budget(state: TrainState, cfg: TrainConfig) -> str | None:
+    """Which stop condition `state` has already met under `cfg`, if any."""
+    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+        return "max_steps"
+    if state.epoch >= cfg.max_epochs:
+        return "max_epochs"
+    if cfg.max_minutes is not None and state.train_seconds >= cfg.max_minutes * 60:
+        return "max_minutes"
+    if cfg.patience > 0 and state.bad_evals >= cfg.patience:
+        return "early stopping"
+    return None
 
 
 def training_autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -192,6 +220,8 @@ class Trainer:
             progress = tqdm(batches, desc=f"epoch {state.epoch + 1}", unit="batch", leave=False,
                             dynamic_ncols=True, disable=None if self.dist.is_main else True)
             for indices in progress:
+                if cfg.max_steps is not None and state.step >= cfg.max_steps:
+                    return "max_steps"  # resumed at its last step: not one step more
                 started = time.perf_counter()
                 if self.batch_trace is not None:
                     trace_batch(self.batch_trace, state.epoch, indices)

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
-from seq2seq.trainer import Interrupted, build_trainer
+from seq2seq.trainer import AlreadyFinished, Interrupted, build_trainer
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
@@ -97,6 +97,25 @@ def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp
     full_weights = weights(tmp_path / "full" / "checkpoints" / "last.pt")
     for name, tensor in weights(tmp_path / "resumed" / "checkpoints" / "last.pt").items():
         torch.testing.assert_close(tensor, full_weights[name], rtol=0, atol=0)
+
+
+def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    cfg = with_train(cfg, max_steps=6, eval_every=3)
+    build_trainer(cfg, tmp_path / "done", data).fit()
+    last = (tmp_path / "done" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(AlreadyFinished, match="finished at step 6 \\(max_steps"):
+        build_trainer(with_train(cfg, resume=str(tmp_path / "done")), tmp_path / "again", data)
+    assert (tmp_path / "done" / "checkpoints" / "last.pt").read_bytes() == last
+    assert not (tmp_path / "again").exists()
+
+
+def test_a_finished_run_with_a_larger_budget_trains_on_to_it(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    build_trainer(with_train(cfg, max_steps=6, eval_every=3), tmp_path / "short", data).fit()
+    longer = with_train(cfg, max_steps=9, eval_every=3, resume=str(tmp_path / "short"))
+    results = build_trainer(longer, tmp_path / "longer", data).fit()
+    assert results["steps"] == 9
 
 
 def test_resume_with_another_model_is_refused(tiny_setup, tmp_path, compose):

@@ -48,7 +48,7 @@ log = logging.getLogger("seq2seq.train")
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def train(cfg: DictConfig) -> float:
     """Returns the best val BLEU, so Hydra sweepers can optimise it."""
-    from seq2seq.trainer import Interrupted, build_trainer  # after Hydra: `--help` stays fast
+    from seq2seq.trainer import AlreadyFinished, Interrupted, build_trainer  # after Hydra
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("idle OpenMP threads: %s", ", ".join(
@@ -65,6 +65,10 @@ def train(cfg: DictConfig) -> float:
         if HydraConfig.get().mode is RunMode.MULTIRUN:
             return float("nan")  # one failed job must not cancel the rest of a sweep
         raise
+    except AlreadyFinished as done:
+        log.info("%s", done)
+        print(done, file=sys.stderr)
+        return done.best_bleu
     except Interrupted as stop:
         log.warning("%s", stop)
         print(f"stopped: {stop}", file=sys.stderr)
