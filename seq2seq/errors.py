@@ -25,5 +25,9 @@ class DeviceError(Seq2SeqError):
     """The requested device (cuda, mps) is not available on this machine."""
 
 
+class OutputError(Seq2SeqError):
+    """An output file or folder cannot be written where it was asked for."""
+
+
 class ReportError(Seq2SeqError):
     """A sweep dir to report on is missing, empty or holds no finished run."""

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from seq2seq.errors import DataError
+from seq2seq.errors import DataError, OutputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -109,3 +109,31 @@ def open_binary(path: Path) -> BinaryIO:
         return open(path, "rb")
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror}") from None
+
+
+def check_output_file(path: str | Path, what: str) -> None:
+    """Fail before any work when `path` cannot be written as a file: it is a folder, or a file
+    stands where one of its folders would be, or that folder is not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory; give a file name")
+    _check_writable_parent(path, what)
+
+
+def check_output_dir(path: str | Path, what: str) -> None:
+    """Fail before any work when `path` cannot be a folder to write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a directory")
+    _check_writable_parent(path, what)
+
+
+def _check_writable_parent(path: Path, what: str) -> None:
+    existing = path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} cannot be written: {existing} is not writable")
+

@@ -157,3 +157,12 @@ def test_the_trainers_test_pass_is_evaluate_and_keeps_an_empty_line_empty(
     assert len(trained) == len(lines) and trained[2] == ""
     assert (tmp_path / "evaluated").read_text(encoding="utf-8").splitlines() == trained
 
+
+@pytest.mark.parametrize("option", ["--json", "--output"])
+def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, option):
+    (tmp_path / "file").write_text("x")
+    done = run_script(["--checkpoint", str(tmp_path / "no_such_run"), "--split", "val",
+                       option, str(tmp_path / "file" / "out")])
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: {option} ") and "is a file" in done.stderr
+

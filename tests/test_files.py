@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from seq2seq.files import atomic_write_text, atomic_writer
+from seq2seq.errors import OutputError
+from seq2seq.files import atomic_write_text, atomic_writer, check_output_dir, check_output_file
 
 
 @pytest.fixture
@@ -42,3 +43,19 @@ def test_an_error_leaves_the_old_file_and_no_temp_file(tmp_path):
         raise RuntimeError("disk full")
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    check_output_file(tmp_path / "new" / "deeper" / "out.txt", "--output")  # folders are made
+    check_output_dir(tmp_path / "new_dir", "--plot-attention")
+    with pytest.raises(OutputError, match="is a directory"):
+        check_output_file(tmp_path, "--output")
+    with pytest.raises(OutputError, match="a_file is a file"):
+        check_output_file(a_file / "out.txt", "--output")
+    with pytest.raises(OutputError, match="is a file, not a directory"):
+        check_output_dir(a_file, "--plot-attention")
+    with pytest.raises(OutputError, match="a_file is a file"):
+        check_output_dir(a_file / "run", "data.root")
+

@@ -75,3 +75,20 @@ def test_wrong_override_fails_in_one_line_without_traceback(override, words, tmp
     for word in words:
         assert word in done.stderr
     assert not (tmp_path / "data").exists()  # it stopped before any work
+
+
+@pytest.mark.parametrize("override,words", [
+    ("data.root={file}/data", ["data.root", "is a file"]),
+    ("hydra.run.dir={file}/run", ["hydra.run.dir", "is a file"]),
+])
+def test_an_output_folder_under_a_file_is_one_line_before_any_work(override, words, tmp_path):
+    (tmp_path / "file").write_text("x")
+    args = [override.format(file=tmp_path / "file")]
+    if "hydra.run.dir" not in override:
+        args.append(f"hydra.run.dir={tmp_path}/run")
+    done = run_train(args, cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    for word in words:
+        assert word in done.stderr
+    assert not (tmp_path / "run").exists()
+

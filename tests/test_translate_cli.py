@@ -249,3 +249,20 @@ def test_numeric_options_must_be_finite_and_in_range(trained_checkpoint, capsys,
     err = capsys.readouterr().err
     for word in words:
         assert word in err
+
+
+@pytest.mark.parametrize("option,target,words", [
+    ("--output", "{tmp}", ["--output", "is a directory"]),
+    ("--output", "{tmp}/file/out.en", ["--output", "is a file"]),
+    ("--plot-attention", "{tmp}/file", ["--plot-attention", "is a file"]),
+])
+def test_an_output_that_cannot_be_written_is_one_line_before_loading(tmp_path, option, target,
+                                                                     words):
+    (tmp_path / "file").write_text("x")
+    done = run_script(["--checkpoint", str(tmp_path / "no_such_run"),
+                       option, target.format(tmp=tmp_path), "Ein Satz."])
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and stderr.count("\n") == 1, stderr
+    for word in words:
+        assert word in stderr
+

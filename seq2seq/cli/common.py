@@ -149,19 +149,25 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
-    """Compose and validate a single run's config; a bad key or value is one ConfigError line.
+    """Compose and validate a single run's config, and check that its run dir and data.root
+    can be written; a bad key, value or path is one line (ConfigError, OutputError).
 
     Hydra reports a bad override in several lines and only once it runs the job; this check
     answers in well under a second, before the run dir, the corpus or the tokenizer.
     """
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from seq2seq.config import one_line, to_object
     from seq2seq.errors import ConfigError
+    from seq2seq.files import check_output_dir
 
     try:
-        to_object(compose_config(overrides))
+        composed = compose_config(overrides, return_hydra_config=True)
+        # (a run dir built from what only a running job knows is left for Hydra to make)
+        run_dir = OmegaConf.select(composed, "hydra.run.dir", throw_on_resolution_failure=False)
+        config = to_object(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]))
     except (HydraException, OmegaConfBaseException) as error:
         cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
         message = one_line(cause)
@@ -170,13 +176,16 @@ def check_overrides(overrides: Sequence[str]) -> None:
             options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
             message += f" (choose from {', '.join(options)})"
         raise ConfigError(message) from None
+    if run_dir is not None:
+        check_output_dir(run_dir, "the run dir (hydra.run.dir)")
+    check_output_dir(config.data.root, "data.root")
 
 
 def plain_overrides(argv: Sequence[str]) -> list[str] | None:
     """The overrides of a single run, or None when argv holds Hydra flags (-m, --help, --cfg)."""
     if any(arg.startswith("-") for arg in argv):
         return None
-    return [arg for arg in argv if not arg.startswith(("hydra.", "hydra/"))]
+    return list(argv)
 
 
 # ---- translation options -----------------------------------------------------------------------

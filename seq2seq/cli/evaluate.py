@@ -61,8 +61,11 @@ def evaluate(args: argparse.Namespace) -> None:
     from seq2seq.data import read_split
     from seq2seq.errors import DataError
     from seq2seq.evaluation import score
-    from seq2seq.files import read_lines
+    from seq2seq.files import check_output_file, read_lines
 
+    for path, option in ((args.output, "--output"), (args.json, "--json")):
+        if path is not None:
+            check_output_file(path, option)
     translator = load_translator(args)
     if args.split is not None:
         data_cfg = with_data_location(translator.config.data, args.data_source, args.data_root)

@@ -29,7 +29,7 @@ from seq2seq.cli.common import (
     positive_int,
     run_cli,
 )
-from seq2seq.files import decode_line
+from seq2seq.files import check_output_dir, check_output_file, decode_line
 
 if TYPE_CHECKING:
     from seq2seq.evaluation import SearchSettings
@@ -83,6 +83,10 @@ def translate(args: argparse.Namespace) -> None:
     if not args.sentences and not args.input and sys.stdin is None:
         raise DataError("nothing to translate: stdin is closed; give sentences as arguments, "
                         "--input FILE, or lines on stdin")
+    if args.output:
+        check_output_file(args.output, "--output")
+    if args.plot_attention:
+        check_output_dir(args.plot_attention, "--plot-attention")
     translator = load_translator(args)
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio,
                                    args.nbest)
