@@ -131,7 +131,10 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     if resume is not None:  # every rank loads the same weights and counters, its own RNG states
         state = TrainState(**restore_training(resume, model, optimizer, scheduler, scaler,
                                               dist.rank, dist.world_size))
-    writer = SummaryWriter(Path(run_dir) / "tb", purge_step=state.step or None) \
+    # a resumed run drops what was logged after its checkpoint (steps past state.step), and
+    # keeps the evaluation logged at that step just before the checkpoint was written
+    writer = SummaryWriter(Path(run_dir) / "tb",
+                           purge_step=state.step + 1 if resume is not None else None) \
         if dist.is_main else None
     return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, scaler, sampler, state,
                    dist, device, autocast_dtype, writer)

@@ -99,6 +99,36 @@ def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp
         torch.testing.assert_close(tensor, full_weights[name], rtol=0, atol=0)
 
 
+def scalar_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"] if not tag.endswith("tokens_per_s")}
+
+
+def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_setup, tmp_path,
+                                                                         monkeypatch):
+    cfg, data = tiny_setup
+    build_trainer(cfg, tmp_path / "full", data).fit()
+    cut = build_trainer(cfg, tmp_path / "cut", data)
+    real_step = cut.train_step
+
+    def step_then_sigterm(batch):
+        loss = real_step(batch)
+        if cut.state.step == 12:  # an evaluation step: it is logged, then last.pt is saved
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(cut, "train_step", step_then_sigterm)
+    with pytest.raises(Interrupted):
+        cut.fit()
+    build_trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "cut", data).fit()
+    full, resumed = scalar_curves(tmp_path / "full"), scalar_curves(tmp_path / "cut")
+    assert resumed.keys() == full.keys()
+    assert [step for step, _ in resumed["val/bleu"]] == [12, 24]
+    for tag, curve in full.items():
+        assert resumed[tag] == curve, tag
+
+
 def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, tmp_path):
     cfg, data = tiny_setup
     cfg = with_train(cfg, max_steps=6, eval_every=3)
