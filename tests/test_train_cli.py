@@ -92,3 +92,18 @@ def test_an_output_folder_under_a_file_is_one_line_before_any_work(override, wor
         assert word in done.stderr
     assert not (tmp_path / "run").exists()
 
+
+def test_train_resume_alone_continues_the_run_in_place_with_its_overrides(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_train([*tiny_run, "train.max_steps=6", "train.eval_every=6",
+                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = run_train([f"train.resume={run_dir}", "train.max_steps=12"], cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == 12
+    assert list(elsewhere.iterdir()) == []  # no new outputs/ folder
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    assert [e.step for e in events.Scalars("val/bleu")] == [6, 12]
+

@@ -127,8 +127,33 @@ def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
     return overrides
 
 
+def resume_in_place(args: Sequence[str]) -> list[str]:
+    """`train.resume=RUN` continues RUN where it is: RUN's own overrides (from its
+    .hydra/overrides.yaml) come first, so `train.resume=RUN` alone is enough and keys given on
+    the command line win, and the run dir is RUN unless hydra.run.dir says otherwise."""
+    resumes = [arg.split("=", 1)[1] for arg in args if arg.startswith("train.resume=")]
+    if not resumes:
+        return list(args)
+    target = Path(resumes[-1])
+    run_dir = target if target.is_dir() else target.parent.parent  # RUN/checkpoints/last.pt
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return list(args)
+    given = {override_key(arg) for arg in args}
+    previous = [str(o) for o in OmegaConf.load(saved)
+                if override_key(str(o)) not in given | {"train.resume"}]
+    place = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
+    return [*previous, *args, *place]
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def main() -> None:
     register_configs()
+    if "-m" not in sys.argv and "--multirun" not in sys.argv:
+        sys.argv[1:] = resume_in_place(sys.argv[1:])
     overrides = plain_overrides(sys.argv[1:])
     with user_errors():
         if overrides is not None:  # a single run: a bad config fails here, in one line
