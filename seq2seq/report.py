@@ -336,6 +336,12 @@ def markdown_report(report: Report, chart: str | None = None) -> str:
 
 
 def plot_report(settings: Sequence[Setting], path: Path) -> Path:
+    """report_figure as a PNG file."""
+    report_figure(settings).savefig(path, dpi=120)
+    return path
+
+
+def report_figure(settings: Sequence[Setting]):
     """Bars of test and val BLEU and chrF per setting, with the std over seeds as error bars."""
     import matplotlib
 
@@ -351,18 +357,22 @@ def plot_report(settings: Sequence[Setting], path: Path) -> Path:
         for offset, split in ((-width / 2, "test"), (width / 2, "val")):
             stats = [s.stats[f"{split}_{metric}"] for s in settings]
             positions = [i + offset for i in range(len(settings))]
-            axes.bar(positions, [s.mean for s in stats], width,
-                     yerr=[s.std or 0.0 for s in stats], capsize=4, label=split)
+            axes.bar(positions, [s.mean for s in stats], width, label=split)
+            spread = [(x, s) for x, s in zip(positions, stats, strict=True) if s.std is not None]
+            if spread:  # one seed has no spread: no error bar rather than a zero-width one
+                axes.errorbar([x for x, _ in spread], [s.mean for _, s in spread],
+                              yerr=[s.std for _, s in spread], fmt="none", capsize=4,
+                              ecolor="black", elinewidth=1)
         axes.set_xticks(range(len(settings)), labels=labels, rotation=20, ha="right",
                         fontsize=8)
         axes.set_ylabel("BLEU" if metric == "bleu" else "chrF")
-        axes.set_title(f"{'BLEU' if metric == 'bleu' else 'chrF'} (mean ± std over seeds)",
-                       fontsize=10)
+        one_seed = all(s.stats[f"test_{metric}"].n == 1 for s in settings)
+        spread = "one seed each" if one_seed else "mean ± std over seeds"
+        axes.set_title(f"{'BLEU' if metric == 'bleu' else 'chrF'} ({spread})", fontsize=10)
         axes.grid(axis="y", alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return path
+    return figure
 
 
 def write_report(report: Report, output_dir: Path, plot: bool = True) -> dict[str, Path]:

@@ -9,7 +9,13 @@ import pytest
 
 from seq2seq.cli.report import main
 from seq2seq.errors import ReportError
-from seq2seq.report import build_report, find_jobs, markdown_report, markdown_table
+from seq2seq.report import (
+    build_report,
+    find_jobs,
+    markdown_report,
+    markdown_table,
+    report_figure,
+)
 
 SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
 
@@ -228,3 +234,18 @@ def test_find_jobs_reads_seed_from_the_overrides_of_an_unfinished_run(tmp_path):
     make_job(tmp_path, "0", ["attention=dot", "seed=7"])
     (job,) = find_jobs(tmp_path)
     assert job.results is None and job.seed == 7 and job.setting == ("attention=dot",)
+
+
+def test_the_chart_draws_error_bars_only_where_there_is_a_spread(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    sweep(tmp_path, {"additive": [30.0, 32.0], "dot": [29.0]})
+    figure = report_figure(build_report(tmp_path).settings)
+    for axes in figure.axes:
+        bars = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+        assert [len(c.lines[2][0].get_segments()) for c in bars] == [1, 1]  # additive only
+        assert "mean ± std" in axes.get_title()
+    one_seed = report_figure(build_report(sweep(tmp_path / "one", {"dot": [29.0]})).settings)
+    assert all("one seed each" in axes.get_title() for axes in one_seed.axes)
+    assert not any(isinstance(c, ErrorbarContainer) for a in one_seed.axes for c in a.containers)
+
