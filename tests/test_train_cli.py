@@ -107,3 +107,13 @@ def test_train_resume_alone_continues_the_run_in_place_with_its_overrides(tiny_r
     events = EventAccumulator(str(run_dir / "tb")).Reload()
     assert [e.step for e in events.Scalars("val/bleu")] == [6, 12]
 
+
+def test_a_failed_first_try_says_why_once_and_leaves_no_empty_run_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = run_train(["debug=smoke", f"data.source={tmp_path / 'empty'}",
+                      f"data.root={tmp_path / 'data'}"], cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("data.source must be a directory holding") == 1
+    assert "data.source must be" not in done.stdout  # not echoed by the console log as well
+    assert not (tmp_path / "outputs").exists()
+

@@ -59,11 +59,12 @@ def train(cfg: DictConfig) -> float:
             try:
                 results = build_trainer(to_object(cfg), run_dir).fit()
             except Seq2SeqError as error:
-                log.error("%s", error)  # into train.log too
+                log_to_file(logging.ERROR, str(error))  # the terminal shows it once, below
                 raise
     except SystemExit:
         if HydraConfig.get().mode is RunMode.MULTIRUN:
             return float("nan")  # one failed job must not cancel the rest of a sweep
+        remove_if_empty(run_dir)
         raise
     except AlreadyFinished as done:
         log.info("%s", done)
@@ -75,6 +76,33 @@ def train(cfg: DictConfig) -> float:
         sys.exit(128 + stop.signum)
     log.info("results in %s", run_dir / "results.json")
     return results["valid"]["bleu"]
+
+
+def log_to_file(level: int, message: str) -> None:
+    """A record for train.log only (report.py reads why a job failed from there)."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove what Hydra wrote for a run that failed before it saved anything (.hydra/ and
+    train.log), and the folders left empty, up to the current directory: a failed first try
+    leaves no empty outputs/DATE/TIME/ behind. A folder holding anything else is kept."""
+    if (run_dir / "checkpoints").exists():
+        return
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).unlink(missing_ok=True)
+    (run_dir / "train.log").unlink(missing_ok=True)
+    cwd = Path.cwd().resolve()
+    run_dir = run_dir.resolve()
+    parents = [p for p in run_dir.parents if cwd in p.parents]  # e.g. outputs/DATE, outputs
+    for folder in (run_dir / ".hydra", run_dir, *parents):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 class SweepOutcome(Callback):
