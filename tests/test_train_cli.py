@@ -117,3 +117,12 @@ def test_a_failed_first_try_says_why_once_and_leaves_no_empty_run_dir(tmp_path):
     assert "data.source must be" not in done.stdout  # not echoed by the console log as well
     assert not (tmp_path / "outputs").exists()
 
+
+def test_help_says_what_the_command_does_its_choices_examples_and_outputs(tmp_path):
+    done = run_train(["--help"], cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("seq2seq-train (python scripts/train.py): train")
+    assert "attention: additive, dot, general, multihead" in done.stdout
+    assert "decoder: bahdanau, luong, luong_input_feeding" in done.stdout
+    assert "experiment=cpu40" in done.stdout and "== Outputs ==" in done.stdout
+
