@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,25 @@ def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_se
     assert [step for step, _ in resumed["val/bleu"]] == [12, 24]
     for tag, curve in full.items():
         assert resumed[tag] == curve, tag
+
+
+def test_the_log_says_the_run_dir_and_how_long_an_epoch_and_the_run_take(tiny_setup, tmp_path,
+                                                                          caplog):
+    cfg, data = tiny_setup
+    with caplog.at_level(logging.INFO, logger="seq2seq.trainer"):
+        build_trainer(with_train(cfg, max_steps=21, eval_every=21), tmp_path, data).fit()
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"run dir {tmp_path.resolve()}" in messages
+    assert any(m.startswith("at this speed: ") and "per epoch, at most " in m for m in messages)
+
+
+def test_a_gpu_sized_model_on_the_cpu_points_at_the_cpu_recipe(tiny_setup, tmp_path, caplog):
+    cfg, data = tiny_setup
+    big = replace(cfg, model=replace(cfg.model, hidden_size=288, embedding_size=32),
+                  train=replace(cfg.train, max_steps=1, eval_every=1))
+    with caplog.at_level(logging.WARNING, logger="seq2seq.trainer"):
+        build_trainer(big, tmp_path, data).fit()
+    assert any("experiment=cpu40 is the CPU recipe" in r.getMessage() for r in caplog.records)
 
 
 def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, tmp_path):
