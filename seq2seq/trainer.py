@@ -446,8 +446,11 @@ class Trainer:
         hypotheses = [translation.text for translation in self._translate(test.src, cfg.beam_size)]
         scores = score(hypotheses, test.ref)
         atomic_write_text(self.run_dir / f"{test.name}.hyp.txt", "\n".join(hypotheses) + "\n")
-        log.info("test %s (beam %d): BLEU %.2f chrF %.2f (lowercased BLEU %.2f) in %.1fs",
-                 test.name, cfg.beam_size, scores.bleu, scores.chrf, scores.bleu_lowercase,
+        log.info("test %s, %d sentences%s (beam %d): BLEU %.2f chrF %.2f (lowercased BLEU %.2f) "
+                 "in %.1fs", test.name, len(test),
+                 " (data.max_eval_pairs: not the whole split)"
+                 if self.cfg.data.max_eval_pairs is not None else "",
+                 cfg.beam_size, scores.bleu, scores.chrf, scores.bleu_lowercase,
                  time.perf_counter() - started)
         log.info("BLEU signature: %s", scores.signatures["bleu"])
         results = run_results(
