@@ -147,7 +147,7 @@ def restore_training(payload: dict[str, Any], model: torch.nn.Module, optimizer,
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
-    state = {**payload["state"], "finished": False}
+    state = dict(payload["state"])
     saved_world_size = payload.get("world_size", 1)
     if saved_world_size == world_size:
         restore_rng_states(payload.get("rng_per_rank", [payload["rng"]])[rank])

@@ -8,6 +8,7 @@ import logging
 import random
 import resource
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -84,11 +85,13 @@ def release_free_memory() -> None:
 class StopRequest:
     """While active (a `with` block), SIGINT and SIGTERM are requests to stop at the next safe
     point: `signum` records the first. A second signal raises KeyboardInterrupt (an abort) when
-    `abort_on_second`. The previous handlers come back at exit."""
+    `abort_on_second`. Once `interrupt` is set, a signal raises `interrupt(signum)` at once
+    instead (when nothing is left to save). The previous handlers come back at exit."""
 
     def __init__(self, abort_on_second: bool = True) -> None:
         self.abort_on_second = abort_on_second
         self.signum: int | None = None
+        self.interrupt: Callable[[int], BaseException] | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -101,6 +104,8 @@ class StopRequest:
             signal.signal(signum, handler)
 
     def _request(self, signum: int, frame: Any) -> None:
+        if self.interrupt is not None:
+            raise self.interrupt(signum)
         if self.signum is not None:
             if self.abort_on_second:
                 raise KeyboardInterrupt

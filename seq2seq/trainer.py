@@ -101,7 +101,9 @@ class TrainState:
     last_eval_step: int = -1
     train_seconds: float = 0.0  # time spent in training steps, evaluation excluded
     train_tokens: int = 0  # target tokens trained on
-    finished: bool = False
+    finished: bool = False  # training stopped on its own (not by a signal)
+    stop_reason: str = ""  # why it stopped: max_steps, max_epochs, max_minutes, early stopping
+    tested: bool = False  # the best checkpoint was tested and results.json written
 
 
 def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) -> Trainer:
@@ -119,7 +121,7 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     resume = load_resume_payload(cfg)  # before any data work: a mismatch fails at once
     if resume is not None and resume["state"]["finished"]:
         saved = TrainState(**resume["state"])
-        if reason := spent_budget(saved, cfg.train):
+        if saved.tested and (reason := spent_budget(saved, cfg.train)):
             raise AlreadyFinished(reason, saved)
     data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
@@ -210,22 +212,43 @@ class Trainer:
         # Ctrl-C / SIGTERM finish the current step, save last.pt and stop; a second one aborts
         # (under torchrun, which passes on to its workers the Ctrl-C they already had, it does not)
         with StopRequest(abort_on_second=not self.dist.enabled) as self.stop_request:
-            stop_reason = self._train_loop()
+            if state.finished and spent_budget(state, self.cfg.train):
+                log.info("training had finished (%s); the test is left", state.stop_reason)
+            else:
+                self._train()
+            # training is saved: from here a signal ends the run at once, and train.resume=RUN
+            # runs the test again
+            self.stop_request.interrupt = self._interrupted
+            self._agree_on_stopping(None)  # a signal during the last evaluation or save
+            if self.stop_request.signum is not None:
+                raise self._interrupted(self.stop_request.signum)
+            # rank 0 tests and writes results.json while the others wait for its results here
+            results = self.dist.broadcast(self._test_and_report(state.stop_reason)
+                                          if self.dist.is_main else None)
+            state.tested = True
+            self._save("last.pt")
+        if self.writer is not None:
+            self.writer.close()
+        return results
+
+    def _train(self) -> None:
+        """Train until a stop condition; then last.pt holds the finished state."""
+        state = self.state
+        state.finished = False
+        state.stop_reason = self._train_loop()
         self._agree_on_stopping(None)  # a signal that came during the last step or evaluation
         if self.stop_request.signum is not None:
             self._save("last.pt")
-            raise Interrupted(self.stop_request.signum, self.checkpoint_dir / "last.pt")
+            raise self._interrupted(self.stop_request.signum)
         if state.last_eval_step != state.step:  # the budget ended between two evaluations
             self._evaluate()
         state.finished = True
         self._save("last.pt")
-        log.info("training stopped: %s; best val BLEU %.2f at step %d", stop_reason,
+        log.info("training stopped: %s; best val BLEU %.2f at step %d", state.stop_reason,
                  state.best_bleu, state.best_step)
-        # rank 0 tests and writes results.json while the others wait for its results here
-        results = self._test_and_report(stop_reason) if self.dist.is_main else None
-        if self.writer is not None:
-            self.writer.close()
-        return self.dist.broadcast(results)
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        return Interrupted(signum, self.checkpoint_dir / "last.pt")
 
     def _train_loop(self) -> str:
         cfg, state = self.cfg.train, self.state

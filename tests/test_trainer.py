@@ -149,6 +149,32 @@ def test_a_gpu_sized_model_on_the_cpu_points_at_the_cpu_recipe(tiny_setup, tmp_p
     assert any("experiment=cpu40 is the CPU recipe" in r.getMessage() for r in caplog.records)
 
 
+def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tiny_setup, tmp_path,
+                                                                         monkeypatch):
+    cfg, data = tiny_setup
+    cfg = with_train(cfg, max_steps=6, eval_every=3)
+    full = build_trainer(cfg, tmp_path / "full", data).fit()
+    cut = build_trainer(cfg, tmp_path / "cut", data)
+    real_translate = cut._translate
+
+    def sigterm_in_the_test(lines, beam_size):
+        if lines == data.test.src:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, at once
+        return real_translate(lines, beam_size)
+
+    monkeypatch.setattr(cut, "_translate", sigterm_in_the_test)
+    with pytest.raises(Interrupted) as stop:
+        cut.fit()
+    assert stop.value.signum == signal.SIGTERM
+    assert not (tmp_path / "cut" / "results.json").exists()
+    state = load_checkpoint(tmp_path / "cut", "last.pt")["state"]
+    assert state["finished"] and not state["tested"] and state["step"] == 6
+    resumed = build_trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "cut",
+                            data).fit()  # trains no further: tests, then says it is done
+    assert resumed["steps"] == 6 and resumed["test"]["bleu"] == full["test"]["bleu"]
+    assert load_checkpoint(tmp_path / "cut", "last.pt")["state"]["tested"]
+
+
 def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, tmp_path):
     cfg, data = tiny_setup
     cfg = with_train(cfg, max_steps=6, eval_every=3)
