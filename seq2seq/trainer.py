@@ -27,6 +27,7 @@ from seq2seq.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.checkpoint import (
     load_checkpoint,
     load_resume_payload,
+    resolve_checkpoint,
     restore_training,
     rng_states,
     save_checkpoint,
@@ -103,7 +104,6 @@ class TrainState:
     train_tokens: int = 0  # target tokens trained on
     finished: bool = False  # training stopped on its own (not by a signal)
     stop_reason: str = ""  # why it stopped: max_steps, max_epochs, max_minutes, early stopping
-    tested: bool = False  # the best checkpoint was tested and results.json written
 
 
 def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) -> Trainer:
@@ -121,7 +121,9 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     resume = load_resume_payload(cfg)  # before any data work: a mismatch fails at once
     if resume is not None and resume["state"]["finished"]:
         saved = TrainState(**resume["state"])
-        if saved.tested and (reason := spent_budget(saved, cfg.train)):
+        tested = (resolve_checkpoint(cfg.train.resume, "last.pt").parent.parent
+                  / "results.json").is_file()  # else the test is what is left to do
+        if tested and (reason := spent_budget(saved, cfg.train)):
             raise AlreadyFinished(reason, saved)
     data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
@@ -225,8 +227,6 @@ class Trainer:
             # rank 0 tests and writes results.json while the others wait for its results here
             results = self.dist.broadcast(self._test_and_report(state.stop_reason)
                                           if self.dist.is_main else None)
-            state.tested = True
-            self._save("last.pt")
         if self.writer is not None:
             self.writer.close()
         return results

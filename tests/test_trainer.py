@@ -168,11 +168,12 @@ def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tiny_se
     assert stop.value.signum == signal.SIGTERM
     assert not (tmp_path / "cut" / "results.json").exists()
     state = load_checkpoint(tmp_path / "cut", "last.pt")["state"]
-    assert state["finished"] and not state["tested"] and state["step"] == 6
-    resumed = build_trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "cut",
-                            data).fit()  # trains no further: tests, then says it is done
+    assert state["finished"] and state["step"] == 6
+    again = with_train(cfg, resume=str(tmp_path / "cut"))
+    resumed = build_trainer(again, tmp_path / "cut", data).fit()  # tests, trains no further
     assert resumed["steps"] == 6 and resumed["test"]["bleu"] == full["test"]["bleu"]
-    assert load_checkpoint(tmp_path / "cut", "last.pt")["state"]["tested"]
+    with pytest.raises(AlreadyFinished):  # now that results.json is there
+        build_trainer(again, tmp_path / "cut", data)
 
 
 def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, tmp_path):
