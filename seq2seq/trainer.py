@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from seq2seq.checkpoint import (
     save_checkpoint,
     training_payload,
 )
-from seq2seq.config import Config, TrainConfig, to_plain
+from seq2seq.config import Config, to_plain
 from seq2seq.data import PreparedData, prepare_data_on_all_ranks
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
@@ -42,6 +41,7 @@ from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer, build_scheduler, is_plateau
+from seq2seq.report import format_duration
 from seq2seq.results import log_hparams, run_results, write_results
 from seq2seq.runtime import (
     StopRequest,
@@ -52,6 +52,13 @@ from seq2seq.runtime import (
     select_device,
     set_threads,
 )
+from seq2seq.train_state import (
+    Interrupted,
+    TrainState,
+    check_not_done,
+    seconds_left,
+    spent_budget,
+)
 from seq2seq.translator import Translation, Translator
 from seq2seq.visualize import log_translation
 
@@ -59,51 +66,6 @@ log = logging.getLogger(__name__)
 
 CPU_HIDDEN_SIZE = 256  # larger models are sized for a GPU: training one on a CPU gets a warning
 ETA_STEP = 20  # the step after which the log says how long an epoch and the run will take
-
-
-def format_duration(seconds: float) -> str:
-    minutes = seconds / 60
-    return f"{seconds:.0f}s" if minutes < 1 else f"{minutes:.0f}min" if minutes < 90 \
-        else f"{minutes / 60:.1f}h"
-
-
-class Interrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after saving last.pt."""
-
-    def __init__(self, signum: int, checkpoint: Path) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; state saved to "
-                         f"{checkpoint}; continue with train.resume={checkpoint.parent.parent}")
-        self.signum = signum
-
-
-class AlreadyFinished(Exception):
-    """train.resume names a run that finished, and its stop condition still holds."""
-
-    def __init__(self, reason: str, state: TrainState) -> None:
-        super().__init__(f"the run finished at step {state.step} ({reason}; best val BLEU "
-                         f"{state.best_bleu:.2f} at step {state.best_step}): nothing to resume. "
-                         "Raise its budget (train.max_steps, max_epochs, max_minutes or "
-                         "patience) to train on")
-        self.best_bleu = state.best_bleu
-
-
-@dataclass
-class TrainState:
-    """Everything beyond model/optimizer state that decides what the loop does next."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    batch_in_epoch: int = 0  # batches of that epoch already trained
-    step: int = 0  # optimizer steps taken (skipped non-finite steps do not count)
-    best_bleu: float = -1.0
-    best_chrf: float = 0.0
-    best_step: int = 0
-    bad_evals: int = 0  # evaluations since the best one (early stopping)
-    nan_streak: int = 0  # consecutive non-finite losses
-    last_eval_step: int = -1
-    train_seconds: float = 0.0  # time spent in training steps, evaluation excluded
-    train_tokens: int = 0  # target tokens trained on
-    finished: bool = False  # training stopped on its own (not by a signal)
-    stop_reason: str = ""  # why it stopped: max_steps, max_epochs, max_minutes, early stopping
 
 
 def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) -> Trainer:
@@ -119,12 +81,9 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     make_deterministic(device)
     seed_everything(cfg.seed)
     resume = load_resume_payload(cfg)  # before any data work: a mismatch fails at once
-    if resume is not None and resume["state"]["finished"]:
-        saved = TrainState(**resume["state"])
-        tested = (resolve_checkpoint(cfg.train.resume, "last.pt").parent.parent
-                  / "results.json").is_file()  # else the test is what is left to do
-        if tested and (reason := spent_budget(saved, cfg.train)):
-            raise AlreadyFinished(reason, saved)
+    if resume is not None:
+        run_of_checkpoint = resolve_checkpoint(cfg.train.resume, "last.pt").parent.parent
+        check_not_done(TrainState(**resume["state"]), cfg.train, run_of_checkpoint)
     data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
                         data.tokenizer.tgt_vocab_size).to(device)
@@ -151,19 +110,6 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
         if dist.is_main else None
     return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, scaler, sampler, state,
                    dist, device, autocast_dtype, writer)
-
-
-def spent_budget(state: TrainState, cfg: TrainConfig) -> str | None:
-    """Which stop condition `state` has already met under `cfg`, if any."""
-    if cfg.max_steps is not None and state.step >= cfg.max_steps:
-        return "max_steps"
-    if state.epoch >= cfg.max_epochs:
-        return "max_epochs"
-    if cfg.max_minutes is not None and state.train_seconds >= cfg.max_minutes * 60:
-        return "max_minutes"
-    if cfg.patience > 0 and state.bad_evals >= cfg.patience:
-        return "early stopping"
-    return None
 
 
 def training_autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -276,14 +222,15 @@ class Trainer:
                 state.train_seconds += time.perf_counter() - started
                 state.batch_in_epoch += 1
                 if loss_per_token is not None:
+                    left = format_duration(seconds_left(state, cfg, len(self.sampler)))
                     progress.set_postfix(loss=f"{loss_per_token:.3f}",
                                          tok_s=f"{state.train_tokens / state.train_seconds:,.0f}",
-                                         run_left=format_duration(self._seconds_left()))
+                                         run_left=left)
                 if state.step == ETA_STEP:
+                    per_epoch = state.train_seconds / state.step * len(self.sampler)
                     log.info("at this speed: %s per epoch, at most %s of training left "
-                             "(early stopping may end it sooner)",
-                             format_duration(state.train_seconds / state.step * len(self.sampler)),
-                             format_duration(self._seconds_left()))
+                             "(early stopping may end it sooner)", format_duration(per_epoch),
+                             format_duration(seconds_left(state, cfg, len(self.sampler))))
                 if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step > 0 \
                         and state.last_eval_step != state.step:
                     if self._evaluate():
@@ -348,18 +295,6 @@ class Trainer:
                 f"diverged. Lower train.lr (now {self.cfg.train.lr}) or train.clip_norm, or resume "
                 f"from the last good checkpoint in {self.checkpoint_dir}")
         return None
-
-    def _seconds_left(self) -> float:
-        """Training time to the budget (max_steps, max_epochs or max_minutes, whichever comes
-        first) at the speed so far."""
-        state, cfg = self.state, self.cfg.train
-        steps_left = (cfg.max_epochs - state.epoch) * len(self.sampler) - state.batch_in_epoch
-        if cfg.max_steps is not None:
-            steps_left = min(steps_left, cfg.max_steps - state.step)
-        seconds = max(steps_left, 0) * state.train_seconds / max(state.step, 1)
-        if cfg.max_minutes is not None:
-            seconds = min(seconds, cfg.max_minutes * 60 - state.train_seconds)
-        return max(seconds, 0.0)
 
     def _agree_on_stopping(self, deadline: float | None) -> bool:
         """Share a pending stop signal and whether the time budget is spent among all ranks.

@@ -25,7 +25,8 @@ from seq2seq.batching import TokenBudgetSampler, collate
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data import prepare_data
 from seq2seq.distributed import TIMEOUT_ENV, TRACE_ENV, Distributed, shutdown_distributed
-from seq2seq.trainer import Interrupted, build_trainer
+from seq2seq.train_state import Interrupted
+from seq2seq.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTED_RUN = ["train.max_steps=20", "train.eval_every=10", "train.log_every=5",

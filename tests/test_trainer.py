@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
-from seq2seq.trainer import AlreadyFinished, Interrupted, build_trainer
+from seq2seq.train_state import AlreadyFinished, Interrupted
+from seq2seq.trainer import build_trainer
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",

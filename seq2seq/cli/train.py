@@ -48,7 +48,8 @@ log = logging.getLogger("seq2seq.train")
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def train(cfg: DictConfig) -> float:
     """Returns the best val BLEU, so Hydra sweepers can optimise it."""
-    from seq2seq.trainer import AlreadyFinished, Interrupted, build_trainer  # after Hydra
+    from seq2seq.train_state import AlreadyFinished, Interrupted  # after Hydra: fast --help
+    from seq2seq.trainer import build_trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("idle OpenMP threads: %s", ", ".join(
