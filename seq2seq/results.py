@@ -9,6 +9,7 @@ from typing import Any
 
 import sacrebleu
 import torch
+from torch.utils.tensorboard.summary import hparams
 
 from seq2seq.files import atomic_write_text
 from seq2seq.runtime import peak_rss_mb
@@ -44,15 +45,29 @@ def run_results(config: dict[str, Any], parameters: dict[str, int], device: torc
     }
 
 
-def log_hparams(writer, config: dict[str, Any], test_bleu: float, test_chrf: float,
-                best_val_bleu: float) -> None:
-    """One HParams row per run; its metric keys differ from the scalar tags, as TensorBoard
-    needs, and run_name "." keeps it in the run's own folder."""
-    writer.add_hparams(
-        flat_scalars(config),
-        {"hparam/test_bleu": test_bleu, "hparam/test_chrf": test_chrf,
-         "hparam/best_val_bleu": best_val_bleu},
-        run_name=".")
+# what every run shows in TensorBoard's HParams table, whatever it overrode
+CHOSEN_HPARAMS = ("attention.type", "model.decoder_style", "model.input_feeding",
+                  "model.embedding_size", "model.hidden_size", "train.lr", "seed")
+# the metrics: the curves the run already logs, so the table links to them
+HPARAM_METRICS = ("val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf")
+PATH_KEYS = ("data.source", "data.root", "train.resume", "data.train_files", "data.valid_files",
+             "data.test_files")
+
+
+def log_hparams(writer, config: dict[str, Any], overrides: list[str], step: int,
+                test_bleu: float, test_chrf: float) -> None:
+    """One HParams row per run: the chosen settings and those the run overrode (not paths),
+    with the val and test curves as its metrics; test/bleu and test/chrf are logged at the
+    final step. Written into the run's own event file (no extra run folder, no extra points on
+    the val curves)."""
+    flat = flat_scalars(config)
+    keys = [*CHOSEN_HPARAMS, *(o.split("=", 1)[0].lstrip("+~") for o in overrides)]
+    chosen = {key: flat[key] for key in dict.fromkeys(keys)
+              if key in flat and not key.startswith(PATH_KEYS)}
+    writer.add_scalar("test/bleu", test_bleu, step)
+    writer.add_scalar("test/chrf", test_chrf, step)
+    for summary in hparams(chosen, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        writer.file_writer.add_summary(summary)
 
 
 def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -41,7 +41,7 @@ from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer, build_scheduler, is_plateau
-from seq2seq.report import format_duration
+from seq2seq.report import format_duration, read_overrides
 from seq2seq.results import log_hparams, run_results, write_results
 from seq2seq.runtime import (
     StopRequest,
@@ -420,5 +420,7 @@ class Trainer:
             test={"split": test.name, "beam_size": cfg.beam_size, **scores.as_dict()},
             data=self.data.stats())
         write_results(self.run_dir / "results.json", results)
-        log_hparams(self.writer, results["config"], scores.bleu, scores.chrf, state.best_bleu)
+        overrides = list(read_overrides(self.run_dir) or ())  # Hydra's, when Hydra runs it
+        log_hparams(self.writer, results["config"], overrides, state.step, scores.bleu,
+                    scores.chrf)
         return results

@@ -195,9 +195,20 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
             tags[hparams_metadata.SESSION_START_INFO_TAG])
         assert f"attention={start.hparams['attention.type'].string_value}" in job
         assert f"seed={start.hparams['seed'].number_value:.0f}" in job
+        # the chosen settings and the run's own overrides, no paths and no 75-key dump
+        assert {"model.hidden_size", "train.lr", "train.max_steps"} <= set(start.hparams)
+        assert not any(key.startswith(("data.root", "data.train_files", "train.log_every"))
+                       for key in start.hparams)
+        experiment = hparams_metadata.parse_experiment_plugin_data(
+            tags[hparams_metadata.EXPERIMENT_TAG])
+        metrics = {info.name.tag for info in experiment.metric_infos}
+        assert metrics == {"val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf"}
         results = json.loads((tiny_sweep / job / "results.json").read_text())
-        (metric,) = multiplexer.Tensors(run, "hparam/test_bleu")
+        (metric,) = multiplexer.Tensors(run, "test/bleu")  # at the final step
+        assert metric.step == results["steps"]
         assert metric.tensor_proto.float_val[0] == pytest.approx(results["test"]["bleu"], abs=1e-4)
+        val_steps = [event.step for event in multiplexer.Tensors(run, "val/bleu")]
+        assert val_steps == sorted(set(val_steps)) and 0 not in val_steps  # no extra point
 
 
 def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, tmp_path):
