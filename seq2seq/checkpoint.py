@@ -18,7 +18,7 @@ import torch
 
 from seq2seq.config import Config, to_plain
 from seq2seq.errors import CheckpointError
-from seq2seq.files import atomic_writer
+from seq2seq.files import atomic_writer, kept, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,19 @@ REQUIRED_KEYS = ("format_version", "model", "config", "tokenizer")
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
-    """Write `payload` to `path` atomically: a crash mid-write leaves the previous file intact."""
+    """Write `payload` to `path` atomically: a crash mid-write leaves the previous file intact.
+
+    A write that fails (a full disk makes torch.save raise "unexpected pos") is a
+    CheckpointError that says why and that the previous file, the last good one, is kept.
+    """
+    path = Path(path)
     with atomic_writer(path) as handle:
-        torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
+        try:
+            torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
+        except (OSError, RuntimeError) as error:
+            last_good = f"; {kept(path)} (the last good checkpoint)" if path.exists() else ""
+            raise CheckpointError(f"could not write {path}: "
+                                  f"{write_failure(error, path.parent)}{last_good}") from None
 
 
 def resolve_checkpoint(path: str | Path, name: str = "best.pt",

@@ -7,8 +7,10 @@ half-written file. Reads decode every line strictly as UTF-8 and name the file a
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import shutil
 import stat
 import tempfile
 import zlib
@@ -20,6 +22,7 @@ from typing import BinaryIO
 from seq2seq.errors import DataError, OutputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
+FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 
 @contextmanager
@@ -36,12 +39,34 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600 whatever the umask
-            os.fsync(handle.fileno())
+            try:
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600 whatever the umask
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise OutputError(f"could not write {path}: {write_failure(error, path.parent)}; "
+                                  f"{kept(path)}") from None
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
+
+
+def write_failure(error: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: a full disk is named as such."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "the disk is full"
+    try:
+        if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
+            return "the disk is full"
+    except OSError:
+        pass
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def kept(path: Path) -> str:
+    """What a failed atomic write left: the previous file, untouched, or nothing."""
+    return (f"{path.name} keeps its previous content" if path.exists()
+            else f"no {path.name} was written")
 
 
 def _mode_for(path: Path) -> int:
@@ -56,8 +81,13 @@ def _mode_for(path: Path) -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
     with atomic_writer(path) as handle:
-        handle.write(data)
+        try:
+            handle.write(data)
+        except OSError as error:
+            raise OutputError(f"could not write {path}: {write_failure(error, path.parent)}; "
+                              f"{kept(path)}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,6 +1,7 @@
 """Checkpoints are written atomically and loaded only through the weights-only unpickler."""
 
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full")  # ...and the process dies
 
     monkeypatch.setattr(torch, "save", crash_after_partial_write)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="could not write .*last.pt keeps its previous"):
         save_checkpoint(payload(2.0), path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((2, 2), 1.0))
@@ -125,3 +126,23 @@ def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
     expected = torch.rand(3)
     restore_rng_states(load_checkpoint(tmp_path / "c.pt")["rng"])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_full_disk_while_saving_names_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(payload(), path)
+    before = path.read_bytes()
+
+    def full_disk(obj, handle):  # what torch.save raises when a write comes up short
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1, 1, 0))
+    with pytest.raises(CheckpointError) as error:
+        save_checkpoint(payload(), path)
+    assert str(error.value) == (f"could not write {path}: the disk is full; last.pt keeps its "
+                                "previous content (the last good checkpoint)")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+

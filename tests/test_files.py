@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -58,4 +59,20 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         check_output_dir(a_file, "--plot-attention")
     with pytest.raises(OutputError, match="a_file is a file"):
         check_output_dir(a_file / "run", "data.root")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OutputError) as error:
+        atomic_write_text(path, "new\n")
+    assert str(error.value) == (f"could not write {path}: the disk is full; out.txt keeps its "
+                                "previous content")
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.txt"]
 
