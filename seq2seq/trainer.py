@@ -65,7 +65,7 @@ from seq2seq.visualize import log_translation
 log = logging.getLogger(__name__)
 
 CPU_HIDDEN_SIZE = 256  # larger models are sized for a GPU: training one on a CPU gets a warning
-ETA_STEP = 20  # the step after which the log says how long an epoch and the run will take
+ETA_STEP = 5  # the step after which the log says how long an epoch and the run will take
 
 
 def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) -> Trainer:
@@ -154,8 +154,8 @@ class Trainer:
         log.info("device %s, %d training batches per epoch", self.device, len(self.sampler))
         if self.device.type == "cpu" and self.cfg.model.hidden_size > CPU_HIDDEN_SIZE:
             log.warning("training the %s-parameter model (hidden size %d, sized for a GPU) on "
-                        "the CPU: slow (step %d of this log says how slow); experiment=cpu40 is "
-                        "the CPU recipe (256/256, 40 minutes, test BLEU ~42 on Multi30k)",
+                        "the CPU: slow (after %d steps the log says how slow); experiment=cpu40 "
+                        "is the CPU recipe (256/256, 40 minutes, test BLEU ~42 on Multi30k)",
                         f"{counts['total']:,}", self.cfg.model.hidden_size, ETA_STEP)
         # Ctrl-C / SIGTERM finish the current step, save last.pt and stop; a second one aborts
         # (under torchrun, which passes on to its workers the Ctrl-C they already had, it does not)

@@ -135,7 +135,7 @@ def test_the_log_says_the_run_dir_and_how_long_an_epoch_and_the_run_take(tiny_se
                                                                           caplog):
     cfg, data = tiny_setup
     with caplog.at_level(logging.INFO, logger="seq2seq.trainer"):
-        build_trainer(with_train(cfg, max_steps=21, eval_every=21), tmp_path, data).fit()
+        build_trainer(with_train(cfg, max_steps=6, eval_every=6), tmp_path, data).fit()
     messages = [r.getMessage() for r in caplog.records]
     assert f"run dir {tmp_path.resolve()}" in messages
     assert any(m.startswith("at this speed: ") and "per epoch, at most " in m for m in messages)
