@@ -57,6 +57,7 @@ class DeviceName(Enum):
 
 # decoding stops at ratio * source length + offset tokens; a larger ratio only overflows
 MAX_LEN_RATIO = 100.0
+MAX_LENGTH_PENALTY = 10.0  # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows
 
 
 def _finite(value: float) -> bool:
@@ -119,6 +120,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_len >= 1, "data.max_len", self.max_len, "an int >= 1")
+        _check(bool(self.root.strip()), "data.root", self.root, "a folder (not empty)")
         for key in ("max_train_pairs", "max_eval_pairs"):
             value = getattr(self, key)
             _check(value is None or value >= 1, f"data.{key}", value, "null or an int >= 1")
@@ -293,8 +295,8 @@ class TrainConfig:
                self.release_memory_every, "an int >= 0")
         _check(self.num_plot_sentences >= 0, "train.num_plot_sentences", self.num_plot_sentences,
                "an int >= 0")
-        _check(_finite(self.length_penalty) and self.length_penalty >= 0, "train.length_penalty",
-               self.length_penalty, "a finite float >= 0")
+        _check(0 <= self.length_penalty <= MAX_LENGTH_PENALTY, "train.length_penalty",
+               self.length_penalty, f"a float in [0, {MAX_LENGTH_PENALTY:g}]")
         _check(0 < self.max_len_ratio <= MAX_LEN_RATIO, "train.max_len_ratio", self.max_len_ratio,
                f"a float in (0, {MAX_LEN_RATIO:g}]")
         _check(self.max_len_offset >= 0, "train.max_len_offset", self.max_len_offset,

@@ -106,6 +106,9 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
     for name, pairs in zip(names[1:], (valid_pairs, test_pairs), strict=True):
         if not pairs:
             raise DataError(f"the {name} split is empty: evaluation needs at least one pair")
+        if not any(src.strip() and ref.strip() for src, ref in pairs):
+            raise DataError(f"the {name} split has no pair with text on both sides: its scores "
+                            "would say nothing")
 
     train_pairs, empty = drop_empty(train_pairs)
     if not train_pairs:

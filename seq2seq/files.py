@@ -32,7 +32,11 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     Any exception inside the block (or while syncing) removes the temp file and leaves the old
     ``path``, if any, untouched.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # a symlink: replace its target, keep the link
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO: nothing to replace
+        with open(path, "wb") as handle:
+            yield handle
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -112,6 +116,8 @@ def iter_lines(path: str | Path) -> Iterator[str]:
     truncated or corrupt gzip stream.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a text file")
     if not path.is_file():
         raise DataError(f"{path} not found")
     with open_binary(path) as raw:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import statistics
 import textwrap
@@ -175,7 +176,10 @@ def metric_value(results: dict[str, Any], keys: Sequence[str]) -> float:
     value: Any = results
     for key in keys:
         value = value[key]
-    return float(value)
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{'.'.join(keys)} is {value}")
+    return value
 
 
 def is_ignored(key: str, ignored: Sequence[str]) -> bool:

@@ -15,7 +15,6 @@ output, whichever command runs them.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
-from seq2seq.config import MAX_LEN_RATIO, Config, to_object
+from seq2seq.config import MAX_LEN_RATIO, MAX_LENGTH_PENALTY, Config, to_object
 from seq2seq.errors import CheckpointError, ConfigError, DataError
 from seq2seq.evaluation import SearchSettings, search_settings, translate_ids
 from seq2seq.model import Seq2Seq, build_model
@@ -126,9 +125,9 @@ class Translator:
         if beam_size < 1 or not 1 <= nbest <= beam_size:
             raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, "
                              f"got beam_size={beam_size}, nbest={nbest}")
-        if length_penalty is not None and not (math.isfinite(length_penalty)
-                                               and length_penalty >= 0):
-            raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty}")
+        if length_penalty is not None and not 0 <= length_penalty <= MAX_LENGTH_PENALTY:
+            raise ValueError(f"length_penalty must be in [0, {MAX_LENGTH_PENALTY:g}], "
+                             f"got {length_penalty}")
         if max_len_ratio is not None and not 0 < max_len_ratio <= MAX_LEN_RATIO:
             raise ValueError(f"max_len_ratio must be in (0, {MAX_LEN_RATIO:g}], "
                              f"got {max_len_ratio}")

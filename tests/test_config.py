@@ -112,6 +112,8 @@ def test_recipes_hold_only_what_changes(compose):
     (["train.max_minutes=inf"], ["train.max_minutes"]),
     (["train.max_len_ratio=1e30"], ["train.max_len_ratio", "100"]),
     (["train.length_penalty=nan"], ["train.length_penalty"]),
+    (["train.length_penalty=1e308"], ["train.length_penalty", "[0, 10]"]),
+    (["data.root=''"], ["data.root"]),
     (["train.weight_decay=inf"], ["train.weight_decay"]),
 ])
 def test_out_of_range_values_name_the_key(compose, override, words):

@@ -96,6 +96,12 @@ def test_an_empty_evaluation_split_is_an_error(corpus, tmp_path):
         prepare_data(custom_config(corpus, tmp_path / "root"))
 
 
+def test_an_evaluation_split_without_text_is_an_error(corpus, tmp_path):
+    (corpus / "val.tsv").write_text("\t\n\tA dog.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="the valid split has no pair with text on both sides"):
+        prepare_data(custom_config(corpus, tmp_path / "root"))
+
+
 @pytest.mark.parametrize(
     ("files", "message"),
     [

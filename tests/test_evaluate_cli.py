@@ -166,3 +166,10 @@ def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, option):
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: {option} ") and "is a file" in done.stderr
 
+
+def test_output_and_json_may_not_be_the_same_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--checkpoint", "RUN", "--src", "a", "--ref", "b",
+                       "--output", str(tmp_path / "x"), "--json", str(tmp_path / "x")])
+    assert stop.value.code == 2 and "the same file" in capsys.readouterr().err
+

@@ -5,11 +5,18 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 
 import pytest
 
-from seq2seq.errors import OutputError
-from seq2seq.files import atomic_write_text, atomic_writer, check_output_dir, check_output_file
+from seq2seq.errors import DataError, OutputError
+from seq2seq.files import (
+    atomic_write_text,
+    atomic_writer,
+    check_output_dir,
+    check_output_file,
+    read_lines,
+)
 
 
 @pytest.fixture
@@ -75,4 +82,25 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
                                 "previous content")
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == [
         "out.txt"]
+
+
+def test_a_symlink_is_followed_and_a_pipe_is_written_into(tmp_path):
+    target = tmp_path / "target.txt"
+    target.write_text("old\n")
+    (tmp_path / "link.txt").symlink_to(target)
+    atomic_write_text(tmp_path / "link.txt", "new\n")
+    assert (tmp_path / "link.txt").is_symlink() and target.read_text() == "new\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_text(fifo, "through the pipe\n")
+    reader.join(timeout=30)
+    assert received == [b"through the pipe\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_a_directory_is_not_read_as_a_text_file(tmp_path):
+    with pytest.raises(DataError, match="is a directory, not a text file"):
+        read_lines(tmp_path)
 

@@ -249,3 +249,13 @@ def test_the_chart_draws_error_bars_only_where_there_is_a_spread(tmp_path):
     assert all("one seed each" in axes.get_title() for axes in one_seed.axes)
     assert not any(isinstance(c, ErrorbarContainer) for a in one_seed.axes for c in a.containers)
 
+
+def test_a_run_with_a_nan_score_is_listed_not_averaged(tmp_path):
+    sweep(tmp_path, {"additive": [30.0, 31.0]})
+    make_job(tmp_path, "2_attention=additive,seed=3", ["attention=additive", "seed=3"],
+             float("nan"), seed=3)
+    report = build_report(tmp_path)
+    assert [job.path.name for job in report.missing] == ["2_attention=additive,seed=3"]
+    assert "is nan" in report.missing[0].problem
+    assert report.settings[0].stats["test_bleu"].n == 2
+

@@ -126,3 +126,32 @@ def test_help_says_what_the_command_does_its_choices_examples_and_outputs(tmp_pa
     assert "decoder: bahdanau, luong, luong_input_feeding" in done.stdout
     assert "experiment=cpu40" in done.stdout and "== Outputs ==" in done.stdout
 
+
+def test_a_new_run_may_not_overwrite_a_run_dir_that_holds_a_run(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_train([*tiny_run, "train.max_steps=2", "train.eval_every=2",
+                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    again = run_train([*tiny_run, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
+    assert "already holds a run" in again.stderr and "train.resume=" in again.stderr
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+    empty = run_train(["hydra.run.dir=''"], cwd=tmp_path)
+    assert empty.returncode == 1 and "hydra.run.dir) is empty" in empty.stderr
+
+
+def test_a_refused_resume_leaves_the_runs_settings_alone(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_train([*tiny_run, "train.max_steps=2", "train.eval_every=2",
+                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    refused = run_train([f"train.resume={run_dir}", "model.hidden_size=48"], cwd=tmp_path)
+    assert refused.returncode == 1 and "model.hidden_size is 48 here" in refused.stderr
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == saved
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    broken = run_train([f"train.resume={run_dir}"], cwd=tmp_path)
+    assert broken.returncode == 1 and broken.stderr.count("\n") == 1
+    assert "overrides.yaml is unreadable" in broken.stderr and "Traceback" not in broken.stderr
+

@@ -238,8 +238,9 @@ def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
     (["--max-len-ratio", "inf"], ["--max-len-ratio", "inf"]),
     (["--max-len-ratio", "1e30"], ["--max-len-ratio", "(0, 100]"]),
     (["--max-len-ratio", "nan"], ["--max-len-ratio"]),
-    (["--length-penalty", "nan"], ["--length-penalty", "finite"]),
-    (["--length-penalty", "-1"], ["--length-penalty", ">= 0"]),
+    (["--length-penalty", "nan"], ["--length-penalty", "[0, 10]"]),
+    (["--length-penalty", "-1"], ["--length-penalty", "[0, 10]"]),
+    (["--length-penalty", "1e308"], ["--length-penalty", "[0, 10]"]),
 ])
 def test_numeric_options_must_be_finite_and_in_range(trained_checkpoint, capsys, args, words):
     """These once gave empty translations for every line, with exit code 0."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import sys
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seq2seq.config import MAX_LEN_RATIO
+from seq2seq.config import MAX_LEN_RATIO, MAX_LENGTH_PENALTY
 from seq2seq.errors import Seq2SeqError
 
 if TYPE_CHECKING:
@@ -64,6 +63,12 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # the machine's (a full disk, a vanished file): still one line
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        sys.exit(1)
 
 
 # OMP_WAIT_POLICY decides how OpenMP threads wait between the many small ops of a GRU step.
@@ -177,8 +182,22 @@ def check_overrides(overrides: Sequence[str]) -> None:
             message += f" (choose from {', '.join(options)})"
         raise ConfigError(message) from None
     if run_dir is not None:
-        check_output_dir(run_dir, "the run dir (hydra.run.dir)")
+        check_run_dir(Path(run_dir) if str(run_dir).strip() else None, config.train.resume)
     check_output_dir(config.data.root, "data.root")
+
+
+def check_run_dir(run_dir: Path | None, resume: str | None) -> None:
+    """A run dir must be a writable folder, and not one that holds another run (which a new run
+    would overwrite) unless this run resumes it."""
+    from seq2seq.errors import OutputError
+    from seq2seq.files import check_output_dir
+
+    if run_dir is None:
+        raise OutputError("the run dir (hydra.run.dir) is empty: name a folder")
+    check_output_dir(run_dir, "the run dir (hydra.run.dir)")
+    if (run_dir / "checkpoints" / "last.pt").exists() and not resume:
+        raise OutputError(f"{run_dir} already holds a run (checkpoints/last.pt): continue it "
+                          f"with train.resume={run_dir}, or choose another hydra.run.dir")
 
 
 def plain_overrides(argv: Sequence[str]) -> list[str] | None:
@@ -198,7 +217,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_argument_group("search")
     search.add_argument("--beam", type=positive_int, default=5, metavar="N",
                         help="beam size; 1 is greedy search (default: %(default)s)")
-    search.add_argument("--length-penalty", type=non_negative_float, metavar="A",
+    search.add_argument("--length-penalty", type=length_penalty, metavar="A",
                         help="GNMT length penalty alpha, 0 ranks by log-probability "
                              "(default: the checkpoint's train.length_penalty)")
     search.add_argument("--max-len-ratio", type=length_ratio, metavar="R",
@@ -219,10 +238,10 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
+def length_penalty(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    if not 0 <= value <= MAX_LENGTH_PENALTY:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_LENGTH_PENALTY:g}], got {text}")
     return value
 
 

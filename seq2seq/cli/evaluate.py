@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give either --split NAME or --src FILE --ref FILE")
     if args.split is None and (args.src is None or args.ref is None):
         parser.error("--src and --ref go together")
+    if args.output is not None and args.json is not None and \
+            args.output.resolve() == args.json.resolve():
+        parser.error("--output and --json name the same file; give them two")
     run_cli(lambda: evaluate(args))
 
 

@@ -37,7 +37,7 @@ from seq2seq.cli.common import (
     user_errors,
 )
 from seq2seq.config import register_configs, to_object
-from seq2seq.errors import Seq2SeqError
+from seq2seq.errors import ConfigError, Seq2SeqError
 
 if TYPE_CHECKING:  # torch is imported in main(), after the OpenMP wait policy is set
     from seq2seq.distributed import Distributed
@@ -151,8 +151,9 @@ def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
                             defaults[kind]["dir"])
             overrides.append(f"hydra.{kind}.dir={frozen}")
     if not context.is_main:
-        overrides += ["hydra.output_subdir=null", "hydra/job_logging=none",
-                      "hydra/hydra_logging=none"]
+        given = {arg.split("=", 1)[0] for arg in args}
+        overrides += [o for o in ("hydra.output_subdir=null", "hydra/job_logging=none",
+                                  "hydra/hydra_logging=none") if o.split("=")[0] not in given]
     return overrides
 
 
@@ -169,9 +170,16 @@ def resume_in_place(args: Sequence[str]) -> list[str]:
     if not saved.is_file():
         return list(args)
     given = {override_key(arg) for arg in args}
-    previous = [str(o) for o in OmegaConf.load(saved)
-                if override_key(str(o)) not in given | {"train.resume"}]
-    place = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}"]
+    try:
+        saved_overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(saved))]
+    except Exception as error:  # noqa: BLE001 - not YAML, not a list
+        raise ConfigError(f"{saved} is unreadable ({str(error).splitlines()[0]}): pass the "
+                          "run's overrides yourself with train.resume") from None
+    previous = [o for o in saved_overrides if override_key(o) not in given | {"train.resume"}]
+    # in place, the run's .hydra/ keeps the settings it was started with: a resume that is
+    # refused, or that changes a setting, does not rewrite them
+    place = [] if "hydra.run.dir" in given else [f"hydra.run.dir={run_dir}",
+                                                  "hydra.output_subdir=null"]
     return [*previous, *args, *place]
 
 
@@ -182,7 +190,8 @@ def override_key(override: str) -> str:
 def main() -> None:
     register_configs()
     if "-m" not in sys.argv and "--multirun" not in sys.argv:
-        sys.argv[1:] = resume_in_place(sys.argv[1:])
+        with user_errors():
+            sys.argv[1:] = resume_in_place(sys.argv[1:])
     overrides = plain_overrides(sys.argv[1:])
     with user_errors():
         if overrides is not None:  # a single run: a bad config fails here, in one line
