@@ -127,11 +127,19 @@ def test_help_says_what_the_command_does_its_choices_examples_and_outputs(tmp_pa
     assert "experiment=cpu40" in done.stdout and "== Outputs ==" in done.stdout
 
 
-def test_a_new_run_may_not_overwrite_a_run_dir_that_holds_a_run(tiny_run, tmp_path):
+@pytest.fixture
+def two_step_run(tiny_run, tmp_path) -> Path:
+    """The run dir of a finished 2-step run, trained through the CLI."""
     run_dir = tmp_path / "run"
-    first = run_train([*tiny_run, "train.max_steps=2", "train.eval_every=2",
-                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    done = run_train([*tiny_run, "train.max_steps=2", "train.eval_every=2",
+                      f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+def test_a_new_run_may_not_overwrite_a_run_dir_that_holds_a_run(two_step_run, tiny_run,
+                                                                tmp_path):
+    run_dir = two_step_run
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     again = run_train([*tiny_run, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert again.returncode == 1 and again.stderr.count("\n") == 1
@@ -141,11 +149,8 @@ def test_a_new_run_may_not_overwrite_a_run_dir_that_holds_a_run(tiny_run, tmp_pa
     assert empty.returncode == 1 and "hydra.run.dir) is empty" in empty.stderr
 
 
-def test_a_refused_resume_leaves_the_runs_settings_alone(tiny_run, tmp_path):
-    run_dir = tmp_path / "run"
-    first = run_train([*tiny_run, "train.max_steps=2", "train.eval_every=2",
-                       f"hydra.run.dir={run_dir}"], cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_a_refused_resume_leaves_the_runs_settings_alone(two_step_run, tmp_path):
+    run_dir = two_step_run
     saved = (run_dir / ".hydra" / "overrides.yaml").read_text()
     refused = run_train([f"train.resume={run_dir}", "model.hidden_size=48"], cwd=tmp_path)
     assert refused.returncode == 1 and "model.hidden_size is 48 here" in refused.stderr
