@@ -18,7 +18,7 @@ import torch
 
 from seq2seq.config import Config, to_plain
 from seq2seq.errors import CheckpointError
-from seq2seq.files import atomic_writer, kept, write_failure
+from seq2seq.files import atomic_writer, write_error
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
         try:
             torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
         except (OSError, RuntimeError) as error:
-            last_good = f"; {kept(path)} (the last good checkpoint)" if path.exists() else ""
-            raise CheckpointError(f"could not write {path}: "
-                                  f"{write_failure(error, path.parent)}{last_good}") from None
+            last_good = " (the last good checkpoint)" if path.exists() else ""
+            raise CheckpointError(write_error(path, error) + last_good) from None
 
 
 def resolve_checkpoint(path: str | Path, name: str = "best.pt",
@@ -120,16 +119,16 @@ def training_payload(model: torch.nn.Module, config: Config, tokenizer_models: d
     return payload
 
 
-def load_resume_payload(config: Config) -> dict[str, Any] | None:
+def load_resume_payload(config: Config) -> tuple[dict[str, Any], Path] | None:
     """The checkpoint `train.resume` names (a run dir means its last.pt), checked against
-    `config`; None when the run does not resume."""
+    `config`, and its path; None when the run does not resume."""
     if not config.train.resume:
         return None
     path = resolve_checkpoint(config.train.resume, "last.pt")
     payload = load_checkpoint(path)
     check_resumable(payload["config"], to_plain(config), path)
     log.info("resuming from %s (step %d)", path, payload["state"]["step"])
-    return payload
+    return payload, path
 
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:

@@ -60,10 +60,6 @@ MAX_LEN_RATIO = 100.0
 MAX_LENGTH_PENALTY = 10.0  # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows
 
 
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
@@ -262,10 +258,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_tokens >= 1, "train.batch_tokens", self.batch_tokens, "an int >= 1")
-        _check(_finite(self.lr) and self.lr > 0, "train.lr", self.lr, "a finite float > 0")
-        _check(_finite(self.min_lr) and 0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr,
+        _check(0 < self.lr < math.inf, "train.lr", self.lr, "a finite float > 0")
+        _check(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr,
                f"a float in [0, train.lr={self.lr}]")
-        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay",
+        _check(0 <= self.weight_decay < math.inf, "train.weight_decay",
                self.weight_decay, "a finite float >= 0")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
                self.betas, "two floats in [0, 1)")
@@ -274,14 +270,14 @@ class TrainConfig:
                "a float in (0, 1)")
         _check(self.plateau_patience >= 0, "train.plateau_patience", self.plateau_patience,
                "an int >= 0")
-        _check(_finite(self.clip_norm) and self.clip_norm > 0, "train.clip_norm", self.clip_norm,
+        _check(0 < self.clip_norm < math.inf, "train.clip_norm", self.clip_norm,
                "a finite float > 0")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing,
                "a float in [0, 1)")
         _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, "an int >= 1")
         _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps,
                "null or an int >= 1")
-        _check(self.max_minutes is None or (_finite(self.max_minutes) and self.max_minutes > 0),
+        _check(self.max_minutes is None or 0 < self.max_minutes < math.inf,
                "train.max_minutes", self.max_minutes, "null or a finite float > 0")
         _check(self.eval_every is None or self.eval_every >= 1, "train.eval_every",
                self.eval_every, "null or an int >= 1")

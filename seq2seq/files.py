@@ -48,29 +48,27 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
                 os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600 whatever the umask
                 os.fsync(handle.fileno())
             except OSError as error:
-                raise OutputError(f"could not write {path}: {write_failure(error, path.parent)}; "
-                                  f"{kept(path)}") from None
+                raise OutputError(write_error(path, error)) from None
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
 
 
-def write_failure(error: BaseException, folder: Path) -> str:
-    """Why a write failed, in words: a full disk is named as such."""
+def write_error(path: Path, error: BaseException) -> str:
+    """Why writing `path` failed, in words (a full disk is named as such), and what an atomic
+    write left there: the previous file, untouched, or nothing."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return "the disk is full"
-    try:
-        if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
-            return "the disk is full"
-    except OSError:
-        pass
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
-def kept(path: Path) -> str:
-    """What a failed atomic write left: the previous file, untouched, or nothing."""
-    return (f"{path.name} keeps its previous content" if path.exists()
+        reason = "the disk is full"
+    else:
+        try:
+            if shutil.disk_usage(path.parent).free < FULL_DISK_BYTES:
+                reason = "the disk is full"
+        except OSError:
+            pass
+    left = (f"{path.name} keeps its previous content" if path.exists()
             else f"no {path.name} was written")
+    return f"could not write {path}: {reason}; {left}"
 
 
 def _mode_for(path: Path) -> int:
@@ -90,8 +88,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         try:
             handle.write(data)
         except OSError as error:
-            raise OutputError(f"could not write {path}: {write_failure(error, path.parent)}; "
-                              f"{kept(path)}") from None
+            raise OutputError(write_error(path, error)) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

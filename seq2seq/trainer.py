@@ -26,7 +26,6 @@ from seq2seq.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.checkpoint import (
     load_checkpoint,
     load_resume_payload,
-    resolve_checkpoint,
     restore_training,
     rng_states,
     save_checkpoint,
@@ -80,10 +79,10 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     device = dist.device(select_device(cfg.device.value))
     make_deterministic(device)
     seed_everything(cfg.seed)
-    resume = load_resume_payload(cfg)  # before any data work: a mismatch fails at once
-    if resume is not None:
-        run_of_checkpoint = resolve_checkpoint(cfg.train.resume, "last.pt").parent.parent
-        check_not_done(TrainState(**resume["state"]), cfg.train, run_of_checkpoint)
+    resume = None
+    if found := load_resume_payload(cfg):  # before any data work: a mismatch fails at once
+        resume, path = found
+        check_not_done(TrainState(**resume["state"]), cfg.train, run_dir=path.parent.parent)
     data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
                         data.tokenizer.tgt_vocab_size).to(device)
@@ -141,7 +140,6 @@ class Trainer:
                 self.loss, device_ids=[device.index] if device.type == "cuda" else None)
         self.translator = Translator(model, data.tokenizer, cfg, device)  # val and test
         self.batch_trace = batch_trace_path(dist)
-        self.stop_request = StopRequest()
 
     # ---- the loop ----------------------------------------------------------------------------
 

@@ -267,26 +267,20 @@ def open_output(path: Path | None) -> Iterator[Callable[[list[str]], None]]:
     is replaced only when everything is written (an error leaves no half-written file)."""
     if path is None:
         def write_stdout(lines: list[str]) -> None:
-            try:
-                sys.stdout.buffer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
-                sys.stdout.buffer.flush()
-            except BrokenPipeError:
-                raise
-            except OSError as error:  # e.g. > /dev/full
-                raise Seq2SeqError(f"could not write to stdout: {error.strerror}") from None
+            sys.stdout.buffer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+            sys.stdout.buffer.flush()
 
         yield write_stdout
         return
 
     from seq2seq.errors import OutputError
-    from seq2seq.files import atomic_writer, kept, write_failure
+    from seq2seq.files import atomic_writer, write_error
 
     with atomic_writer(path) as out:
         def write_file(lines: list[str]) -> None:
             try:
                 out.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
             except OSError as error:
-                raise OutputError(f"could not write {path}: "
-                                  f"{write_failure(error, path.parent)}; {kept(path)}") from None
+                raise OutputError(write_error(path, error)) from None
 
         yield write_file
