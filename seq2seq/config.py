@@ -58,6 +58,7 @@ class DeviceName(Enum):
 # decoding stops at ratio * source length + offset tokens; a larger ratio only overflows
 MAX_LEN_RATIO = 100.0
 MAX_LENGTH_PENALTY = 10.0  # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows
+QUANTIZATIONS = ("int8",)  # what translate, evaluate and serve accept as --quantize
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -19,16 +19,22 @@ class EncoderOutput:
     mask: Tensor  # (B, S) bool, True on real source tokens
 
 
-def run_gru(rnn: nn.GRU, inputs: Tensor, hidden: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def run_gru(rnn: nn.Module, inputs: Tensor, hidden: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Run ``rnn`` in its parameters' dtype (fp32 in mixed precision) whatever autocast says.
 
     Under CUDA autocast several PyTorch releases run the cuDNN GRU in fp16 (not bf16), whose
     range overflows; keeping the recurrence in fp32 makes bf16/fp16 AMP safe for the model,
     while everything around it stays autocast-able.
     """
-    dtype = rnn.weight_ih_l0.dtype
+    dtype = gru_dtype(rnn)
     with torch.autocast(device_type=inputs.device.type, enabled=False):
         return rnn(inputs.to(dtype), None if hidden is None else hidden.to(dtype))
+
+
+def gru_dtype(rnn: nn.Module) -> torch.dtype:
+    """The dtype a GRU computes in: its parameters', or fp32 for an int8 dynamically quantized
+    GRU (whose packed weights are not parameters)."""
+    return next((p.dtype for p in rnn.parameters()), torch.float32)
 
 
 def embedding_init_(embedding: nn.Embedding) -> None:
@@ -108,7 +114,7 @@ class Encoder(nn.Module):
         mask = torch.arange(S, device=src.device)[None, :] < src_lengths[:, None]  # (B, S)
         embedded = self.embedding_dropout(self.embedding(src))  # (B, S, E)
         packed = pack_padded_sequence(
-            embedded.to(self.rnn.weight_ih_l0.dtype),
+            embedded.to(gru_dtype(self.rnn)),
             src_lengths.cpu(),
             batch_first=True,
             enforce_sorted=False,

@@ -23,9 +23,10 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
 from seq2seq.config import MAX_LEN_RATIO, MAX_LENGTH_PENALTY, Config, to_object
-from seq2seq.errors import CheckpointError, ConfigError, DataError
+from seq2seq.errors import CheckpointError, ConfigError, DataError, DeviceError
 from seq2seq.evaluation import SearchSettings, search_settings, translate_ids
 from seq2seq.model import Seq2Seq, build_model
+from seq2seq.quantize import quantize
 from seq2seq.runtime import select_device
 from seq2seq.search import Hypothesis
 from seq2seq.tokenizer import Tokenizer
@@ -81,22 +82,35 @@ class Translator:
     """A model in eval mode on its device, with the tokenizer and config it was trained with."""
 
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config,
-                 device: torch.device, checkpoint: Path | None = None) -> None:
+                 device: torch.device, checkpoint: Path | None = None,
+                 quantization: str | None = None) -> None:
+        """`quantization="int8"` (CPU only) replaces the model's Linear and GRU layers by int8
+        ones; `parameters` still counts the trained model's."""
+        self.parameters = sum(p.numel() for p in model.parameters())
+        if quantization is not None:
+            if device.type != "cpu":
+                raise DeviceError(f"int8 quantization runs on the CPU only, not on {device}")
+            model = quantize(model, quantization)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
         self.checkpoint = checkpoint
+        self.quantization = quantization  # None (the trained weights) or "int8"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto",
-                        name: str = "best.pt") -> Translator:
+                        name: str = "best.pt", quantize: str | None = None) -> Translator:
         """Load a checkpoint file, or `checkpoints/<name>` of a run dir (else its last.pt, with
-        a warning), onto `device`.
+        a warning), onto `device`; `quantize="int8"` makes its Linear and GRU layers int8 (CPU
+        only: device "auto" then means the CPU).
 
         Raises CheckpointError (missing, not a checkpoint, refused pickle, other format version,
         weights that do not fit the config) and DeviceError, each with a message for the user.
         """
+        if quantize is not None and device not in ("auto", "cpu"):
+            raise DeviceError(f"--quantize {quantize} runs on the CPU only, not on {device}: "
+                              "use --device cpu (or auto)")
         path = resolve_checkpoint(path, name, fallback="last.pt")
         payload = load_checkpoint(path)
         try:
@@ -113,7 +127,8 @@ class Translator:
             first_line = str(error).splitlines()[0]
             raise CheckpointError(f"{path}: the weights do not fit the model its config "
                                   f"describes: {first_line}") from None
-        return cls(model, tokenizer, config, select_device(device), path)
+        device = select_device("cpu" if quantize is not None else device)
+        return cls(model, tokenizer, config, device, path, quantize)
 
     def settings(self, beam_size: int = 5, length_penalty: float | None = None,
                  max_len_ratio: float | None = None, nbest: int = 1) -> SearchSettings:

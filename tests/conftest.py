@@ -194,6 +194,54 @@ def trained_checkpoint(tiny_run, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def untrained_translator(trained_checkpoint):
+    """Make a Translator with the trained checkpoint's tokenizer and config but an untrained
+    model with another attention (e.g. multi-head, to test per-head output)."""
+    import dataclasses
+
+    import torch
+
+    from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.config import to_object
+    from seq2seq.model import build_model
+    from seq2seq.tokenizer import Tokenizer
+    from seq2seq.translator import Translator
+
+    def make(attention: AttentionConfig) -> Translator:
+        payload = load_checkpoint(trained_checkpoint)
+        config = dataclasses.replace(to_object(payload["config"]), attention=attention)
+        tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
+        torch.manual_seed(0)
+        model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
+                            tokenizer.tgt_vocab_size)
+        return Translator(model, tokenizer, config, torch.device("cpu"))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    """`serve("--checkpoint", RUN, ...)`: the serve command on a free loopback port, healthy
+    (a ServerProcess: `.url`, `.process`, `.output()`); every server is stopped at the end."""
+    from seq2seq.server_process import ServerError, ServerProcess
+
+    logs = tmp_path_factory.mktemp("serve_logs")
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        server = ServerProcess(args, logs / f"serve_{len(started)}.log", threads=1)
+        started.append(server)
+        try:
+            return server.__enter__()
+        except ServerError as error:
+            pytest.fail(str(error))
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""

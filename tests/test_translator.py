@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import matplotlib.image
@@ -12,13 +11,9 @@ import torch
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import (
     AdditiveAttentionConfig,
-    AttentionConfig,
     MultiHeadAttentionConfig,
-    to_object,
 )
 from seq2seq.errors import CheckpointError
-from seq2seq.model import build_model
-from seq2seq.tokenizer import Tokenizer
 from seq2seq.translator import Translator
 
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "Zwei Hunde spielen.",
@@ -104,22 +99,11 @@ def test_strongest_sources_name_one_source_piece_per_target_piece(translator):
     assert strongest[0][2] == pytest.approx(float(weights[0].max()))
 
 
-def untrained_translator(trained_checkpoint, attention: AttentionConfig) -> Translator:
-    """The trained checkpoint's tokenizer and config with an untrained model of another kind."""
-    payload = load_checkpoint(trained_checkpoint)
-    config = dataclasses.replace(to_object(payload["config"]), attention=attention)
-    tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
-    torch.manual_seed(0)
-    model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
-                        tokenizer.tgt_vocab_size)
-    return Translator(model, tokenizer, config, torch.device("cpu"))
-
-
 @pytest.mark.parametrize("heads", [1, 2])
-def test_attention_plots_are_images_one_per_head(trained_checkpoint, tmp_path, heads):
+def test_attention_plots_are_images_one_per_head(untrained_translator, tmp_path, heads):
     attention = MultiHeadAttentionConfig(num_heads=heads) if heads > 1 \
         else AdditiveAttentionConfig()
-    translator = untrained_translator(trained_checkpoint, attention)
+    translator = untrained_translator(attention)
     assert translator.model.decoder.attention.num_heads == heads
     (found,) = translator.search([SENTENCES[0]], translator.settings(beam_size=2))
     paths = found.plot_attention(tmp_path / "0000", title="0: " + SENTENCES[0])

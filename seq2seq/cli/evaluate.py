@@ -99,7 +99,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     print(f"{name}: {len(sources):,} sentences, beam {settings.beam_size}, "
           f"{seconds:.1f}s ({len(sources) / max(seconds, 1e-9):,.0f} sentences/s "
-          f"on {translator.device})")
+          f"on {translator.device}{', int8' if translator.quantization else ''})")
     print(f"BLEU  {scores.bleu:6.2f}  {scores.signatures['bleu']}")
     print(f"chrF  {scores.chrf:6.2f}  {scores.signatures['chrf']}")
     print(f"BLEU  {scores.bleu_lowercase:6.2f}  {scores.signatures['bleu_lowercase']}"
@@ -118,6 +118,7 @@ def evaluate(args: argparse.Namespace) -> None:
                        "max_len_offset": settings.max_len_offset,
                        "batch_size": args.batch_size},
             "device": str(translator.device),
+            "quantization": translator.quantization,
             "seconds": seconds,
             **scores.as_dict(),
         }
