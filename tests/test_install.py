@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+from seq2seq.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +20,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
     return done
 
 
-def test_a_wheel_trains_translates_and_reports_from_another_directory(tiny_run, tmp_path):
+def test_a_wheel_trains_translates_reports_and_serves_from_another_directory(tiny_run, tmp_path):
     wheel_dir, site, work = tmp_path / "wheel", tmp_path / "site", tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
@@ -39,3 +42,7 @@ def test_a_wheel_trains_translates_and_reports_from_another_directory(tiny_run, 
     assert len(translated.stdout.splitlines()) == 1
     report = run([str(bin_dir / "seq2seq-report"), str(work / "runs")], cwd=work, env=env)
     assert (work / "runs" / "report.md").is_file() and "wrote" in report.stdout
+    serve = ServerProcess(["--checkpoint", str(work / "runs" / "x")], tmp_path / "serve.log",
+                          env=env, command=[str(bin_dir / "seq2seq-serve")])
+    with serve as server, urllib.request.urlopen(server.url, timeout=60) as page:
+        assert b'id="heatmap"' in page.read()  # the page ships in the wheel

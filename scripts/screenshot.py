@@ -1,0 +1,92 @@
+"""Screenshot of the translation server's page, for the README.
+
+    python scripts/screenshot.py --checkpoint RUN [--sentence "..."] [--output docs/server.png]
+
+Starts `python -m seq2seq.cli.serve` on a free loopback port, opens the page in headless
+Chromium (Debian's `chromium` and `chromium-driver`; Selenium Manager never downloads anything),
+translates the sentence, hovers one row of the attention heatmap so that the picture shows the
+highlight, saves a PNG and stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from seq2seq.server_process import ServerError, ServerProcess, headless_chromium
+
+DEFAULT_SENTENCE = "Ein Mann mit einem orangefarbenen Hut starrt auf etwas."
+TRANSLATE_TIMEOUT_S = 120
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a run dir (uses checkpoints/best.pt) or a checkpoint file")
+    parser.add_argument("--sentence", default=DEFAULT_SENTENCE,
+                        help="what to translate; '\\n' separates lines (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=Path("docs/server.png"),
+                        help="PNG to write (default: %(default)s)")
+    parser.add_argument("--hover", type=int, default=1, metavar="ROW",
+                        help="heatmap row (target subword, from 0) to hover (default: %(default)s)")
+    parser.add_argument("--size", default="1200x900", metavar="WxH",
+                        help="viewport in CSS pixels (default: %(default)s)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="device pixel ratio: 2 gives a sharper, twice as large PNG")
+    return parser.parse_args(argv)
+
+
+def capture(driver: WebDriver, url: str, sentence: str, hover: int, output: Path) -> None:
+    """Translate `sentence` on the page, hover heatmap row `hover`, save the PNG."""
+    driver.get(f"{url}/")
+    source = driver.find_element(By.ID, "source")
+    source.clear()
+    source.send_keys(sentence)
+    driver.find_element(By.ID, "translate").click()
+
+    def drawn_or_failed(driver: WebDriver) -> bool:
+        error = driver.find_element(By.ID, "error")
+        return error.is_displayed() or bool(driver.find_elements(By.CSS_SELECTOR,
+                                                                 "#heatmap g.row"))
+
+    WebDriverWait(driver, TRANSLATE_TIMEOUT_S).until(drawn_or_failed)
+    error = driver.find_element(By.ID, "error")
+    if error.is_displayed():
+        raise SystemExit(f"the page shows an error: {error.text}")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
+    ActionChains(driver).move_to_element(rows[min(max(hover, 0), len(rows) - 1)]).perform()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not driver.save_screenshot(str(output)):
+        raise SystemExit(f"could not write {output}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        width, height = (int(part) for part in args.size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size: expected WxH such as 1200x900, got {args.size!r}") from None
+    with tempfile.TemporaryDirectory() as logs:
+        try:
+            with ServerProcess(["--checkpoint", args.checkpoint], Path(logs) / "serve.log") \
+                    as server:
+                driver = headless_chromium(width, height, args.scale)
+                try:
+                    capture(driver, server.url, args.sentence.replace("\\n", "\n"), args.hover,
+                            args.output)
+                finally:
+                    driver.quit()
+        except ServerError as error:
+            raise SystemExit(str(error)) from None
+    print(args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The server's page (GET /) in a real browser: Selenium drives Debian's headless Chromium through
+Debian's chromedriver against `python -m seq2seq.cli.serve` serving the tiny trained model.
+
+A missing chromium or chromedriver fails these tests instead of skipping them, as a missing
+corpus does in CI: a skipped browser test would let a broken page through unnoticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from seq2seq.server_process import ServerError, headless_chromium, request_json
+
+SENTENCE = "Ein Mann fährt Fahrrad."
+PAGE_TIMEOUT_S = 60  # a translation on a machine busy with other work
+
+
+@pytest.fixture(scope="module")
+def server_url(serve, trained_checkpoint) -> str:
+    """The base URL of a server for the tiny trained model."""
+    return serve("--checkpoint", str(trained_checkpoint)).url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium, 1200x900; a missing chromium or chromedriver fails the test."""
+    try:
+        driver = headless_chromium(1200, 900)
+    except ServerError as error:
+        pytest.fail(str(error))
+    yield driver
+    driver.quit()
+
+
+def visible_error(driver: WebDriver) -> str:
+    """The text of the page's error box, "" while it is hidden."""
+    box = driver.find_element(By.ID, "error")
+    return box.text if box.is_displayed() else ""
+
+
+def translate_on_page(driver: WebDriver, url: str, text: str) -> None:
+    """Load the page, type `text`, click Translate."""
+    driver.get(f"{url}/")
+    source = driver.find_element(By.ID, "source")
+    source.clear()
+    source.send_keys(text)
+    driver.find_element(By.ID, "translate").click()
+
+
+def test_page_shows_the_api_translation_and_one_heatmap_row_per_target_subword(browser,
+                                                                              server_url):
+    translate_on_page(browser, server_url, SENTENCE)
+    # The heatmap is drawn after the translations, in the same task: rows mean both are there.
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda driver: visible_error(driver)
+        or driver.find_elements(By.CSS_SELECTOR, "#heatmap g.row"))
+    assert not visible_error(browser)
+
+    beam, nbest = (int(browser.find_element(By.ID, name).get_attribute("value"))
+                   for name in ("beam", "nbest"))
+    expected = request_json(f"{server_url}/translate", {
+        "text": [SENTENCE], "beam": beam, "nbest": nbest, "attention": True})["translations"][0]
+    best = expected["hypotheses"][0]
+    shown = browser.find_element(By.CSS_SELECTOR, "#translations button.hyp.best .hyp-text")
+    assert shown.text.strip() and "empty" not in shown.get_attribute("class")
+    assert shown.text == best["text"]
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
+    assert len(rows) == len(best["tgt_pieces"])  # with the final </s>
+    assert [row.get_attribute("data-target") for row in rows] == best["tgt_pieces"]
+    assert len(rows[0].find_elements(By.CSS_SELECTOR, "rect.cell")) == len(expected["src_pieces"])
+
+    ActionChains(browser).move_to_element(rows[0]).perform()
+    WebDriverWait(browser, 10).until(
+        lambda driver: "active" in rows[0].get_attribute("class")
+        and rows[0].find_elements(By.CSS_SELECTOR, "rect.cell.strong"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#heatmap text.col-label.strong")
+    assert browser.find_element(By.ID, "heat-detail").text.strip()
+
+
+def test_an_api_error_is_shown_beside_the_field_it_names(browser, server_url):
+    browser.get(f"{server_url}/")
+    limits = request_json(f"{server_url}/models")["limits"]
+    beam = browser.find_element(By.ID, "beam")
+    beam.clear()
+    beam.send_keys(str(limits["max_beam"] + 1))
+    browser.find_element(By.ID, "source").send_keys(SENTENCE)
+    browser.find_element(By.ID, "translate").click()
+    message = WebDriverWait(browser, PAGE_TIMEOUT_S).until(visible_error)
+    assert "beam" in message
+    assert "invalid" in beam.get_attribute("class")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#heatmap g.row")

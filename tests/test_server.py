@@ -1,0 +1,223 @@
+"""The HTTP API: every endpoint, every refused request, batching of concurrent requests, the
+bounded queue, and a clean shutdown on SIGTERM with a request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from seq2seq.config import MultiHeadAttentionConfig
+from seq2seq.server import ApiError, Batcher, ServedModel, create_app, model_ids
+from seq2seq.server_process import request_json
+from seq2seq.server_settings import Batching, Limits
+from seq2seq.translator import Translator
+
+LINES = ["Eine Frau singt.", "", "Ein Mann läuft vor dem Haus.", "Zwei Hunde spielen."]
+
+
+@pytest.fixture(scope="module")
+def translator(trained_checkpoint) -> Translator:
+    torch.set_num_threads(1)
+    return Translator.from_checkpoint(trained_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(translator, untrained_translator):
+    multihead = untrained_translator(MultiHeadAttentionConfig(num_heads=2))
+    models = [ServedModel.load("tiny", translator), ServedModel.load("heads", multihead)]
+    with TestClient(create_app(models, Limits(max_lines=8, max_chars=200, max_beam=6))) as c:
+        yield c
+
+
+def test_health_and_models_describe_what_is_served(client, translator):
+    assert client.get("/health").json()["status"] == "ok"
+    listing = client.get("/models").json()
+    assert listing["default"] == "tiny"
+    assert listing["limits"] == {"max_lines": 8, "max_chars": 200, "max_beam": 6}
+    tiny, heads = listing["models"]
+    assert (tiny["id"], tiny["src_lang"], tiny["tgt_lang"]) == ("tiny", "de", "en")
+    assert tiny["parameters"] == sum(p.numel() for p in translator.model.parameters())
+    assert isinstance(tiny["val_bleu"], float) and isinstance(tiny["test_bleu"], float)
+    assert (heads["scorer"], heads["heads"], heads["val_bleu"]) == ("multihead", 2, None)
+
+
+def test_the_page_is_served_at_the_root(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert 'id="heatmap"' in response.text and 'id="translate"' in response.text
+
+
+def test_n_lines_in_give_n_translations_out_in_order(client, translator):
+    response = client.post("/translate", json={"text": LINES})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == "tiny"
+    assert [t["source"] for t in body["translations"]] == LINES
+    assert [t["text"] for t in body["translations"]] == translator.translate(LINES)
+    assert body["translations"][1] == {"source": "", "text": "", "hypotheses": []}
+
+
+def test_nbest_hypotheses_come_best_first_with_scores(client):
+    response = client.post("/translate", json={"text": LINES[:1], "beam": 4, "nbest": 3})
+    hypotheses = response.json()["translations"][0]["hypotheses"]
+    assert len(hypotheses) == 3
+    scores = [h["score"] for h in hypotheses]
+    assert scores == sorted(scores, reverse=True)
+    assert response.json()["translations"][0]["text"] == hypotheses[0]["text"]
+
+
+@pytest.mark.parametrize("model,heads", [("tiny", 1), ("heads", 2)])
+def test_attention_comes_per_head_one_row_per_target_subword(client, model, heads):
+    response = client.post("/translate", json={"text": LINES, "model": model, "beam": 2,
+                                               "nbest": 2, "attention": True})
+    for line in response.json()["translations"]:
+        if not line["source"]:
+            assert line["src_pieces"] == [] and line["hypotheses"] == []
+            continue
+        assert line["src_pieces"][-1] == "</s>"
+        for hyp in line["hypotheses"]:
+            weights = torch.tensor(hyp["attention"])
+            assert weights.shape == (heads, len(hyp["tgt_pieces"]), len(line["src_pieces"]))
+            assert hyp["tgt_pieces"][-1] == "</s>"
+            assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]), atol=1e-3)
+
+
+def test_without_attention_no_subwords_are_sent(client):
+    line = client.post("/translate", json={"text": LINES[:1]}).json()["translations"][0]
+    assert "src_pieces" not in line and "attention" not in line["hypotheses"][0]
+
+
+BAD_REQUESTS = [
+    ('{"text": ["a"', 400, None),
+    ('["a"]', 422, None),
+    ('{}', 422, "text"),
+    ('{"text": "a sentence"}', 422, "text"),
+    ('{"text": ["a", 3]}', 422, "text[1]"),
+    ('{"text": ["a"], "beam": "5"}', 422, "beam"),
+    ('{"text": ["a"], "beam": 2.5}', 422, "beam"),
+    ('{"text": ["a"], "attention": "yes"}', 422, "attention"),
+    ('{"text": ["a"], "colour": 1}', 422, "colour"),
+    ('{"text": ["a"], "beam": 0}', 422, "beam"),
+    ('{"text": ["a"], "beam": 7}', 422, "beam"),
+    ('{"text": ["a"], "beam": 2, "nbest": 3}', 422, "nbest"),
+    ('{"text": ["a"], "nbest": 0}', 422, "nbest"),
+    ('{"text": ["a"], "model": "nope"}', 404, "model"),
+    ('{"text": ["a\\nb"]}', 422, "text[0]"),
+    (json.dumps({"text": ["a"] * 9}), 413, "text"),
+    (json.dumps({"text": ["a", "b" * 201]}), 413, "text[1]"),
+    (json.dumps({"text": ["x" * 10**6]}), 413, None),
+]
+
+
+@pytest.mark.parametrize("body,status,field", BAD_REQUESTS)
+def test_a_bad_request_is_refused_naming_the_field(client, body, status, field):
+    response = client.post("/translate", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == status
+    error = response.json()
+    assert error["field"] == field and error["error"]
+    assert field is None or error["error"].startswith(field)
+
+
+def test_a_body_that_is_not_declared_json_is_refused(client):
+    response = client.post("/translate", content='{"text": ["a"]}',
+                           headers={"content-type": "text/plain"})
+    assert response.status_code == 415 and "application/json" in response.json()["error"]
+
+
+def test_model_ids_are_run_dir_names_made_unique(tmp_path):
+    paths = [tmp_path / "de-en" / "checkpoints" / "best.pt", tmp_path / "x" / "avg.pt",
+             tmp_path / "other" / "de-en" / "checkpoints" / "best.pt"]
+    assert model_ids(paths) == ["de-en", "avg", "de-en-2"]
+
+
+class CountingTranslator:
+    """Counts the search calls of a real translator (how many batches were decoded)."""
+
+    def __init__(self, translator: Translator) -> None:
+        self.translator, self.calls = translator, []
+
+    def search(self, lines, settings, batch_size):
+        self.calls.append(len(lines))
+        return self.translator.search(lines, settings, batch_size)
+
+    def __getattr__(self, name):
+        return getattr(self.translator, name)
+
+
+def run_batcher(batching: Batching, scenario):
+    async def main():
+        batcher = Batcher(batching)
+        batcher.start()
+        try:
+            return await scenario(batcher)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_share_one_batched_search(translator):
+    counting = CountingTranslator(translator)
+    model = ServedModel("tiny", counting)  # type: ignore[arg-type]
+    settings = translator.settings(beam_size=3)
+    requests = [[line] for line in LINES] + [LINES[2:]]
+    tokens = sum(len(ids) + 1 for lines in requests
+                 for ids in translator.tokenizer.encode_src(lines))
+
+    async def scenario(batcher):
+        # a window far longer than the test, cut short once the budget is reached
+        return await asyncio.gather(*(batcher.translate(model, lines, settings)
+                                      for lines in requests))
+
+    found = run_batcher(Batching(window_ms=600_000, max_batch_tokens=tokens), scenario)
+    assert counting.calls == [len(LINES) + 2]
+    assert [[t.text for t in got] for got in found] == [translator.translate(lines, settings)
+                                                        for lines in requests]
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_close_finishes_queued_work(translator):
+    model = ServedModel("tiny", translator)
+    settings = translator.settings(beam_size=2)
+
+    async def scenario(batcher):
+        waiting = asyncio.ensure_future(batcher.translate(model, LINES[:2], settings))
+        await asyncio.sleep(0)  # let it queue (no timing: one turn of the event loop)
+        with pytest.raises(ApiError) as full:
+            await batcher.translate(model, LINES[2:3], settings)
+        assert full.value.status == 503 and full.value.headers == {"Retry-After": "1"}
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError, match="shutting down"):
+            await batcher.translate(model, LINES[:1], settings)
+        await closing
+        return await waiting
+
+    found = run_batcher(Batching(window_ms=600_000, max_queued_lines=2), scenario)
+    assert [t.text for t in found] == translator.translate(LINES[:2], settings)
+
+
+def test_sigterm_finishes_the_request_in_flight_then_refuses_new_ones(serve,
+                                                                     trained_checkpoint):
+    server = serve("--checkpoint", str(trained_checkpoint), "--batch-window-ms", "2000")
+    answer: dict = {}
+    request = threading.Thread(target=lambda: answer.update(
+        request_json(f"{server.url}/translate", {"text": LINES})))
+    request.start()
+    while request_json(f"{server.url}/health")["queued_lines"] == 0:  # until it is queued
+        assert request.is_alive(), answer
+    server.process.send_signal(signal.SIGTERM)
+    request.join(timeout=60)
+    assert [t["source"] for t in answer["translations"]] == LINES
+    assert server.stop() == 0, server.output()
+    assert "server stopped" in server.output()
+    with pytest.raises(urllib.error.URLError):
+        request_json(f"{server.url}/health")
