@@ -155,7 +155,10 @@ class Decoder(nn.Module):
     def step(
         self, prev: Tensor, state: DecoderState, memory: Memory, need_weights: bool = True
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """One token: prev (B,) ids -> logits (B, V), the next state, weights (B, heads, S)."""
+        """One token: prev (N,) ids -> logits (N, V), the next state, weights (N, heads, S).
+
+        The memory has N rows, or N / G rows shared by G consecutive rows (beams) each.
+        """
         embedded = self.embedding_dropout(self.embedding(prev[:, None]))  # (B, 1, E)
         attentional, state, weights = self._step(embedded, state, memory, need_weights)
         logits = self.output_layer(attentional.squeeze(1))  # (B, V)
@@ -183,7 +186,23 @@ class Decoder(nn.Module):
     def _attend(
         self, query: Tensor, memory: Memory, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
-        return self.attention(query, memory.keys, memory.values, memory.mask, need_weights)
+        """query (N, T, Dq) over a memory of B rows -> context (N, T, C), weights (N, h, T, S).
+
+        N may be a multiple G of B: beam search keeps one memory row per sentence for the G
+        consecutive rows of its beams, which attend as G * T queries of that row, so the memory
+        is neither copied per beam nor reordered when the beams are.
+        """
+        N, T, _ = query.shape
+        B = memory.mask.size(0)
+        if N == B:
+            return self.attention(query, memory.keys, memory.values, memory.mask, need_weights)
+        G = N // B
+        context, weights = self.attention(query.reshape(B, G * T, -1), memory.keys,
+                                          memory.values, memory.mask, need_weights)
+        if weights is not None:  # (B, h, G * T, S) -> (N, h, T, S)
+            h, S = weights.size(1), weights.size(3)
+            weights = weights.view(B, h, G, T, S).transpose(1, 2).reshape(N, h, T, S)
+        return context.reshape(N, T, -1), weights
 
     def _attentional(self, output: Tensor, context: Tensor) -> Tensor:
         """tanh(W_c [h; c]) with output dropout (Luong et al. 2015, eq. 5)."""

@@ -31,10 +31,12 @@ class SearchSettings:
     nbest: int = 1
     batch_tokens: int = 4000  # source tokens per decoding batch (beam x this many in memory)
     max_src_len: int | None = None  # longer sources are truncated (with a warning), never dropped
+    attention: bool = False  # keep each hypothesis's attention weights (plots, the page)
 
 
 def search_settings(config: Config, beam_size: int, length_penalty: float | None = None,
-                    max_len_ratio: float | None = None, nbest: int = 1) -> SearchSettings:
+                    max_len_ratio: float | None = None, nbest: int = 1,
+                    attention: bool = False) -> SearchSettings:
     """How to decode with a model trained with `config`: what is left unset is what it was
     trained and tested with, and sources are cut to its data.max_len (it never saw longer)."""
     train = config.train
@@ -45,6 +47,7 @@ def search_settings(config: Config, beam_size: int, length_penalty: float | None
         max_len_offset=train.max_len_offset,
         nbest=nbest,
         max_src_len=config.data.max_len,
+        attention=attention,
     )
 
 
@@ -123,12 +126,14 @@ def translate_ids(
         if settings.beam_size == 1 and settings.nbest == 1:
             found = [[hyp] for hyp in greedy(model, src, src_lengths,
                                              max_len_ratio=settings.max_len_ratio,
-                                             max_len_offset=settings.max_len_offset)]
+                                             max_len_offset=settings.max_len_offset,
+                                             need_attention=settings.attention)]
         else:
             found = beam_search(model, src, src_lengths, beam_size=settings.beam_size,
                                 length_penalty=settings.length_penalty,
                                 max_len_ratio=settings.max_len_ratio,
-                                max_len_offset=settings.max_len_offset, nbest=settings.nbest)
+                                max_len_offset=settings.max_len_offset, nbest=settings.nbest,
+                                need_attention=settings.attention)
         for index, hypotheses in zip(batch_indices, found, strict=True):
             results[index] = hypotheses
     return results

@@ -12,7 +12,10 @@ Conventions shared by both searches:
 - A sentence may produce at most `floor(max_len_ratio * src_len) + max_len_offset` tokens, where
   `src_len` is its entry in `src_lengths` (which counts the source EOS). At that step EOS is
   forced, as fairseq does, so every hypothesis ends with EOS, its score is the log-probability of
-  a complete sentence, and its attention has one row per token plus one for EOS.
+  a complete sentence, and its attention (when asked for) has one row per token plus one for EOS.
+- Attention weights are kept only with `need_attention=True` (plots, the server's page): beam
+  search must carry every hypothesis's weights along as it reorders the beam, a copy per step
+  that costs more than the attention itself.
 - Scores are sums of log-probabilities under the model; beam search divides them by the GNMT
   length penalty (Wu et al. 2016, "Google's Neural Machine Translation System", eq. 14).
 """
@@ -32,7 +35,8 @@ class Hypothesis:
 
     tokens: list[int]  # target ids without BOS and EOS
     score: float  # log-probability (beam search: divided by the length penalty)
-    attention: torch.Tensor  # (heads, len(tokens) + 1, real source length) on the CPU; +1 is EOS
+    # (heads, len(tokens) + 1, real source length) on the CPU, +1 for EOS; None unless asked for
+    attention: torch.Tensor | None
 
 
 def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
@@ -49,14 +53,17 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _next_log_probs(logits: torch.Tensor, at_max: torch.Tensor | None) -> torch.Tensor:
-    """Log-probabilities of the next token: PAD and BOS never, only EOS where `at_max`.
+def _top_next_tokens(logits: torch.Tensor, at_max: torch.Tensor | None,
+                     k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most probable next tokens of each row and their log-probabilities: PAD and BOS
+    never, only EOS where `at_max`.
 
-    logits (N, V), at_max (N,) bool or None (no row at its limit) -> (N, V) float32. The kept
-    entries are the model's own log-probabilities (no renormalisation), so scores stay
-    log-probabilities under the model.
-    Everything is done in place on the fresh log_softmax output: with V in the thousands, each
-    extra (N, V) temporary costs as much as the softmax itself.
+    logits (N, V), at_max (N,) bool or None (no row at its limit) -> log-probabilities (N, k)
+    float32, tokens (N, k), best first. They are the model's own log-probabilities (no
+    renormalisation over the allowed tokens), so scores stay log-probabilities under the model.
+    Everything after the (fused) log_softmax is done in place or on the k chosen values: with V
+    in the thousands, each extra pass over N x V values costs as much as the softmax itself
+    (`logsumexp` alone makes two).
     """
     log_probs = logits.float().log_softmax(dim=-1)  # (N, V)
     if at_max is not None:
@@ -65,18 +72,16 @@ def _next_log_probs(logits: torch.Tensor, at_max: torch.Tensor | None) -> torch.
         log_probs[:, EOS_ID] = eos
     log_probs[:, PAD_ID] = float("-inf")
     log_probs[:, BOS_ID] = float("-inf")
-    return log_probs
+    return log_probs.topk(min(k, log_probs.size(1)), dim=-1)  # (N, k) each
 
 
-def _hypothesis(tokens: torch.Tensor, score: float, attention: torch.Tensor,
+def _hypothesis(tokens: torch.Tensor, score: float, attention: torch.Tensor | None,
                 src_len: int) -> Hypothesis:
     """Cut one finished row: tokens (T,) ending in EOS then PAD; attention (T, heads, S)."""
     length = int((tokens == EOS_ID).int().argmax())  # the first EOS; every row has one
-    return Hypothesis(
-        tokens=tokens[:length].tolist(),
-        score=score,
-        attention=attention[: length + 1, :, :src_len].permute(1, 0, 2).float().contiguous(),
-    )
+    if attention is not None:
+        attention = attention[: length + 1, :, :src_len].permute(1, 0, 2).float().contiguous()
+    return Hypothesis(tokens=tokens[:length].tolist(), score=score, attention=attention)
 
 
 @torch.inference_mode()
@@ -86,6 +91,7 @@ def greedy(
     src_lengths: torch.Tensor,
     max_len_ratio: float = 1.5,
     max_len_offset: int = 10,
+    need_attention: bool = False,
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step; one hypothesis per sentence, in input order.
 
@@ -107,14 +113,16 @@ def greedy(
     active = torch.arange(B, device=device)  # (A,) the sentences still decoding
     prev = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
     for t in range(steps):
-        logits, state, weights = model.decoder.step(prev, state, memory)  # (A, V), (A, heads, S)
+        logits, state, weights = model.decoder.step(  # (A, V), (A, heads, S) or None
+            prev, state, memory, need_weights=need_attention)
         at_max = max_lens[active] <= t if t >= int(host_lens.min()) else None  # (A,)
-        best, prev = _next_log_probs(logits, at_max).max(dim=1)  # (A,), (A,)
+        best, prev = (x.squeeze(1) for x in _top_next_tokens(logits, at_max, 1))  # (A,), (A,)
         scores.index_add_(0, active, best)
         tokens[active, t] = prev
-        if attention is None:
-            attention = weights.new_zeros(B, steps, weights.size(1), S)
-        attention[active, t] = weights
+        if weights is not None:
+            if attention is None:
+                attention = weights.new_zeros(B, steps, weights.size(1), S)
+            attention[active, t] = weights
 
         keep = (prev != EOS_ID).nonzero().squeeze(1)  # the one host sync of the step
         if keep.numel() == 0:
@@ -123,10 +131,11 @@ def greedy(
             active, prev, host_lens = active[keep], prev[keep], host_lens[keep.cpu()]
             memory, state = memory.select(keep), state.select(keep)
 
-    tokens, scores, attention = tokens.cpu(), scores.cpu(), attention.cpu()
+    tokens, scores = tokens.cpu(), scores.cpu()
+    attention = None if attention is None else attention.cpu()
     src_lengths = src_lengths.tolist()
-    return [_hypothesis(tokens[b], float(scores[b]), attention[b], src_lengths[b])
-            for b in range(B)]
+    return [_hypothesis(tokens[b], float(scores[b]), None if attention is None else attention[b],
+                        src_lengths[b]) for b in range(B)]
 
 
 class _FinishedPool:
@@ -146,14 +155,14 @@ class _FinishedPool:
         self.attention: torch.Tensor | None = None  # (B, K + 1, steps, heads, S)
 
     def add(self, sentences: torch.Tensor, finish: torch.Tensor, scores: torch.Tensor,
-            tokens: torch.Tensor, attention: torch.Tensor) -> None:
+            tokens: torch.Tensor, attention: torch.Tensor | None) -> None:
         """Store the candidates marked in `finish`, best first, while slots are free.
 
         sentences (A,), finish (A, K) bool, scores (A, K), tokens (A, K, t + 1),
-        attention (A, K, t + 1, heads, S).
+        attention (A, K, t + 1, heads, S) or None.
         """
         K, length = self.beam_size, tokens.size(2)
-        if self.attention is None:
+        if attention is not None and self.attention is None:
             B, heads, S = self.count.numel(), attention.size(3), attention.size(4)
             self.attention = attention.new_zeros(B, K + 1, self.steps, heads, S)
         slot = self.count[sentences, None] + finish.long().cumsum(dim=1) - 1  # (A, K)
@@ -161,7 +170,8 @@ class _FinishedPool:
         rows = sentences[:, None].expand_as(slot)  # (A, K)
         self.scores[rows, slot] = scores
         self.tokens[rows, slot, :length] = tokens
-        self.attention[rows, slot, :length] = attention
+        if attention is not None:
+            self.attention[rows, slot, :length] = attention
         self.count.index_add_(0, sentences, finish.long().sum(dim=1))
 
 
@@ -175,6 +185,7 @@ def beam_search(
     max_len_ratio: float = 1.5,
     max_len_offset: int = 10,
     nbest: int = 1,
+    need_attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """Beam search; for each sentence (in input order) its `nbest` best hypotheses, best first.
 
@@ -201,45 +212,48 @@ def beam_search(
     steps = int(host_lens.max()) + 1  # + 1 for the EOS
     finished = _FinishedPool(B, K, steps, device)
 
-    # Rows are sentence-major: row a * K + k is beam k of active sentence a.
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B * K,)
-    memory, state = memory.select(rows), state.select(rows)
+    # Rows are sentence-major: row a * K + k is beam k of active sentence a. The memory keeps
+    # one row per sentence, which its K beams share (see Decoder.step).
+    state = state.select(torch.arange(B, device=device).repeat_interleave(K))  # (B * K, ...)
     active = torch.arange(B, device=device)  # (A,) the sentences still searching
     # Only beam 0 is live at first, so the first step fills the beam with K distinct tokens.
     beam_scores = torch.full((B, K), float("-inf"), device=device)  # (A, K) log-probabilities
     beam_scores[:, 0] = 0.0
     prev = torch.full((B * K,), BOS_ID, dtype=torch.long, device=device)  # (A * K,)
     history = torch.empty(B * K, 0, dtype=torch.long, device=device)  # (A * K, t)
-    history_attention: torch.Tensor | None = None  # (A * K, t, heads, S)
+    history_attention: torch.Tensor | None = None  # (A * K, t, heads, S) with need_attention
 
     for t in range(steps):
         A = active.numel()
-        logits, state, weights = model.decoder.step(prev, state, memory)  # (A*K, V), (A*K, h, S)
+        logits, state, weights = model.decoder.step(  # (A*K, V), (A*K, h, S) or None
+            prev, state, memory, need_weights=need_attention)
         at_max = max_lens[active] <= t if t >= int(host_lens.min()) else None  # (A,)
-        log_probs = _next_log_probs(  # (A * K, V)
-            logits, None if at_max is None else at_max.repeat_interleave(K))
-        V = log_probs.size(1)
-        if history_attention is None:
+        # The 2K best extensions of a sentence are among its beams' 2K best tokens each: one
+        # topk per row, then one over the K x 2K candidates of each sentence.
+        row_scores, row_tokens = _top_next_tokens(  # (A * K, C), C = min(2K, V)
+            logits, None if at_max is None else at_max.repeat_interleave(K), 2 * K)
+        C = row_tokens.size(1)
+        if weights is not None and history_attention is None:
             history_attention = weights.new_zeros(A * K, 0, weights.size(1), S)
-
-        # One topk over beam x vocab per sentence.
-        candidates = log_probs.add_(beam_scores.view(A * K, 1)).view(A, K * V)
+        candidates = (row_scores + beam_scores.view(A * K, 1)).view(A, K * C)
         top_scores, top_index = candidates.topk(2 * K, dim=1)  # (A, 2K), best first
-        token = top_index % V  # (A, 2K)
-        parent = top_index // V + torch.arange(A, device=device)[:, None] * K  # (A, 2K) rows
+        token = row_tokens.view(A, K * C).gather(1, top_index)  # (A, 2K)
+        parent = top_index // C + torch.arange(A, device=device)[:, None] * K  # (A, 2K) rows
         parent_rows = parent.view(-1)
         cand_tokens = torch.cat([history[parent_rows], token.view(-1, 1)], dim=1)
-        cand_attention = torch.cat([history_attention[parent_rows],
-                                    weights[parent_rows].unsqueeze(1)], dim=1)
         cand_tokens = cand_tokens.view(A, 2 * K, t + 1)
-        cand_attention = cand_attention.view(A, 2 * K, t + 1, *weights.shape[1:])
+        cand_attention = None
+        if history_attention is not None:
+            cand_attention = torch.cat([history_attention[parent_rows],
+                                        weights[parent_rows].unsqueeze(1)], dim=1)
+            cand_attention = cand_attention.view(A, 2 * K, t + 1, *weights.shape[1:])
 
         # EOS among the best K finishes a hypothesis (ranked with the length penalty).
         ends = token == EOS_ID  # (A, 2K)
         finish = ends[:, :K] & top_scores[:, :K].isfinite()
         penalty = gnmt_length_penalty(t + 1, length_penalty)
         finished.add(active, finish, top_scores[:, :K] / penalty, cand_tokens[:, :K],
-                     cand_attention[:, :K])
+                     None if cand_attention is None else cand_attention[:, :K])
         done = finished.count[active] >= K  # (A,)
         if at_max is not None:
             done |= at_max
@@ -251,7 +265,8 @@ def beam_search(
         prev = token.view(-1)[flat]
         parent_rows = parent_rows[flat]
         history = cand_tokens.view(A * 2 * K, t + 1)[flat]
-        history_attention = cand_attention.view(A * 2 * K, *cand_attention.shape[2:])[flat]
+        if cand_attention is not None:
+            history_attention = cand_attention.view(A * 2 * K, *cand_attention.shape[2:])[flat]
 
         keep = (~done).nonzero().squeeze(1)  # the one host sync of the step
         if keep.numel() == 0:
@@ -261,8 +276,10 @@ def beam_search(
             active, beam_scores = active[keep], beam_scores[keep]
             host_lens = host_lens[keep.cpu()]
             prev, parent_rows = prev[keep_rows], parent_rows[keep_rows]
-            history, history_attention = history[keep_rows], history_attention[keep_rows]
-            memory = memory.select(keep_rows)  # the K rows of a sentence share its memory
+            history = history[keep_rows]
+            if history_attention is not None:
+                history_attention = history_attention[keep_rows]
+            memory = memory.select(keep)  # one row per sentence
         state = state.select(parent_rows)
 
     return _best_finished(finished, src_lengths, nbest)
@@ -273,10 +290,12 @@ def _best_finished(finished: _FinishedPool, src_lengths: torch.Tensor,
     """Unpack the pool on the CPU: per sentence the `nbest` best finite-scored hypotheses."""
     K = finished.beam_size
     scores = finished.scores[:, :K].cpu()  # (B, K)
-    tokens, attention = finished.tokens.cpu(), finished.attention.cpu()
+    tokens = finished.tokens.cpu()
+    attention = None if finished.attention is None else finished.attention.cpu()
     order = scores.argsort(dim=1, descending=True, stable=True)[:, :nbest]  # (B, nbest)
     results: list[list[Hypothesis]] = []
     for b, src_len in enumerate(src_lengths.tolist()):
-        results.append([_hypothesis(tokens[b, k], float(scores[b, k]), attention[b, k], src_len)
+        results.append([_hypothesis(tokens[b, k], float(scores[b, k]),
+                                    None if attention is None else attention[b, k], src_len)
                         for k in order[b].tolist() if scores[b, k].isfinite()])
     return results

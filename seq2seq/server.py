@@ -142,9 +142,10 @@ class Job:
     future: asyncio.Future[list[Translation]] = field(repr=False)
 
     @property
-    def key(self) -> tuple[str, int, int]:
+    def key(self) -> tuple[str, int, int, bool]:
         """Jobs with the same key are decoded in one search call."""
-        return self.model.id, self.settings.beam_size, self.settings.nbest
+        return (self.model.id, self.settings.beam_size, self.settings.nbest,
+                self.settings.attention)
 
 
 class Batcher:
@@ -234,7 +235,7 @@ class Batcher:
     async def _decode(self, batch: list[Job]) -> None:
         """One search per (model, beam, nbest) among the batch's jobs, results to each job."""
         loop = asyncio.get_running_loop()
-        groups: dict[tuple[str, int, int], list[Job]] = {}
+        groups: dict[tuple[str, int, int, bool], list[Job]] = {}
         for job in batch:
             groups.setdefault(job.key, []).append(job)
         for jobs in groups.values():
@@ -305,7 +306,8 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
     @app.post("/translate")
     async def translate(body: TranslateRequest, request: Request) -> dict[str, Any]:
         model = check_request(body, by_id, models[0], limits)
-        settings = model.translator.settings(beam_size=body.beam, nbest=body.nbest)
+        settings = model.translator.settings(beam_size=body.beam, nbest=body.nbest,
+                                             attention=body.attention)
         found = await request.app.state.batcher.translate(model, body.text, settings)
         return {"model": model.id,
                 "translations": [translation_json(t, body.attention) for t in found]}
@@ -363,7 +365,7 @@ def translation_json(found: Translation, attention: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"text": text, "score": round(hyp.score, 4)}
         if attention:
             entry["tgt_pieces"] = found.attention_labels(rank)[1]
-            entry["attention"] = hyp.attention.double().round(decimals=4).tolist()
+            entry["attention"] = found.weights(rank).double().round(decimals=4).tolist()
         hypotheses.append(entry)
     result: dict[str, Any] = {"source": found.source, "text": found.text,
                               "hypotheses": hypotheses}

@@ -359,13 +359,16 @@ class Trainer:
         valid, step = self.data.valid, self.state.step
         val_loss = mean_token_loss(self.loss, valid.src_ids, valid.tgt_ids,
                                    self.cfg.train.batch_tokens, self.device, self.autocast_dtype)
-        found = self._translate(valid.src, self.cfg.train.valid_beam_size)
+        beam_size = self.cfg.train.valid_beam_size
+        found = self._translate(valid.src, beam_size)
         scores = score([translation.text for translation in found], valid.ref)
         for tag, value in (("loss", val_loss), ("perplexity", math.exp(min(val_loss, 50.0))),
                            ("bleu", scores.bleu), ("chrf", scores.chrf)):
             self.writer.add_scalar(f"val/{tag}", value, step)
-        for number in range(min(self.cfg.train.num_plot_sentences, len(valid))):
-            log_translation(self.writer, number, step, found[number], valid.ref[number])
+        shown = valid.src[:self.cfg.train.num_plot_sentences]  # again, keeping their attention
+        settings = search_settings(self.cfg, beam_size, attention=True)
+        for number, translation in enumerate(self.translator.search(shown, settings)):
+            log_translation(self.writer, number, step, translation, valid.ref[number])
         return val_loss, scores.bleu, scores.chrf
 
     def _translate(self, lines: list[str], beam_size: int) -> list[Translation]:

@@ -65,7 +65,7 @@ class Translation:
         Returns (target piece, source piece, weight) triples; with several heads the weights are
         averaged over heads first.
         """
-        weights = self.hypotheses[rank].attention.float().mean(dim=0)  # (T + 1, S)
+        weights = self.weights(rank).float().mean(dim=0)  # (T + 1, S)
         strongest, where = weights.max(dim=1)  # (T + 1,), (T + 1,)
         src, tgt = self.attention_labels(rank)
         return [(tgt[t], src[int(where[t])], float(strongest[t])) for t in range(len(tgt))]
@@ -75,7 +75,14 @@ class Translation:
         from seq2seq.visualize import save_attention_pngs  # matplotlib only when plotting
 
         src, tgt = self.attention_labels(rank)
-        return save_attention_pngs(self.hypotheses[rank].attention, src, tgt, path_stem, title)
+        return save_attention_pngs(self.weights(rank), src, tgt, path_stem, title)
+
+    def weights(self, rank: int = 0) -> torch.Tensor:
+        """Hypothesis `rank`'s attention (heads, T + 1, S); it was kept only if asked for."""
+        weights = self.hypotheses[rank].attention
+        if weights is None:
+            raise ValueError("no attention weights: translate with settings(attention=True)")
+        return weights
 
 
 class Translator:
@@ -131,11 +138,13 @@ class Translator:
         return cls(model, tokenizer, config, device, path, quantize)
 
     def settings(self, beam_size: int = 5, length_penalty: float | None = None,
-                 max_len_ratio: float | None = None, nbest: int = 1) -> SearchSettings:
+                 max_len_ratio: float | None = None, nbest: int = 1,
+                 attention: bool = False) -> SearchSettings:
         """Search settings; those left unset are the ones the model was trained and tested with.
 
         Sources longer than the model's data.max_len are truncated to it: the model never saw
-        longer ones in training.
+        longer ones in training. `attention` keeps the attention weights of every hypothesis
+        (for plots; decoding is faster without).
         """
         if beam_size < 1 or not 1 <= nbest <= beam_size:
             raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, "
@@ -146,7 +155,8 @@ class Translator:
         if max_len_ratio is not None and not 0 < max_len_ratio <= MAX_LEN_RATIO:
             raise ValueError(f"max_len_ratio must be in (0, {MAX_LEN_RATIO:g}], "
                              f"got {max_len_ratio}")
-        return search_settings(self.config, beam_size, length_penalty, max_len_ratio, nbest)
+        return search_settings(self.config, beam_size, length_penalty, max_len_ratio, nbest,
+                               attention)
 
     def translate(self, lines: Sequence[str], settings: SearchSettings | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE) -> list[str]:

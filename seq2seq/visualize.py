@@ -136,7 +136,7 @@ def log_translation(writer, number: int, step: int, translation: Translation,
     if not translation.hypotheses:
         return
     src_tokens, tgt_tokens = translation.attention_labels()
-    weights = translation.hypotheses[0].attention[:, : len(tgt_tokens), : len(src_tokens)]
+    weights = translation.weights()[:, : len(tgt_tokens), : len(src_tokens)]
     title = f"val {number} step {step}"
     figures = attention_figures(weights, src_tokens, tgt_tokens, title, fit=CARD_PIXELS)
     for head, figure in enumerate(figures):

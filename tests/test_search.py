@@ -7,6 +7,8 @@ the log-probability that the model's teacher-forced forward pass gives the same 
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -136,7 +138,8 @@ def test_greedy_stops_at_the_length_limit(model, limit):
     unlimited = greedy(model, src, src_lengths, max_len_ratio=10.0)
     assert max(len(h.tokens) for h in unlimited) > limit  # the limit bites somewhere
     # ratio 0: the limit is `limit` tokens for every sentence
-    found = greedy(model, src, src_lengths, max_len_ratio=0.0, max_len_offset=limit)
+    found = greedy(model, src, src_lengths, max_len_ratio=0.0, max_len_offset=limit,
+                   need_attention=True)
     for b, (hyp, free) in enumerate(zip(found, unlimited, strict=True)):
         # a prefix of the unlimited output, cut at the limit, then EOS (forced)
         assert hyp.tokens == free.tokens[:limit]
@@ -206,8 +209,8 @@ def test_beam_search_beats_greedy_on_the_whole_batch(model):
 def test_hypotheses_hold_no_special_ids_and_attention_over_the_real_source(model):
     heads = model.decoder.attention.num_heads
     src, src_lengths = make_source(seed=4)
-    greedy_found = greedy(model, src, src_lengths)
-    beam_found = beam_search(model, src, src_lengths, beam_size=3, nbest=3)
+    greedy_found = greedy(model, src, src_lengths, need_attention=True)
+    beam_found = beam_search(model, src, src_lengths, beam_size=3, nbest=3, need_attention=True)
     for b in range(len(src)):
         for hyp in [greedy_found[b], *beam_found[b]]:
             assert not {PAD_ID, BOS_ID, EOS_ID} & set(hyp.tokens)
@@ -216,6 +219,19 @@ def test_hypotheses_hold_no_special_ids_and_attention_over_the_real_source(model
             # rows are distributions over the real source tokens: padding gets no weight
             torch.testing.assert_close(hyp.attention.sum(-1), torch.ones(heads,
                                                                         len(hyp.tokens) + 1))
+
+
+def test_keeping_attention_changes_no_translation_or_score(model):
+    src, src_lengths = make_source(seed=5)
+    for search in (greedy, partial(beam_search, beam_size=3, nbest=2)):
+        plain, kept = search(model, src, src_lengths), search(model, src, src_lengths,
+                                                              need_attention=True)
+        for without, withal in zip(plain, kept, strict=True):
+            without, withal = (x if isinstance(x, list) else [x] for x in (without, withal))
+            assert [h.tokens for h in without] == [h.tokens for h in withal]
+            assert [h.score for h in without] == pytest.approx([h.score for h in withal])
+            assert all(h.attention is None for h in without)
+            assert all(h.attention is not None for h in withal)
 
 
 def test_gnmt_length_penalty():

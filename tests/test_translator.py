@@ -72,7 +72,8 @@ def test_a_line_over_max_len_is_truncated_with_a_warning_not_dropped(translator,
     max_len = translator.config.data.max_len
     long_line = " ".join(["Ein Mann fährt Fahrrad."] * max_len)
     with caplog.at_level(logging.WARNING, logger="seq2seq"):
-        found = translator.search([SENTENCES[0], long_line], first_line=7)
+        found = translator.search([SENTENCES[0], long_line], translator.settings(attention=True),
+                                  first_line=7)
     assert len(found) == 2 and found[1].hypotheses
     assert len(found[1].src_pieces) == max_len
     assert found[1].hypotheses[0].attention.shape[-1] == max_len + 1  # + EOS
@@ -89,7 +90,7 @@ def test_nbest_gives_k_hypotheses_best_first(translator):
 
 
 def test_strongest_sources_name_one_source_piece_per_target_piece(translator):
-    (found,) = translator.search([SENTENCES[3]], translator.settings(beam_size=1))
+    (found,) = translator.search([SENTENCES[3]], translator.settings(beam_size=1, attention=True))
     src_labels, tgt_labels = found.attention_labels()
     strongest = found.strongest_sources()
     assert [tgt for tgt, _, _ in strongest] == tgt_labels
@@ -105,13 +106,20 @@ def test_attention_plots_are_images_one_per_head(untrained_translator, tmp_path,
         else AdditiveAttentionConfig()
     translator = untrained_translator(attention)
     assert translator.model.decoder.attention.num_heads == heads
-    (found,) = translator.search([SENTENCES[0]], translator.settings(beam_size=2))
+    (found,) = translator.search([SENTENCES[0]], translator.settings(beam_size=2, attention=True))
     paths = found.plot_attention(tmp_path / "0000", title="0: " + SENTENCES[0])
     expected = ["0000.png"] if heads == 1 else [f"0000.head{k}.png" for k in range(1, heads + 1)]
     assert sorted(p.name for p in paths) == sorted(expected)
     for path in paths:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_attention_is_kept_only_when_asked_for(translator):
+    (found,) = translator.search([SENTENCES[0]])
+    assert found.hypotheses[0].attention is None
+    with pytest.raises(ValueError, match="attention=True"):
+        found.strongest_sources()
 
 
 def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(trained_checkpoint, tmp_path):

@@ -89,7 +89,8 @@ def translate(args: argparse.Namespace) -> None:
         check_output_dir(args.plot_attention, "--plot-attention")
     translator = load_translator(args)
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio,
-                                   args.nbest)
+                                   args.nbest, attention=bool(args.show_attention
+                                                              or args.plot_attention))
     if args.sentences:
         found = enumerate(translator.iter_search(check_arguments(args.sentences), settings,
                                                  args.batch_size))
