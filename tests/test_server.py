@@ -14,6 +14,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from seq2seq.cli import serve as serve_command
 from seq2seq.config import MultiHeadAttentionConfig
 from seq2seq.server import ApiError, Batcher, ServedModel, create_app, model_ids
 from seq2seq.server_process import request_json
@@ -221,3 +222,19 @@ def test_sigterm_finishes_the_request_in_flight_then_refuses_new_ones(serve,
     assert "server stopped" in server.output()
     with pytest.raises(urllib.error.URLError):
         request_json(f"{server.url}/health")
+
+
+def test_a_missing_checkpoint_is_one_line_before_serving(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        serve_command.main(["--checkpoint", str(tmp_path / "nope.pt")])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"error: checkpoint not found: {tmp_path / 'nope.pt'}"
+
+
+@pytest.mark.parametrize("option", [["--port", "70000"], ["--batch-window-ms", "nan"],
+                                    ["--max-lines", "0"]])
+def test_bad_options_are_usage_errors(option, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        serve_command.main(["--checkpoint", "x", *option])
+    assert stopped.value.code == 2 and option[0] in capsys.readouterr().err

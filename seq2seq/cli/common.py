@@ -226,13 +226,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the checkpoint's train.max_len_ratio)")
     search.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         metavar="N", help="sentences decoded together (default: %(default)s)")
-    search.add_argument("--device", choices=DEVICES, default="auto",
-                        help="auto takes cuda, then mps, then cpu (default: %(default)s)")
-    search.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads (default: torch's, one per core)")
-    search.add_argument("--quantize", choices=QUANTIZATIONS,
-                        help="int8: int8 Linear and GRU layers, faster on a CPU at a small BLEU "
-                             "cost (CPU only; default: the trained fp32 weights)")
+    add_device_arguments(search)
+
+
+def add_device_arguments(group: argparse._ActionsContainer) -> None:
+    """Where and how the model runs: shared by translate, evaluate and serve."""
+    group.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto takes cuda, then mps, then cpu (default: %(default)s)")
+    group.add_argument("--threads", type=positive_int, metavar="N",
+                       help="CPU threads (default: torch's, one per core)")
+    group.add_argument("--quantize", choices=QUANTIZATIONS,
+                       help="int8: int8 Linear and GRU layers, faster on a CPU at a small BLEU "
+                            "cost (CPU only; default: the trained fp32 weights)")
 
 
 def positive_int(text: str) -> int:

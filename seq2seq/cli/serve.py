@@ -15,8 +15,7 @@ import logging
 import signal
 from collections.abc import Sequence
 
-from seq2seq.cli.common import DEVICES, positive_int, run_cli, setup_logging
-from seq2seq.config import QUANTIZATIONS
+from seq2seq.cli.common import add_device_arguments, positive_int, run_cli, setup_logging
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -36,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=port, default=8000, help="(default: %(default)s)")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="auto takes cuda, then mps, then cpu (default: %(default)s)")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads for decoding (default: torch's, one per core)")
-    parser.add_argument("--quantize", choices=QUANTIZATIONS,
-                        help="int8: int8 Linear and GRU layers, faster on a CPU at a small BLEU "
-                             "cost (CPU only; default: the trained fp32 weights)")
+    add_device_arguments(parser)
     limits = parser.add_argument_group("requests")
     limits.add_argument("--max-lines", type=positive_int, default=Limits.max_lines, metavar="N",
                         help="lines per request (default: %(default)s)")
