@@ -10,24 +10,18 @@ client drives the whole ASGI stack in tests; uvicorn serves it):
 - `POST /translate` `{"text": [...], "model": ID, "beam": 5, "nbest": 1, "attention": false}`:
   per line, its hypotheses (text, score) and, with attention, the subwords and the weights.
 
-Concurrent requests are decoded together (`Batcher`): a request waits at most `window_ms` for
-others to join it, up to `max_batch_tokens` source subwords a batch, so 32 clients sending one
-sentence each share a few batched beam searches instead of queueing for 32 separate ones. What
-waits is bounded (`max_queued_lines`): past it the answer is 503 with Retry-After. Every bad
-request gets a 4xx JSON answer `{"error": ..., "field": ...}` naming the field; N lines in give
-N results out, in order.
+Concurrent requests are decoded together (`seq2seq.batcher`); past its bounded queue the
+answer is 503 with Retry-After. Every bad request gets a 4xx JSON answer `{"error": ...,
+"field": ...}` naming the field; N lines in give N results out, in order.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,14 +32,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from seq2seq.evaluation import SearchSettings
+from seq2seq.batcher import Batcher, Unavailable
 from seq2seq.server_settings import Batching, Limits
 from seq2seq.translator import Translation, Translator
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_S = 1  # what a client told "busy" (503) should wait before trying again
-
 
 @dataclass
 class ServedModel:
@@ -112,10 +103,9 @@ def model_ids(checkpoints: Sequence[Path]) -> list[str]:
 class ApiError(Exception):
     """A request the server refuses: HTTP `status`, a message and the field it is about."""
 
-    def __init__(self, status: int, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.field, self.headers = status, message, field, headers
+        self.status, self.message, self.field = status, message, field
 
 
 class TranslateRequest(BaseModel):
@@ -128,133 +118,6 @@ class TranslateRequest(BaseModel):
     beam: int = 5
     nbest: int = 1
     attention: bool = False
-
-
-@dataclass
-class Job:
-    """One request's lines, waiting for (or in) a batch."""
-
-    model: ServedModel
-    lines: list[str]
-    settings: SearchSettings
-    tokens: int
-    arrived: float
-    future: asyncio.Future[list[Translation]] = field(repr=False)
-
-    @property
-    def key(self) -> tuple[str, int, int, bool]:
-        """Jobs with the same key are decoded in one search call."""
-        return (self.model.id, self.settings.beam_size, self.settings.nbest,
-                self.settings.attention)
-
-
-class Batcher:
-    """Gathers the lines of concurrent requests into batched searches on one decoding thread.
-
-    The event loop never decodes: searches run one at a time on a worker thread (torch releases
-    the GIL), so the server keeps accepting and answering requests meanwhile, and what arrives
-    during a search forms the next batch.
-    """
-
-    def __init__(self, batching: Batching) -> None:
-        self.batching = batching
-        self._pending: deque[Job] = deque()
-        self._pending_tokens = 0
-        self.queued_lines = 0
-        self._changed = asyncio.Event()  # a job arrived, or the batcher is closing
-        self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
-        self._worker: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._worker = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        """Refuse new work, finish what is queued, stop the thread."""
-        self._closing = True
-        self._changed.set()
-        if self._worker is not None:
-            await self._worker
-        self._executor.shutdown()
-
-    async def translate(self, model: ServedModel, lines: list[str],
-                        settings: SearchSettings) -> list[Translation]:
-        """The lines' translations, in order, once the batch holding them is decoded."""
-        if self._closing:
-            raise ApiError(503, "the server is shutting down")
-        if self.queued_lines + len(lines) > self.batching.max_queued_lines:
-            raise ApiError(503, f"busy: {self.queued_lines} lines are waiting; retry in "
-                                f"{RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})
-        loop = asyncio.get_running_loop()
-        tokens = sum(len(ids) + 1 for ids in model.translator.tokenizer.encode_src(lines))
-        job = Job(model, lines, settings, tokens, loop.time(), loop.create_future())
-        self._pending.append(job)
-        self._pending_tokens += tokens
-        self.queued_lines += len(lines)
-        self._changed.set()
-        return await job.future
-
-    async def _run(self) -> None:
-        while self._pending or not self._closing:
-            if not self._pending:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            await self._gather()
-            batch = self._take_batch()
-            if batch:
-                await self._decode(batch)
-
-    async def _gather(self) -> None:
-        """Wait until the oldest job has waited `window_ms`, the batch is full, or closing."""
-        loop = asyncio.get_running_loop()
-        deadline = self._pending[0].arrived + self.batching.window_ms / 1000
-        while (not self._closing and self._pending_tokens < self.batching.max_batch_tokens
-               and loop.time() < deadline):
-            self._changed.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
-
-    def _take_batch(self) -> list[Job]:
-        """The oldest jobs up to the token budget (at least one); jobs whose client left are
-        dropped."""
-        batch: list[Job] = []
-        tokens = 0
-        while self._pending:
-            job = self._pending[0]
-            if batch and tokens + job.tokens > self.batching.max_batch_tokens:
-                break
-            self._pending.popleft()
-            self._pending_tokens -= job.tokens
-            self.queued_lines -= len(job.lines)
-            if not job.future.done():  # cancelled when the client disconnected
-                batch.append(job)
-                tokens += job.tokens
-        return batch
-
-    async def _decode(self, batch: list[Job]) -> None:
-        """One search per (model, beam, nbest) among the batch's jobs, results to each job."""
-        loop = asyncio.get_running_loop()
-        groups: dict[tuple[str, int, int, bool], list[Job]] = {}
-        for job in batch:
-            groups.setdefault(job.key, []).append(job)
-        for jobs in groups.values():
-            lines = [line for job in jobs for line in job.lines]
-            translator = jobs[0].model.translator
-            try:
-                found = await loop.run_in_executor(
-                    self._executor, translator.search, lines, jobs[0].settings, len(lines))
-            except Exception as error:  # a failed search fails its requests, not the server
-                log.exception("decoding a batch of %d lines failed", len(lines))
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(ApiError(500, f"decoding failed: {error}"))
-                continue
-            start = 0
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_result(found[start:start + len(job.lines)])
-                start += len(job.lines)
 
 
 def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
@@ -279,7 +142,18 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse({"error": error.message, "field": error.field},
-                            status_code=error.status, headers=error.headers)
+                            status_code=error.status)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, error: Unavailable) -> JSONResponse:
+        headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+        return JSONResponse({"error": str(error), "field": None}, status_code=503,
+                            headers=headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:  # e.g. a failed search
+        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}",
+                             "field": None}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -308,7 +182,7 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
         model = check_request(body, by_id, models[0], limits)
         settings = model.translator.settings(beam_size=body.beam, nbest=body.nbest,
                                              attention=body.attention)
-        found = await request.app.state.batcher.translate(model, body.text, settings)
+        found = await request.app.state.batcher.translate(model.translator, body.text, settings)
         return {"model": model.id,
                 "translations": [translation_json(t, body.attention) for t in found]}
 

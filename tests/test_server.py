@@ -14,9 +14,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from seq2seq.batcher import Batcher, Unavailable
 from seq2seq.cli import serve as serve_command
 from seq2seq.config import MultiHeadAttentionConfig
-from seq2seq.server import ApiError, Batcher, ServedModel, create_app, model_ids
+from seq2seq.server import ServedModel, create_app, model_ids
 from seq2seq.server_process import request_json
 from seq2seq.server_settings import Batching, Limits
 from seq2seq.translator import Translator
@@ -168,7 +169,6 @@ def run_batcher(batching: Batching, scenario):
 
 def test_concurrent_requests_share_one_batched_search(translator):
     counting = CountingTranslator(translator)
-    model = ServedModel("tiny", counting)  # type: ignore[arg-type]
     settings = translator.settings(beam_size=3)
     requests = [[line] for line in LINES] + [LINES[2:]]
     tokens = sum(len(ids) + 1 for lines in requests
@@ -176,7 +176,7 @@ def test_concurrent_requests_share_one_batched_search(translator):
 
     async def scenario(batcher):
         # a window far longer than the test, cut short once the budget is reached
-        return await asyncio.gather(*(batcher.translate(model, lines, settings)
+        return await asyncio.gather(*(batcher.translate(counting, lines, settings)
                                       for lines in requests))
 
     found = run_batcher(Batching(window_ms=600_000, max_batch_tokens=tokens), scenario)
@@ -185,20 +185,19 @@ def test_concurrent_requests_share_one_batched_search(translator):
                                                         for lines in requests]
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_close_finishes_queued_work(translator):
-    model = ServedModel("tiny", translator)
+def test_a_full_queue_refuses_at_once_and_close_finishes_queued_work(translator):
     settings = translator.settings(beam_size=2)
 
     async def scenario(batcher):
-        waiting = asyncio.ensure_future(batcher.translate(model, LINES[:2], settings))
+        waiting = asyncio.ensure_future(batcher.translate(translator, LINES[:2], settings))
         await asyncio.sleep(0)  # let it queue (no timing: one turn of the event loop)
-        with pytest.raises(ApiError) as full:
-            await batcher.translate(model, LINES[2:3], settings)
-        assert full.value.status == 503 and full.value.headers == {"Retry-After": "1"}
+        with pytest.raises(Unavailable, match="busy") as full:
+            await batcher.translate(translator, LINES[2:3], settings)
+        assert full.value.retry_after == 1
         closing = asyncio.ensure_future(batcher.close())
         await asyncio.sleep(0)
-        with pytest.raises(ApiError, match="shutting down"):
-            await batcher.translate(model, LINES[:1], settings)
+        with pytest.raises(Unavailable, match="shutting down"):
+            await batcher.translate(translator, LINES[:1], settings)
         await closing
         return await waiting
 
@@ -238,3 +237,23 @@ def test_bad_options_are_usage_errors(option, capsys):
     with pytest.raises(SystemExit) as stopped:
         serve_command.main(["--checkpoint", "x", *option])
     assert stopped.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+def test_past_the_queue_bound_the_answer_is_503_with_retry_after(translator):
+    app = create_app([ServedModel("tiny", translator)], batching=Batching(max_queued_lines=1))
+    with TestClient(app) as client:
+        response = client.post("/translate", json={"text": LINES[:2]})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert "busy" in response.json()["error"]
+        assert client.post("/translate", json={"text": LINES[:1]}).status_code == 200
+
+
+def test_a_failed_search_is_a_500_json_answer_and_the_server_goes_on(translator, monkeypatch):
+    app = create_app([ServedModel("tiny", translator)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with monkeypatch.context() as patch:
+            patch.setattr(translator, "search", lambda *args: 1 / 0)
+            response = client.post("/translate", json={"text": LINES[:1]})
+        assert response.status_code == 500
+        assert response.json()["error"] == "internal error: ZeroDivisionError: division by zero"
+        assert client.post("/translate", json={"text": LINES[:1]}).status_code == 200
