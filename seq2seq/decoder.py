@@ -159,10 +159,17 @@ class Decoder(nn.Module):
 
         The memory has N rows, or N / G rows shared by G consecutive rows (beams) each.
         """
-        embedded = self.embedding_dropout(self.embedding(prev[:, None]))  # (B, 1, E)
+        features, state, weights = self.step_features(prev, state, memory, need_weights)
+        return self.output_layer(features), state, weights
+
+    def step_features(
+        self, prev: Tensor, state: DecoderState, memory: Memory, need_weights: bool = True
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """`step` up to the output layer: features (N, P), whose logits are
+        `self.output_layer(features)`; search applies it a slice of rows at a time."""
+        embedded = self.embedding_dropout(self.embedding(prev[:, None]))  # (N, 1, E)
         attentional, state, weights = self._step(embedded, state, memory, need_weights)
-        logits = self.output_layer(attentional.squeeze(1))  # (B, V)
-        return logits, state, None if weights is None else weights.squeeze(2)
+        return attentional.squeeze(1), state, None if weights is None else weights.squeeze(2)
 
     def _step(
         self, embedded: Tensor, state: DecoderState, memory: Memory, need_weights: bool

@@ -22,9 +22,14 @@ KEEP_FP32 = ("energy_layer",)
 
 
 def quantize(model: nn.Module, kind: str) -> nn.Module:
-    """A copy of `model` (in eval mode, on the CPU) with int8 Linear and GRU layers."""
+    """A copy of `model` (in eval mode, on the CPU) with int8 Linear and GRU layers.
+
+    Sets PyTorch's quantized engine for the process (`choose_engine`): the weights are packed
+    for it.
+    """
     if kind not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {kind!r}; choose from {', '.join(QUANTIZATIONS)}")
+    torch.backends.quantized.engine = choose_engine()
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao, whose int8 CPU kernels cover
         # Linear layers only (not GRUs) and need torch.compile to be fast; this API still works.
@@ -36,3 +41,13 @@ def quantize(model: nn.Module, kind: str) -> nn.Module:
                   and name.rsplit(".", 1)[-1] not in KEEP_FP32}
         return torch.ao.quantization.quantize_dynamic(
             model.cpu().eval(), layers, dtype=torch.qint8, inplace=False)
+
+
+def choose_engine() -> str:
+    """oneDNN's int8 kernels where the CPU has AMX tiles (they use them: measured 2.4x faster
+    than fbgemm's for the output layer, 1.25x for beam search, on a 2-core Xeon with AMX);
+    elsewhere PyTorch's own choice."""
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    if has_amx and "onednn" in torch.backends.quantized.supported_engines:
+        return "onednn"
+    return torch.backends.quantized.engine
