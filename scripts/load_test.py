@@ -14,13 +14,12 @@ under load. Bounded: clients x requests requests per run, and `--timeout` second
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, required=True,
                         help="sentences to send, one per line (plain or .gz)")
     parser.add_argument("--clients", type=int, default=32, help="(default: %(default)s)")
-    parser.add_argument("--requests", type=int, default=8,
+    parser.add_argument("--requests", type=int, default=16,
                         help="requests per client (default: %(default)s)")
     parser.add_argument("--beam", type=int, default=5, help="(default: %(default)s)")
     parser.add_argument("--server-args", default="",
@@ -81,38 +80,57 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def load(server: ServerProcess, mode: str, sentences: list[str],
          args: argparse.Namespace) -> LoadResult:
-    """Warm up, then `clients` threads each sending `requests` requests one after another."""
+    """Warm up, then `clients` concurrent clients each sending `requests` requests one after
+    another; their latencies."""
     request_json(f"{server.url}/translate", {"text": sentences[:4], "beam": args.beam},
                  args.timeout)
     rss_rest, _ = server.memory_mb()
-
-    def client(index: int) -> list[float]:
-        latencies = []
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=args.timeout)
-        try:
-            for k in range(args.requests):
-                sentence = sentences[(index * args.requests + k) % len(sentences)]
-                body = json.dumps({"text": [sentence], "beam": args.beam})
-                started = time.perf_counter()
-                connection.request("POST", "/translate", body,
-                                   {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                answer = json.loads(response.read())
-                latencies.append(time.perf_counter() - started)
-                if response.status != 200 or len(answer["translations"]) != 1:
-                    raise SystemExit(f"the server answered {response.status}: {answer}")
-        finally:
-            connection.close()
-        return latencies
-
     started = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        latencies = [t for times in pool.map(client, range(args.clients)) for t in times]
+    latencies = asyncio.run(run_clients(server.port, sentences, args))
     seconds = time.perf_counter() - started
     _, rss_peak = server.memory_mb()
     cuts = statistics.quantiles(latencies, n=100)
     return LoadResult(mode, len(latencies), seconds, len(latencies) / seconds,
                       cuts[49] * 1000, cuts[94] * 1000, rss_rest, rss_peak)
+
+
+async def run_clients(port: int, sentences: list[str], args: argparse.Namespace) -> list[float]:
+    """The clients as coroutines of one thread on raw keep-alive HTTP/1.1 connections: the load
+    generator shares the machine's cores with the server, so it must cost little itself (32
+    client threads fighting over the GIL slowed the turnaround of every batch)."""
+
+    async def client(index: int) -> list[float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        latencies = []
+        try:
+            for k in range(args.requests):
+                sentence = sentences[(index * args.requests + k) % len(sentences)]
+                body = json.dumps({"text": [sentence], "beam": args.beam}).encode()
+                started = time.perf_counter()
+                writer.write(b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                status, answer = await read_response(reader)
+                latencies.append(time.perf_counter() - started)
+                if status != 200 or len(json.loads(answer)["translations"]) != 1:
+                    raise SystemExit(f"the server answered {status}: {answer[:300]!r}")
+        finally:
+            writer.close()
+        return latencies
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(client(i) for i in range(args.clients))),
+        args.timeout * args.requests)
+    return [latency for latencies in results for latency in latencies]
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Status and body of one HTTP/1.1 response with a Content-Length (what uvicorn sends)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    length = int({k.lower(): v for k, v in headers.items()}["content-length"])
+    return int(lines[0].split()[1]), await reader.readexactly(length)
 
 
 def print_table(results: list[LoadResult], args: argparse.Namespace) -> None:
