@@ -69,6 +69,7 @@ class Batcher:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self._worker: asyncio.Task[None] | None = None
+        self._free_since = 0.0  # when the last search ended (event loop time)
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run())
@@ -112,11 +113,20 @@ class Batcher:
             batch = self._take_batch()
             if batch:
                 await self._decode(batch)
+                self._free_since = asyncio.get_running_loop().time()
 
     async def _gather(self) -> None:
-        """Wait until the oldest job has waited `window_ms`, the batch is full, or closing."""
+        """Wait until the batch is full, the batcher closes, or `window_ms` has passed since the
+        oldest job arrived or, if later, since the last search ended.
+
+        The second clock is for steady load: the clients of the batch just decoded send their
+        next requests over a few milliseconds; without it the first of them would leave at once
+        with the stragglers of the batch before, and the load would settle into one full batch
+        and one small one in turn (measured: 32 clients made batches of 27 and 5 sentences).
+        """
         loop = asyncio.get_running_loop()
-        deadline = self._pending[0].arrived + self.batching.window_ms / 1000
+        start = max(self._pending[0].arrived, self._free_since)
+        deadline = start + self.batching.window_ms / 1000
         while (not self._closing and self._pending_tokens < self.batching.max_batch_tokens
                and loop.time() < deadline):
             self._changed.clear()
