@@ -203,6 +203,8 @@ class Decoder(nn.Module):
         B = memory.mask.size(0)
         if N == B:
             return self.attention(query, memory.keys, memory.values, memory.mask, need_weights)
+        if N % B:
+            raise ValueError(f"{N} decoder rows cannot share a memory of {B} rows")
         G = N // B
         context, weights = self.attention(query.reshape(B, G * T, -1), memory.keys,
                                           memory.values, memory.mask, need_weights)

@@ -99,6 +99,20 @@ def test_selecting_rows_commutes_with_stepping(variant):
         torch.testing.assert_close(sel_state.feed, next_state.select(index).feed)
 
 
+def test_beams_sharing_a_memory_row_step_as_with_their_own_copies(variant):
+    decoder = make_decoder(*variant)
+    memory, state = decoder.init(make_encoded())
+    prev = make_target()[:, 0]
+    rows = torch.arange(prev.numel()).repeat_interleave(3)  # 3 beams per sentence
+    shared = decoder.step(prev[rows], state.select(rows), memory)  # one memory row each
+    copied = decoder.step(prev[rows], state.select(rows), memory.select(rows))
+    torch.testing.assert_close(shared[0], copied[0])
+    torch.testing.assert_close(shared[2], copied[2])
+    torch.testing.assert_close(shared[1].hidden, copied[1].hidden)
+    with pytest.raises(ValueError, match="cannot share"):
+        decoder.step(prev[rows[:-1]], state.select(rows[:-1]), memory)
+
+
 def test_memory_select_keeps_shared_values_shared():
     decoder = make_decoder(DotAttentionConfig(), DecoderStyle.luong, False)
     memory, _ = decoder.init(make_encoded())
