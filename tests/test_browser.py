@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.config import MultiHeadAttentionConfig, to_plain
 from seq2seq.server_process import ServerError, headless_chromium, request_json
 
 SENTENCE = "Ein Mann fährt Fahrrad."
@@ -96,3 +99,41 @@ def test_an_api_error_is_shown_beside_the_field_it_names(browser, server_url):
     assert "beam" in message
     assert "invalid" in beam.get_attribute("class")
     assert not browser.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
+
+
+@pytest.fixture(scope="module")
+def multihead_url(serve, trained_checkpoint, untrained_translator, tmp_path_factory) -> str:
+    """A server for a 2-head model: the tiny run's tokenizer and config, untrained weights."""
+    translator = untrained_translator(MultiHeadAttentionConfig(num_heads=2))
+    payload = load_checkpoint(trained_checkpoint)
+    payload["config"] = to_plain(translator.config)
+    payload["model"] = translator.model.state_dict()
+    path = tmp_path_factory.mktemp("multihead") / "heads.pt"
+    save_checkpoint(payload, path)
+    return serve("--checkpoint", str(path)).url
+
+
+def test_a_multi_head_model_gets_a_tab_per_head_showing_that_heads_weights(browser,
+                                                                           multihead_url):
+    translate_on_page(browser, multihead_url, SENTENCE)
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, "#heatmap g.row"))
+    tabs = browser.find_elements(By.CSS_SELECTOR, "button.head-tab")
+    assert [tab.text for tab in tabs] == ["mean", "head 1", "head 2"]
+    beam, nbest = (int(browser.find_element(By.ID, name).get_attribute("value"))
+                   for name in ("beam", "nbest"))
+    heads = request_json(f"{multihead_url}/translate", {
+        "text": [SENTENCE], "beam": beam, "nbest": nbest,
+        "attention": True})["translations"][0]["hypotheses"][0]["attention"]
+    expected_weights = [torch.tensor(heads).mean(0), *torch.tensor(heads)]
+    for index, expected in enumerate(expected_weights):
+        # the tabs are redrawn on every click: find them anew each time
+        browser.find_elements(By.CSS_SELECTOR, "button.head-tab")[index].click()
+        WebDriverWait(browser, 10).until(
+            lambda driver, index=index: driver.find_elements(
+                By.CSS_SELECTOR, "button.head-tab")[index].get_attribute("aria-selected") == "true")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
+        shown = torch.tensor([[float(cell.get_attribute("data-weight"))
+                               for cell in row.find_elements(By.CSS_SELECTOR, "rect.cell")]
+                              for row in rows])
+        torch.testing.assert_close(shown, expected, atol=1e-3, rtol=0)
