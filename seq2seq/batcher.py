@@ -91,6 +91,8 @@ class Batcher:
         """
         if self._closing:
             raise Unavailable("the server is shutting down")
+        if not lines:  # zero lines in, zero out: nothing to wait for
+            return []
         if self.queued_lines + len(lines) > self.batching.max_queued_lines:
             raise Unavailable(f"busy: {self.queued_lines} lines are waiting; retry in "
                               f"{RETRY_AFTER_S} s", retry_after=RETRY_AFTER_S)

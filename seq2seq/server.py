@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seq2seq.batcher import Batcher, Unavailable
@@ -150,6 +151,13 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
         return JSONResponse({"error": str(error), "field": None}, status_code=503,
                             headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (an unknown path, a wrong method, a body that is not UTF-8)
+        # in the same shape as ours
+        return JSONResponse({"error": str(error.detail), "field": None},
+                            status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> JSONResponse:  # e.g. a failed search
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}",
@@ -208,6 +216,12 @@ def check_request(body: TranslateRequest, by_id: dict[str, ServedModel], default
         if "\n" in line or "\r" in line:
             raise ApiError(422, f"text[{index}] holds a line break: send one sentence per "
                                 "list item", f"text[{index}]")
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, no character
+                raise ApiError(422, f"text[{index}] is not valid Unicode (a lone surrogate "
+                                    "escape)", f"text[{index}]") from None
     if not 1 <= body.beam <= limits.max_beam:
         raise ApiError(422, f"beam must be in [1, {limits.max_beam}], got {body.beam}", "beam")
     if not 1 <= body.nbest <= body.beam:

@@ -113,6 +113,8 @@ BAD_REQUESTS = [
     ('{"text": ["a"], "nbest": 0}', 422, "nbest"),
     ('{"text": ["a"], "model": "nope"}', 404, "model"),
     ('{"text": ["a\\nb"]}', 422, "text[0]"),
+    ('{"text": ["a", "\\ud800"]}', 422, "text[1]"),
+    (b'{"text": ["\xff\xfe"]}', 400, None),
     (json.dumps({"text": ["a"] * 9}), 413, "text"),
     (json.dumps({"text": ["a", "b" * 201]}), 413, "text[1]"),
     (json.dumps({"text": ["x" * 10**6]}), 413, None),
@@ -127,6 +129,17 @@ def test_a_bad_request_is_refused_naming_the_field(client, body, status, field):
     error = response.json()
     assert error["field"] == field and error["error"]
     assert field is None or error["error"].startswith(field)
+
+
+def test_zero_lines_give_zero_translations(client):
+    response = client.post("/translate", json={"text": []})
+    assert response.status_code == 200 and response.json()["translations"] == []
+
+
+@pytest.mark.parametrize("method,path,status", [("get", "/nope", 404), ("get", "/translate", 405)])
+def test_unknown_paths_and_methods_answer_in_the_same_json_shape(client, method, path, status):
+    response = getattr(client, method)(path)
+    assert response.status_code == status and set(response.json()) == {"error", "field"}
 
 
 def test_a_body_that_is_not_declared_json_is_refused(client):
