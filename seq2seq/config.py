@@ -95,6 +95,20 @@ class SplitFiles:
 
 
 @dataclass
+class HoldoutConfig:
+    """A custom corpus's valid or test split without files is held out of its training file."""
+
+    valid: int = 1000  # pairs
+    test: int = 1000  # pairs
+    seed: int = 1  # which pairs: the same file and seed always hold out the same lines
+
+    def __post_init__(self) -> None:
+        for key in ("valid", "test"):
+            value = getattr(self, key)
+            _check(value >= 1, f"data.holdout.{key}", value, "an int >= 1")
+
+
+@dataclass
 class DataConfig:
     corpus: CorpusKind = CorpusKind.multi30k
     name: str = "multi30k"  # names the prepared-data folder under root, with the language pair
@@ -110,6 +124,7 @@ class DataConfig:
     train_files: SplitFiles = field(default_factory=SplitFiles)
     valid_files: SplitFiles = field(default_factory=SplitFiles)
     test_files: SplitFiles = field(default_factory=SplitFiles)
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     max_len: int = 100  # training pairs longer than this (in subwords, either side) are dropped
     max_train_pairs: int | None = None  # keep only the first N training pairs (smoke runs)
     max_eval_pairs: int | None = None  # evaluate on the first N val/test pairs (smoke runs)

@@ -7,9 +7,10 @@ logged count); validation and test pairs are never filtered, so evaluation sees 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from seq2seq.corpus import (
 )
 from seq2seq.distributed import Distributed
 from seq2seq.errors import DataError, TrainingError
+from seq2seq.files import atomic_writer
+from seq2seq.holdout import Holdout, hold_out
 from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -96,7 +99,9 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
     """
     root = Path(cfg.root).expanduser().resolve()
     directory = root / f"{cfg.name}.{cfg.src_lang}-{cfg.tgt_lang}"
-    train_pairs, valid_pairs, test_pairs, names = _read_splits(cfg, root)
+    train_pairs, valid_pairs, test_pairs, names, holdout = _read_splits(cfg, root)
+    if holdout is not None:
+        _record_holdout(holdout, cfg, directory)
 
     if cfg.max_train_pairs is not None:
         train_pairs = train_pairs[: cfg.max_train_pairs]
@@ -185,7 +190,10 @@ def read_split(cfg: DataConfig, split: str) -> Pairs:
     if name not in CUSTOM_SPLITS:
         raise DataError(f"a custom corpus has no split {split!r}; choose from "
                         f"{', '.join(CUSTOM_SPLITS)}")
-    return _read_custom(f"data.{name}_files", getattr(cfg, f"{name}_files"))
+    files = getattr(cfg, f"{name}_files")
+    if name != "train" and not _unset(files):
+        return _read_custom(f"data.{name}_files", files)
+    return dict(zip(CUSTOM_SPLITS, _read_custom_splits(cfg)[:3], strict=True))[name]
 
 
 def _read_multi30k(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list[Pairs]:
@@ -207,16 +215,48 @@ def _read_multi30k(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list[
     return splits
 
 
-def _read_splits(cfg: DataConfig, root: Path) -> tuple[Pairs, Pairs, Pairs, tuple[str, ...]]:
-    """The train, valid and test pairs of the configured corpus, and the three split names."""
+def _read_splits(cfg: DataConfig, root: Path
+                 ) -> tuple[Pairs, Pairs, Pairs, tuple[str, ...], Holdout | None]:
+    """The train, valid and test pairs of the configured corpus, the three split names, and
+    what was held out of the training file (custom corpora without valid or test files)."""
     if cfg.corpus is CorpusKind.multi30k:
         names = (cfg.train_split, cfg.valid_split, cfg.test_split)
         splits = _read_multi30k(cfg, root, names)
-        return splits[0], splits[1], splits[2], names
+        return splits[0], splits[1], splits[2], names, None
+    train, valid, test, holdout = _read_custom_splits(cfg)
+    return train, valid, test, CUSTOM_SPLITS, holdout
 
-    names = CUSTOM_SPLITS
-    splits = [_read_custom(f"data.{name}_files", getattr(cfg, f"{name}_files")) for name in names]
-    return splits[0], splits[1], splits[2], names
+
+def _read_custom_splits(cfg: DataConfig) -> tuple[Pairs, Pairs, Pairs, Holdout | None]:
+    """A custom corpus's splits; a valid or test split without files is held out of train."""
+    train = _read_custom("data.train_files", cfg.train_files)
+    missing = {name: getattr(cfg.holdout, name) for name in CUSTOM_SPLITS[1:]
+               if _unset(getattr(cfg, f"{name}_files"))}
+    holdout = None
+    if missing:
+        holdout = hold_out(train, missing, cfg.holdout.seed)
+        train = holdout.train
+    valid, test = (holdout.splits[name] if holdout and name in missing
+                   else _read_custom(f"data.{name}_files", getattr(cfg, f"{name}_files"))
+                   for name in CUSTOM_SPLITS[1:])
+    return train, valid, test, holdout
+
+
+def _unset(files: SplitFiles) -> bool:
+    return files.src is None and files.tgt is None and files.tsv is None
+
+
+def _record_holdout(holdout: Holdout, cfg: DataConfig, directory: Path) -> None:
+    """Write which lines of the training file went where, and say so in the log."""
+    record = directory / "holdout.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(record) as out:
+        out.write(json.dumps({"train_files": asdict(cfg.train_files), "seed": cfg.holdout.seed,
+                              **holdout.record()}, indent=1).encode("utf-8"))
+    sizes = ", ".join(f"{len(pairs):,} {name}" for name, pairs in holdout.splits.items())
+    logger.info("held out %s pairs of data.train_files (data.holdout.seed=%d); dropped %d "
+                "training pairs whose source was held out; the lines are listed in %s",
+                sizes, cfg.holdout.seed, len(holdout.dropped), record)
 
 
 def _read_custom(key: str, files: SplitFiles) -> Pairs:

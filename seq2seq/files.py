@@ -7,8 +7,10 @@ half-written file. Reads decode every line strictly as UTF-8 and name the file a
 
 from __future__ import annotations
 
+import bz2
 import errno
 import gzip
+import lzma
 import os
 import shutil
 import stat
@@ -21,7 +23,9 @@ from typing import BinaryIO
 
 from seq2seq.errors import DataError, OutputError
 
-_GZIP_MAGIC = b"\x1f\x8b"
+# compressed formats, told apart by their first bytes (not the file name)
+_COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"\xfd7zXZ\x00": ("xz", lzma.open),
+               b"BZh": ("bzip2", bz2.open)}
 FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 
@@ -107,10 +111,11 @@ def decode_line(raw: bytes, number: int, source: str | Path) -> str:
 
 
 def iter_lines(path: str | Path) -> Iterator[str]:
-    """The lines of a plain or gzip text file (told apart by its magic bytes), without line ends.
+    """The lines of a plain, gzip, xz or bzip2 text file (told apart by their first bytes),
+    without line ends.
 
     Raises DataError for a missing or unreadable file, invalid UTF-8 (with the line number) and a
-    truncated or corrupt gzip stream.
+    truncated or corrupt compressed stream.
     """
     path = Path(path)
     if path.is_dir():
@@ -118,22 +123,26 @@ def iter_lines(path: str | Path) -> Iterator[str]:
     if not path.is_file():
         raise DataError(f"{path} not found")
     with open_binary(path) as raw:
-        is_gzip = raw.read(2) == _GZIP_MAGIC
-    opened = gzip.open(path, "rb") if is_gzip else open_binary(path)
+        head = raw.read(6)
+    kind, opener = next(((kind, opener) for magic, (kind, opener) in _COMPRESSED.items()
+                         if head.startswith(magic)), ("plain", None))
+    opened = opener(path, "rb") if opener else open_binary(path)
     number = 0
     try:
         with opened as stream:
             for number, line in enumerate(stream, start=1):
                 yield decode_line(line, number, path)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+    except (EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, OSError) as error:
+        if kind == "plain":
+            raise
         raise DataError(
-            f"{path} is a truncated or corrupt gzip file (after line {number}: {error}); "
+            f"{path} is a truncated or corrupt {kind} file (after line {number}: {error}); "
             "fetch or compress it again"
         ) from None
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """All lines of a plain or gzip text file; see ``iter_lines``."""
+    """All lines of a plain or compressed text file; see ``iter_lines``."""
     return list(iter_lines(path))
 
 

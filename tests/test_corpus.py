@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import urllib.error
 
 import pytest
@@ -21,14 +23,19 @@ from seq2seq.corpus import (
 from seq2seq.errors import DataError
 from seq2seq.files import read_lines
 
+COMPRESSORS = {"gzip": (gzip.compress, ".gz"), "xz": (lzma.compress, ".xz"),
+               "bzip2": (bz2.compress, ".bz2")}
 
-def test_plain_and_gzip_files_read_the_same(tmp_path):
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_plain_and_compressed_files_read_the_same(tmp_path, kind):
+    compress, suffix = COMPRESSORS[kind]
     text = "Ein Mädchen läuft über die Straße.\r\nZwei Männer.\n\n  \nLetzte Zeile ohne Ende"
     plain = tmp_path / "a.de"
     plain.write_bytes(("\ufeff" + text).encode("utf-8"))  # a BOM is dropped
-    zipped = tmp_path / "b.de.gz"
-    zipped.write_bytes(gzip.compress(text.encode("utf-8")))
-    unnamed = tmp_path / "gzip-without-suffix"  # gzip is recognised by content, not name
+    zipped = tmp_path / f"b.de{suffix}"
+    zipped.write_bytes(compress(text.encode("utf-8")))
+    unnamed = tmp_path / "without-suffix"  # recognised by content, not name
     unnamed.write_bytes(zipped.read_bytes())
 
     expected = ["Ein Mädchen läuft über die Straße.", "Zwei Männer.", "", "  ",
@@ -90,11 +97,13 @@ def test_invalid_utf8_names_file_and_line(tmp_path, compress):
         read_lines(path)
 
 
-def test_truncated_gzip_names_the_file(tmp_path):
-    data = gzip.compress(("Ein Satz.\n" * 5000).encode())
-    path = tmp_path / "cut.de.gz"
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_a_truncated_compressed_file_names_the_file_and_its_format(tmp_path, kind):
+    compress, suffix = COMPRESSORS[kind]
+    data = compress(("Ein Satz.\n" * 5000).encode())
+    path = tmp_path / f"cut.de{suffix}"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"cut.de.gz is a truncated or corrupt gzip file"):
+    with pytest.raises(DataError, match=rf"cut.de{suffix} is a truncated or corrupt {kind} file"):
         read_lines(path)
 
 
