@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
 from seq2seq.config import Config, CorpusKind, DataConfig, SplitFiles
@@ -84,10 +85,12 @@ class PreparedData:
 def _split_stats(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> dict[str, Any]:
     stats: dict[str, Any] = {"pairs": len(src_ids)}
     for side, ids in (("src", src_ids), ("tgt", tgt_ids)):
-        lengths = [len(x) for x in ids] or [0]
-        stats[f"{side}_tokens"] = sum(lengths)
-        stats[f"{side}_mean_len"] = statistics.fmean(lengths)
-        stats[f"{side}_max_len"] = max(lengths)
+        lengths = np.array([len(x) for x in ids] or [0])
+        stats[f"{side}_tokens"] = int(lengths.sum())
+        stats[f"{side}_mean_len"] = float(lengths.mean())
+        stats[f"{side}_len_percentiles"] = {  # percent -> length in subwords
+            q: int(np.percentile(lengths, q, method="higher")) for q in LENGTH_PERCENTILES}
+        stats[f"{side}_max_len"] = int(lengths.max())
     return stats
 
 
@@ -174,6 +177,7 @@ def _encode_split(name: str, pairs: Pairs, tokenizer: Tokenizer) -> EvalSplit:
 
 
 CUSTOM_SPLITS = ("train", "valid", "test")
+LENGTH_PERCENTILES = (50, 95, 99)  # subword lengths that the statistics show
 
 
 def read_split(cfg: DataConfig, split: str) -> Pairs:

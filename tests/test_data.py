@@ -165,5 +165,9 @@ def test_stats(multi30k_prepared):
     assert train["src_tokens"] == sum(multi30k_prepared.train.src_lengths)
     assert train["src_mean_len"] == pytest.approx(train["src_tokens"] / 29000)
     assert train["tgt_max_len"] == max(multi30k_prepared.train.tgt_lengths)
+    p50, p95, p99 = train["src_len_percentiles"].values()
+    lengths = sorted(multi30k_prepared.train.src_lengths)
+    assert p50 <= p95 <= p99 <= train["src_max_len"]
+    assert sum(n <= p95 for n in lengths) >= 0.95 * len(lengths) > sum(n < p95 for n in lengths)
     assert stats["src_vocab_size"] == stats["tgt_vocab_size"] == 8000
     assert stats["padding_efficiency"] >= 0.9

@@ -44,6 +44,8 @@ def test_multi30k_import_prints_statistics(multi30k_dir, tmp_path):
     assert "train pairs dropped: 0" in done.stdout
     assert "vocabulary: joint, src 1,000, tgt 1,000" in done.stdout
     assert "padding efficiency: 0." in done.stdout
+    assert any("src length: mean p50/95/99 max" in line for line in lines)
+    assert lines[-1].startswith("prepared in ") and "peak memory (RSS)" in lines[-1]
     # the corpus and tokenizer land under data.root, and Hydra writes no run dir or log
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     assert len(list(root.glob("multi30k.de-en/spm-joint-unigram-1000-*/joint.model"))) == 1

@@ -8,6 +8,7 @@ the data print one line on stderr and exit with code 1.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,16 @@ _NO_RUN_DIR = {
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def prepare(cfg: DictConfig) -> None:
     from seq2seq.data import prepare_data  # after Hydra: `--help` stays fast
+    from seq2seq.runtime import peak_rss_mb
 
     with user_errors():
         config = to_object(cfg)
+        started = time.perf_counter()
         data = prepare_data(config.data, batch_tokens=config.train.batch_tokens)
+        seconds = time.perf_counter() - started
     print(format_stats(data.stats(), f"{config.data.src_lang}->{config.data.tgt_lang}",
                        data.directory))
+    print(f"prepared in {seconds:.1f} s, peak memory (RSS) {peak_rss_mb():,.0f} MB")
 
 
 def format_stats(stats: dict[str, Any], pair: str, directory: Path) -> str:
@@ -47,13 +52,12 @@ def format_stats(stats: dict[str, Any], pair: str, directory: Path) -> str:
     lines = [
         f"corpus {directory.name} ({pair}), prepared in {directory}",
         f"{'split':<18}{'pairs':>8}{'src tokens':>12}{'tgt tokens':>12}"
-        f"{'src mean/max':>14}{'tgt mean/max':>14}",
+        f"  {'src length: mean p50/95/99 max':<32}{'tgt length: mean p50/95/99 max'}",
     ]
     for name, split in stats["splits"].items():
         lines.append(
             f"{name:<18}{split['pairs']:>8,}{split['src_tokens']:>12,}{split['tgt_tokens']:>12,}"
-            f"{split['src_mean_len']:>9.1f}/{split['src_max_len']:<4}"
-            f"{split['tgt_mean_len']:>9.1f}/{split['tgt_max_len']:<4}"
+            f"  {lengths(split, 'src'):<32}{lengths(split, 'tgt')}"
         )
     drops = stats["drop_counts"]
     lines += [
@@ -65,6 +69,11 @@ def format_stats(stats: dict[str, Any], pair: str, directory: Path) -> str:
         f"({stats['train_batches']:,} train batches of <= {stats['batch_tokens']:,} tokens)",
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def lengths(split: dict[str, Any], side: str) -> str:
+    percentiles = "/".join(str(n) for n in split[f"{side}_len_percentiles"].values())
+    return f"{split[f'{side}_mean_len']:.1f} {percentiles} {split[f'{side}_max_len']}"
 
 
 def main() -> None:
