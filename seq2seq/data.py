@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,10 @@ class PreparedData:
 
     def stats(self) -> dict[str, Any]:
         """Corpus statistics: pairs, tokens and lengths per split, vocab sizes, padding."""
-        splits = {"train": _split_stats(self.train.src_ids, self.train.tgt_ids)}
+        splits = {"train": _split_stats(self.train.src_lengths, self.train.tgt_lengths)}
         for split in (self.valid, self.test):
-            splits[split.name] = _split_stats(split.src_ids, split.tgt_ids)
+            splits[split.name] = _split_stats([len(ids) for ids in split.src_ids],
+                                              [len(ids) for ids in split.tgt_ids])
         sampler = TokenBudgetSampler(
             self.train.src_lengths, self.train.tgt_lengths, self.batch_tokens, shuffle=False
         )
@@ -82,10 +84,10 @@ class PreparedData:
         }
 
 
-def _split_stats(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> dict[str, Any]:
-    stats: dict[str, Any] = {"pairs": len(src_ids)}
-    for side, ids in (("src", src_ids), ("tgt", tgt_ids)):
-        lengths = np.array([len(x) for x in ids] or [0])
+def _split_stats(src_lengths: Sequence[int], tgt_lengths: Sequence[int]) -> dict[str, Any]:
+    stats: dict[str, Any] = {"pairs": len(src_lengths)}
+    for side, side_lengths in (("src", src_lengths), ("tgt", tgt_lengths)):
+        lengths = np.asarray(side_lengths if len(side_lengths) else [0])
         stats[f"{side}_tokens"] = int(lengths.sum())
         stats[f"{side}_mean_len"] = float(lengths.mean())
         stats[f"{side}_len_percentiles"] = {  # percent -> length in subwords

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +151,47 @@ def test_loader_yields_batches_of_the_sampler(num_workers):
             length = int(batch.src_lengths[row])
             assert batch.src[row, : length - 1].tolist() == src_ids[index]
             assert batch.tgt_out[row, : len(tgt_ids[index])].tolist() == tgt_ids[index]
+
+
+def reference_batches(src_lengths, tgt_lengths, max_tokens, seed, epoch, shuffle=True):
+    """The sampler's batches as its first, plain-Python version made them: the spec that the
+    vectorized one must reproduce exactly (same seed, same batches)."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    n = len(src_lengths)
+    order = torch.randperm(n, generator=generator).tolist() if shuffle else range(n)
+
+    def pair_cost(i):
+        return max(src_lengths[i], tgt_lengths[i]) + 1
+
+    order = sorted(order, key=lambda i: (pair_cost(i), src_lengths[i], tgt_lengths[i]))
+    batches, batch, longest = [], [], 0
+    for index in order:
+        if batch and (len(batch) + 1) * max(longest, pair_cost(index)) > max_tokens:
+            batches.append(batch)
+            batch, longest = [], 0
+        batch.append(index)
+        longest = max(longest, pair_cost(index))
+    batches.append(batch)
+    if shuffle:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return batches
+
+
+@pytest.mark.parametrize("max_tokens", [5, 100, 600, 6000])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_the_vectorized_sampler_makes_the_batches_of_the_plain_one(lengths, max_tokens, shuffle):
+    src, tgt = lengths
+    sampler = TokenBudgetSampler(src, tgt, max_tokens, shuffle=shuffle, seed=3)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        assert list(sampler) == reference_batches(src, tgt, max_tokens, 3, epoch, shuffle)
+
+
+def test_pairs_are_stored_as_flat_int32_arrays():
+    src_ids, tgt_ids = [[5, 6], [], [7, 8, 9]], [[10], [11, 12], [13]]
+    dataset = PairDataset(src_ids, tgt_ids)
+    assert dataset.src_tokens.dtype == dataset.tgt_tokens.dtype == np.int32
+    assert dataset.src_tokens.nbytes == 4 * 5 and dataset.tgt_tokens.nbytes == 4 * 4
+    assert dataset.src_lengths.tolist() == [2, 0, 3] and dataset.tgt_lengths.tolist() == [1, 2, 1]
+    assert [(i, s.tolist(), t.tolist()) for i, s, t in dataset] == [
+        (i, src_ids[i], tgt_ids[i]) for i in range(3)]
