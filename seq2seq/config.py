@@ -74,9 +74,14 @@ class TokenizerConfig:
     vocab_size: int = 8000
     model_type: SubwordModel = SubwordModel.unigram
     character_coverage: float = 1.0
+    # sentences each model is trained on: a seeded sample of this many when the training split
+    # has more (sentencepiece's memory grows with its input); Multi30k's 58k all count
+    max_sentences: int = 2_000_000
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 16, "data.tokenizer.vocab_size", self.vocab_size, "an int >= 16")
+        _check(self.max_sentences >= 1, "data.tokenizer.max_sentences", self.max_sentences,
+               "an int >= 1")
         _check(
             0.0 < self.character_coverage <= 1.0,
             "data.tokenizer.character_coverage",

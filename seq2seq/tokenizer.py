@@ -13,7 +13,7 @@ import io
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -26,6 +26,7 @@ from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 logger = logging.getLogger(__name__)
 
 _SPECIAL_IDS = frozenset((PAD_ID, BOS_ID, EOS_ID))
+SAMPLE_SEED = 1  # sentencepiece's draw of data.tokenizer.max_sentences training sentences
 
 
 class Tokenizer:
@@ -131,24 +132,41 @@ def load_or_train_tokenizer(
     return Tokenizer(models["src"], models["tgt"])
 
 
-def _cache_key(cfg: DataConfig, train_pairs: Iterable[tuple[str, str]]) -> str:
+def _cache_key(cfg: DataConfig, train_pairs: Sequence[tuple[str, str]]) -> str:
     digest = hashlib.sha256()
     for src, tgt in train_pairs:
         digest.update(src.encode("utf-8") + b"\t" + tgt.encode("utf-8") + b"\n")
     tok = cfg.tokenizer
+    sampled = f"-sample{tok.max_sentences}" if _sentences_per_model(cfg, train_pairs) \
+        > tok.max_sentences else ""
     return (
         f"spm-{'joint' if tok.joint else 'separate'}-{tok.model_type.value}-{tok.vocab_size}"
-        f"-cc{tok.character_coverage:g}-{digest.hexdigest()[:12]}"
+        f"-cc{tok.character_coverage:g}{sampled}-{digest.hexdigest()[:12]}"
     )
 
 
+def _sentences_per_model(cfg: DataConfig, train_pairs: Sequence[tuple[str, str]]) -> int:
+    return 2 * len(train_pairs) if cfg.tokenizer.joint else len(train_pairs)
+
+
 def _train(cfg: DataConfig, sentences: list[str]) -> bytes:
-    """Train one sentencepiece model in memory and return its serialized bytes."""
+    """Train one sentencepiece model in memory and return its serialized bytes.
+
+    Past `data.tokenizer.max_sentences` sentences, sentencepiece draws that many at random
+    (seeded, so the same data gives the same model) and trains on them alone.
+    """
     tok = cfg.tokenizer
     model = io.BytesIO()
+    sampling: dict[str, int | bool] = {}  # even unused, these options change the model
+    if len(sentences) > tok.max_sentences:
+        logger.info("training sentencepiece on a sample of %d of %d sentences "
+                    "(data.tokenizer.max_sentences)", tok.max_sentences, len(sentences))
+        spm.set_random_generator_seed(SAMPLE_SEED)
+        sampling = {"input_sentence_size": tok.max_sentences, "shuffle_input_sentence": True}
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
+            **sampling,
             model_writer=model,
             model_type=tok.model_type.value,
             vocab_size=tok.vocab_size,

@@ -140,3 +140,19 @@ def test_vocab_too_large_for_the_corpus_says_what_fits(tiny_data_config, tiny_pa
 def test_corrupt_model_bytes_are_a_data_error():
     with pytest.raises(DataError, match="sentencepiece model is corrupt"):
         Tokenizer(b"not a model", b"not a model")
+
+
+def test_past_max_sentences_a_seeded_sample_trains_the_model(tiny_data_config, tiny_pairs,
+                                                              tmp_path, caplog):
+    sampled = with_tokenizer(tiny_data_config, max_sentences=300, vocab_size=100)
+    with caplog.at_level(logging.INFO, logger="seq2seq.tokenizer"):
+        first = load_or_train_tokenizer(sampled, tiny_pairs, tmp_path / "a")
+    assert "sample of 300 of 800 sentences" in caplog.text  # joint: both sides count
+    (key,) = (p.name for p in (tmp_path / "a").iterdir())
+    assert "-sample300-" in key
+    again = load_or_train_tokenizer(sampled, tiny_pairs, tmp_path / "b")
+    assert again.to_bytes() == first.to_bytes()  # the same data gives the same sample
+    whole = load_or_train_tokenizer(with_tokenizer(tiny_data_config, vocab_size=100),
+                                    tiny_pairs, tmp_path / "c")
+    assert whole.to_bytes() != first.to_bytes()
+    assert "-sample" not in next((tmp_path / "c").iterdir()).name  # no sample, same key as ever
