@@ -85,6 +85,19 @@ class PairDataset(Dataset):
         self.src_tokens, self.src_offsets = _flatten(src_ids)
         self.tgt_tokens, self.tgt_offsets = _flatten(tgt_ids)
 
+    @classmethod
+    def from_arrays(cls, src_tokens: np.ndarray, src_offsets: np.ndarray,
+                    tgt_tokens: np.ndarray, tgt_offsets: np.ndarray) -> PairDataset:
+        """The dataset over existing token arrays and (N + 1,) offsets, e.g. memory-mapped."""
+        n = len(src_offsets) - 1
+        if (len(tgt_offsets) != n + 1 or n < 0 or src_offsets[-1] != len(src_tokens)
+                or tgt_offsets[-1] != len(tgt_tokens)):
+            raise ValueError("token arrays and offsets do not fit together")
+        dataset = cls.__new__(cls)
+        dataset.src_tokens, dataset.src_offsets = src_tokens, src_offsets
+        dataset.tgt_tokens, dataset.tgt_offsets = tgt_tokens, tgt_offsets
+        return dataset
+
     @property
     def src_lengths(self) -> np.ndarray:
         return np.diff(self.src_offsets)  # (N,) int64

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from seq2seq import encoded_cache
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
 from seq2seq.config import Config, CorpusKind, DataConfig, SplitFiles
 from seq2seq.corpus import (
@@ -124,23 +126,17 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
     if not train_pairs:
         raise DataError(f"the {names[0]} split has no pair with text on both sides")
     tokenizer = load_or_train_tokenizer(cfg, train_pairs, cache_dir=directory)
-
-    src_ids = tokenizer.encode_src([s for s, _ in train_pairs])
-    tgt_ids = tokenizer.encode_tgt([t for _, t in train_pairs])
-    keep = [i for i in range(len(src_ids))
-            if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
-    too_long = len(src_ids) - len(keep)
+    train, too_long = _encoded_train(cfg, train_pairs, tokenizer, directory)
     if empty or too_long:
         logger.info(
             "dropped %d of %d training pairs: %d empty, %d over data.max_len=%d subwords",
             empty + too_long, len(train_pairs) + empty, empty, too_long, cfg.max_len,
         )
-    if not keep:
+    if not len(train):
         raise DataError(
-            f"no training pairs left after filtering: all {len(src_ids)} non-empty pairs are "
-            f"longer than data.max_len={cfg.max_len} subwords; raise data.max_len"
+            f"no training pairs left after filtering: all {len(train_pairs)} non-empty pairs "
+            f"are longer than data.max_len={cfg.max_len} subwords; raise data.max_len"
         )
-    train = PairDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
 
     return PreparedData(
         tokenizer=tokenizer,
@@ -152,6 +148,30 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
         drop_counts={"empty": empty, "too_long": too_long},
         batch_tokens=batch_tokens,
     )
+
+
+def _encoded_train(cfg: DataConfig, train_pairs: Pairs, tokenizer: Tokenizer,
+                   directory: Path) -> tuple[PairDataset, int]:
+    """The training pairs encoded and filtered by data.max_len (and how many it dropped):
+    mapped from the cache when a whole one exists, else encoded and cached."""
+    path = encoded_cache.cache_path(directory, train_pairs, tokenizer, cfg.max_len)
+    cached = encoded_cache.load(path)
+    if cached is not None:
+        train, meta = cached
+        logger.info("mapped the %d encoded training pairs cached in %s", len(train), path)
+        return train, meta["too_long"]
+
+    started = time.perf_counter()
+    src_ids = tokenizer.encode_src([s for s, _ in train_pairs])
+    tgt_ids = tokenizer.encode_tgt([t for _, t in train_pairs])
+    keep = [i for i in range(len(src_ids))
+            if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
+    train = PairDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
+    too_long = len(src_ids) - len(keep)
+    encoded_cache.save(path, train, {"pairs": len(train), "too_long": too_long})
+    logger.info("encoded %d training pairs in %.1fs; cached in %s", len(train_pairs),
+                time.perf_counter() - started, path)
+    return train, too_long
 
 
 def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:

@@ -17,14 +17,21 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from seq2seq.batching import TokenBudgetSampler, collate
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.data import prepare_data
-from seq2seq.distributed import TIMEOUT_ENV, TRACE_ENV, Distributed, shutdown_distributed
+from seq2seq.data import prepare_data, prepare_data_on_all_ranks
+from seq2seq.distributed import (
+    TIMEOUT_ENV,
+    TRACE_ENV,
+    Distributed,
+    init_distributed,
+    shutdown_distributed,
+)
 from seq2seq.train_state import Interrupted
 from seq2seq.trainer import build_trainer
 
@@ -214,3 +221,26 @@ def test_a_signal_on_one_rank_stops_all_and_resume_matches_the_uninterrupted_run
                               data)
     assert alone.state.step == 7 and alone.state.batch_in_epoch == 14
     assert any("resuming a run of 2 process(es) with 1" in r.message for r in caplog.records)
+
+
+# ---- the encoded training set: rank 0 encodes and caches it, rank 1 maps it ------------------
+
+def cache_worker(rank: int, port: int, cfg, out: Path) -> None:
+    join_job(rank, 2, port)
+    try:
+        data = prepare_data_on_all_ranks(cfg, init_distributed())
+        mapped = isinstance(data.train.src_tokens, np.memmap)
+        (out / f"rank{rank}.json").write_text(json.dumps(
+            {"mapped": mapped, "pairs": len(data.train),
+             "first": data.train[0][1].tolist()}))
+    finally:
+        shutdown_distributed()
+
+
+def test_rank_0_encodes_the_training_set_and_rank_1_maps_its_cache(tiny_setup, tmp_path):
+    cfg, _ = tiny_setup
+    cfg = replace(cfg, data=replace(cfg.data, root=str(tmp_path / "root")))  # nothing cached
+    spawn(cache_worker, cfg, tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["mapped"] for r in ranks] == [False, True]
+    assert ranks[0]["pairs"] == ranks[1]["pairs"] and ranks[0]["first"] == ranks[1]["first"]
