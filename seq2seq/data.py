@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from seq2seq import encoded_cache
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
@@ -162,12 +163,20 @@ def _encoded_train(cfg: DataConfig, train_pairs: Pairs, tokenizer: Tokenizer,
         return train, meta["too_long"]
 
     started = time.perf_counter()
-    src_ids = tokenizer.encode_src([s for s, _ in train_pairs])
-    tgt_ids = tokenizer.encode_tgt([t for _, t in train_pairs])
-    keep = [i for i in range(len(src_ids))
-            if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
-    train = PairDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
-    too_long = len(src_ids) - len(keep)
+    chunks: list[PairDataset] = []
+    # In chunks: the ids of one chunk at a time exist as Python lists (about 100 bytes a
+    # sentence of overhead), the rest as int32 arrays.
+    starts = range(0, len(train_pairs), ENCODE_CHUNK_PAIRS)
+    for start in tqdm(starts, desc="encoding", unit="chunk", disable=len(starts) < 4,
+                      leave=False):
+        chunk = train_pairs[start:start + ENCODE_CHUNK_PAIRS]
+        src_ids = tokenizer.encode_src([s for s, _ in chunk])
+        tgt_ids = tokenizer.encode_tgt([t for _, t in chunk])
+        keep = [i for i in range(len(chunk))
+                if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
+        chunks.append(PairDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep]))
+    train = PairDataset.concatenate(chunks)
+    too_long = len(train_pairs) - len(train)
     encoded_cache.save(path, train, {"pairs": len(train), "too_long": too_long})
     logger.info("encoded %d training pairs in %.1fs; cached in %s", len(train_pairs),
                 time.perf_counter() - started, path)
@@ -199,6 +208,7 @@ def _encode_split(name: str, pairs: Pairs, tokenizer: Tokenizer) -> EvalSplit:
 
 
 CUSTOM_SPLITS = ("train", "valid", "test")
+ENCODE_CHUNK_PAIRS = 100_000  # training pairs encoded at a time
 LENGTH_PERCENTILES = (50, 95, 99)  # subword lengths that the statistics show
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from seq2seq.config import DataConfig
@@ -132,6 +133,17 @@ def load_or_train_tokenizer(
     return Tokenizer(models["src"], models["tgt"])
 
 
+def training_sample(sentences: Sequence[str], size: int) -> list[str]:
+    """`size` of the sentences drawn with a fixed seed, in their order. Drawn here rather than
+    by sentencepiece's own input_sentence_size sampling, which gave another model in each
+    process: sentencepiece's training on a given list is deterministic, so the same data now
+    always gives the same model."""
+    if len(sentences) <= size:
+        return list(sentences)
+    chosen = np.random.default_rng(SAMPLE_SEED).choice(len(sentences), size, replace=False)
+    return [sentences[i] for i in np.sort(chosen)]
+
+
 def _cache_key(cfg: DataConfig, train_pairs: Sequence[tuple[str, str]]) -> str:
     digest = hashlib.sha256()
     for src, tgt in train_pairs:
@@ -150,23 +162,17 @@ def _sentences_per_model(cfg: DataConfig, train_pairs: Sequence[tuple[str, str]]
 
 
 def _train(cfg: DataConfig, sentences: list[str]) -> bytes:
-    """Train one sentencepiece model in memory and return its serialized bytes.
-
-    Past `data.tokenizer.max_sentences` sentences, sentencepiece draws that many at random
-    (seeded, so the same data gives the same model) and trains on them alone.
-    """
+    """Train one sentencepiece model in memory and return its serialized bytes, on at most
+    `data.tokenizer.max_sentences` of the sentences (`training_sample`)."""
     tok = cfg.tokenizer
     model = io.BytesIO()
-    sampling: dict[str, int | bool] = {}  # even unused, these options change the model
     if len(sentences) > tok.max_sentences:
         logger.info("training sentencepiece on a sample of %d of %d sentences "
                     "(data.tokenizer.max_sentences)", tok.max_sentences, len(sentences))
-        spm.set_random_generator_seed(SAMPLE_SEED)
-        sampling = {"input_sentence_size": tok.max_sentences, "shuffle_input_sentence": True}
+        sentences = training_sample(sentences, tok.max_sentences)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
-            **sampling,
             model_writer=model,
             model_type=tok.model_type.value,
             vocab_size=tok.vocab_size,

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 
+from seq2seq import data as data_module
 from seq2seq.data import prepare_data
 
 
@@ -26,7 +27,8 @@ def config(tiny_data_config, tmp_path):
     return dataclasses.replace(tiny_data_config, root=str(tmp_path), max_len=30)
 
 
-def test_a_second_start_maps_what_the_first_encoded(config, caplog):
+def test_a_second_start_maps_what_the_first_encoded(config, caplog, monkeypatch):
+    monkeypatch.setattr(data_module, "ENCODE_CHUNK_PAIRS", 37)  # 11 chunks, joined in order
     with caplog.at_level(logging.INFO, logger="seq2seq"):
         first = prepare_data(config)
         assert "encoded 400 training pairs" in caplog.text

@@ -152,6 +152,9 @@ def test_past_max_sentences_a_seeded_sample_trains_the_model(tiny_data_config, t
     assert "-sample300-" in key
     again = load_or_train_tokenizer(sampled, tiny_pairs, tmp_path / "b")
     assert again.to_bytes() == first.to_bytes()  # the same data gives the same sample
+    sample = tokenizer_module.training_sample([f"s{i}" for i in range(800)], 300)
+    assert sample == tokenizer_module.training_sample([f"s{i}" for i in range(800)], 300)
+    assert len(set(sample)) == 300 and sample == sorted(sample, key=lambda s: int(s[1:]))
     whole = load_or_train_tokenizer(with_tokenizer(tiny_data_config, vocab_size=100),
                                     tiny_pairs, tmp_path / "c")
     assert whole.to_bytes() != first.to_bytes()
