@@ -40,10 +40,15 @@ class Job:
 
     translator: Translator
     lines: list[str]
+    src_ids: list[list[int]]  # the lines encoded once, for the token budget and the search
     settings: SearchSettings
-    tokens: int
     arrived: float
     future: asyncio.Future[list[Translation]] = field(repr=False)
+
+    @property
+    def tokens(self) -> int:
+        """Source subwords with EOS: what the job costs against the batch's token budget."""
+        return sum(len(ids) + 1 for ids in self.src_ids)
 
     @property
     def key(self) -> tuple[int, int, int, bool]:
@@ -97,10 +102,10 @@ class Batcher:
             raise Unavailable(f"busy: {self.queued_lines} lines are waiting; retry in "
                               f"{RETRY_AFTER_S} s", retry_after=RETRY_AFTER_S)
         loop = asyncio.get_running_loop()
-        tokens = sum(len(ids) + 1 for ids in translator.tokenizer.encode_src(lines))
-        job = Job(translator, lines, settings, tokens, loop.time(), loop.create_future())
+        job = Job(translator, lines, translator.tokenizer.encode_src(lines), settings,
+                  loop.time(), loop.create_future())
         self._pending.append(job)
-        self._pending_tokens += tokens
+        self._pending_tokens += job.tokens
         self.queued_lines += len(lines)
         self._changed.set()
         return await job.future
@@ -161,10 +166,11 @@ class Batcher:
             groups.setdefault(job.key, []).append(job)
         for jobs in groups.values():
             lines = [line for job in jobs for line in job.lines]
+            src_ids = [ids for job in jobs for ids in job.src_ids]
             try:
                 found = await loop.run_in_executor(
-                    self._executor, jobs[0].translator.search, lines, jobs[0].settings,
-                    len(lines))
+                    self._executor, jobs[0].translator.search_encoded, lines, src_ids,
+                    jobs[0].settings, len(lines))
             except Exception as error:  # a failed search fails its requests, not the server
                 log.exception("decoding a batch of %d lines failed", len(lines))
                 for job in jobs:

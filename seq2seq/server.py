@@ -17,7 +17,6 @@ answer is 503 with Retry-After. Every bad request gets a 4xx JSON answer `{"erro
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -34,10 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seq2seq.batcher import Batcher, Unavailable
+from seq2seq.report import METRICS, metric_value, read_results
 from seq2seq.server_settings import Batching, Limits
 from seq2seq.translator import Translation, Translator
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class ServedModel:
@@ -51,8 +52,7 @@ class ServedModel:
     @classmethod
     def load(cls, model_id: str, translator: Translator) -> ServedModel:
         """The scores come from results.json of the run the checkpoint belongs to, if any."""
-        results = run_results(translator.checkpoint)
-        return cls(model_id, translator, score_of(results, "valid"), score_of(results, "test"))
+        return cls(model_id, translator, *run_scores(translator.checkpoint))
 
     def describe(self) -> dict[str, Any]:
         config = self.translator.config
@@ -71,20 +71,16 @@ class ServedModel:
         }
 
 
-def run_results(checkpoint: Path | None) -> dict[str, Any]:
-    """results.json of the run dir holding `checkpoint` (RUN/checkpoints/best.pt), or {}."""
+def run_scores(checkpoint: Path | None) -> tuple[float | None, float | None]:
+    """Val and test BLEU from results.json of the run dir holding `checkpoint`
+    (RUN/checkpoints/best.pt), read as the report reads it; None where there is none."""
     if checkpoint is None or checkpoint.parent.name != "checkpoints":
-        return {}
-    try:
-        results = json.loads((checkpoint.parent.parent / "results.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return results if isinstance(results, dict) else {}
-
-
-def score_of(results: dict[str, Any], split: str) -> float | None:
-    bleu = results.get(split, {}).get("bleu") if isinstance(results.get(split), dict) else None
-    return float(bleu) if isinstance(bleu, int | float) else None
+        return None, None
+    results, _ = read_results(checkpoint.parent.parent / "results.json")
+    if results is None:
+        return None, None
+    return (metric_value(results, METRICS["val_bleu"][1]),
+            metric_value(results, METRICS["test_bleu"][1]))
 
 
 def model_ids(checkpoints: Sequence[Path]) -> list[str]:

@@ -178,11 +178,19 @@ class Translator:
 
         `first_line` is the number of `lines[0]` in the caller's input, for warnings.
         """
+        return self.search_encoded(lines, self.tokenizer.encode_src(list(lines)), settings,
+                                   batch_size, first_line)
+
+    def search_encoded(self, lines: Sequence[str], src_ids: list[list[int]],
+                       settings: SearchSettings | None = None,
+                       batch_size: int = DEFAULT_BATCH_SIZE,
+                       first_line: int = 1) -> list[Translation]:
+        """`search` for lines whose source ids (`tokenizer.encode_src(lines)`) the caller has
+        already: the server encodes each request once, to size its batches."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         settings = settings or self.settings()
-        src_ids = self._truncated(self.tokenizer.encode_src(list(lines)), settings.max_src_len,
-                                  first_line)
+        src_ids = self._truncated(src_ids, settings.max_src_len, first_line)
         found: list[list[Hypothesis]] = [[] for _ in lines]
         todo = sorted((i for i, ids in enumerate(src_ids) if ids), key=lambda i: len(src_ids[i]))
         for start in range(0, len(todo), batch_size):

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -32,6 +31,7 @@ from seq2seq.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from seq2seq.server_process import free_port
 from seq2seq.train_state import Interrupted
 from seq2seq.trainer import build_trainer
 
@@ -56,12 +56,6 @@ def tiny_setup(compose, overrides):
     """The tiny config and its data; preparing it here caches the tokenizer for the workers."""
     cfg = compose(overrides)
     return cfg, prepare_data(cfg.data, cfg.train.batch_tokens)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def join_job(rank: int, world_size: int, port: int) -> None:

@@ -160,9 +160,9 @@ class CountingTranslator:
     def __init__(self, translator: Translator) -> None:
         self.translator, self.calls = translator, []
 
-    def search(self, lines, settings, batch_size):
+    def search_encoded(self, lines, src_ids, settings, batch_size):
         self.calls.append(len(lines))
-        return self.translator.search(lines, settings, batch_size)
+        return self.translator.search_encoded(lines, src_ids, settings, batch_size)
 
     def __getattr__(self, name):
         return getattr(self.translator, name)
@@ -265,7 +265,7 @@ def test_a_failed_search_is_a_500_json_answer_and_the_server_goes_on(translator,
     app = create_app([ServedModel("tiny", translator)])
     with TestClient(app, raise_server_exceptions=False) as client:
         with monkeypatch.context() as patch:
-            patch.setattr(translator, "search", lambda *args: 1 / 0)
+            patch.setattr(translator, "search_encoded", lambda *args: 1 / 0)
             response = client.post("/translate", json={"text": LINES[:1]})
         assert response.status_code == 500
         assert response.json()["error"] == "internal error: ZeroDivisionError: division by zero"
