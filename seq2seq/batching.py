@@ -98,20 +98,6 @@ class PairDataset(Dataset):
         dataset.tgt_tokens, dataset.tgt_offsets = tgt_tokens, tgt_offsets
         return dataset
 
-    @classmethod
-    def concatenate(cls, parts: Sequence[PairDataset]) -> PairDataset:
-        """One dataset holding the pairs of `parts`, in order."""
-        arrays = []
-        for side in ("src", "tgt"):
-            tokens = [getattr(part, f"{side}_tokens") for part in parts]
-            offsets, total = [np.zeros(1, dtype=np.int64)], 0
-            for part, part_tokens in zip(parts, tokens, strict=True):
-                offsets.append(getattr(part, f"{side}_offsets")[1:] + total)
-                total += len(part_tokens)
-            arrays += [np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32),
-                       np.concatenate(offsets)]
-        return cls.from_arrays(*arrays)
-
     @property
     def src_lengths(self) -> np.ndarray:
         return np.diff(self.src_offsets)  # (N,) int64

@@ -13,11 +13,14 @@ import hashlib
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import BinaryIO
 
 from seq2seq.errors import DataError
-from seq2seq.files import atomic_writer, iter_lines, open_binary, read_lines
+from seq2seq.files import atomic_writer, iter_lines, open_binary
 
 logger = logging.getLogger(__name__)
 
@@ -152,43 +155,62 @@ def _write_verified(stream: BinaryIO, target: Path, expected: str, origin: str) 
 # --- readers ----------------------------------------------------------------------------------
 
 
-def read_aligned(src_path: Path, tgt_path: Path) -> Pairs:
-    """Sentence pairs from two line-aligned files; their line counts must agree."""
-    src = read_lines(src_path)
-    tgt = read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise DataError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: aligned files "
-            "must hold one sentence per line, in the same order"
-        )
-    return list(zip(src, tgt, strict=True))
+@dataclass(frozen=True)
+class AlignedFiles:
+    """The sentence pairs of two line-aligned files, read from disk at every iteration (so that
+    a corpus too large to hold in memory can be passed over more than once); their line counts
+    must agree."""
+
+    src: Path
+    tgt: Path
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        src_lines, tgt_lines = iter_lines(self.src), iter_lines(self.tgt)
+        count = 0
+        for src, tgt in zip_longest(src_lines, tgt_lines):
+            if src is None or tgt is None:
+                src_count = count + (src is not None) + sum(1 for _ in src_lines)
+                tgt_count = count + (tgt is not None) + sum(1 for _ in tgt_lines)
+                raise DataError(
+                    f"{self.src} has {src_count} lines but {self.tgt} has {tgt_count}: aligned "
+                    "files must hold one sentence per line, in the same order"
+                )
+            count += 1
+            yield src, tgt
 
 
-def read_tsv(path: Path) -> Pairs:
-    """Sentence pairs from a ``source<TAB>target[<TAB>...]`` file; further columns are ignored.
+@dataclass(frozen=True)
+class TsvFile:
+    """The sentence pairs of a ``source<TAB>target[<TAB>...]`` file, read from disk at every
+    iteration; further columns are ignored.
 
     A line with no TAB at all is an error, but an empty line is an empty pair (which the
     training data drops), so that the line numbers of the file and the pairs agree.
     """
-    pairs = []
-    for lineno, line in enumerate(iter_lines(path), start=1):
-        if not line:
-            pairs.append(("", ""))
-            continue
-        columns = line.split("\t")
-        if len(columns) < 2:
-            raise DataError(
-                f"{path}, line {lineno}: no TAB found; a TSV corpus needs source<TAB>target "
-                "on every line"
-            )
-        pairs.append((columns[0], columns[1]))
-    return pairs
+
+    path: Path
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for lineno, line in enumerate(iter_lines(self.path), start=1):
+            if not line:
+                yield "", ""
+                continue
+            columns = line.split("\t")
+            if len(columns) < 2:
+                raise DataError(
+                    f"{self.path}, line {lineno}: no TAB found; a TSV corpus needs "
+                    "source<TAB>target on every line"
+                )
+            yield columns[0], columns[1]
 
 
-# --- filtering --------------------------------------------------------------------------------
+def read_aligned(src_path: Path, tgt_path: Path) -> Pairs:
+    """All sentence pairs of two line-aligned files; see AlignedFiles."""
+    return list(AlignedFiles(src_path, tgt_path))
 
 
-def drop_empty(pairs: Pairs) -> tuple[Pairs, int]:
-    """Drop pairs where either side is empty or whitespace only; returns (kept, dropped)."""
-    kept = [(s, t) for s, t in pairs if s.strip() and t.strip()]
-    return kept, len(pairs) - len(kept)
+def read_tsv(path: Path) -> Pairs:
+    """All sentence pairs of a TSV file; see TsvFile."""
+    return list(TsvFile(path))
+
+

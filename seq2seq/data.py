@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,19 +21,13 @@ from tqdm import tqdm
 from seq2seq import encoded_cache
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
 from seq2seq.config import Config, CorpusKind, DataConfig, SplitFiles
-from seq2seq.corpus import (
-    Pairs,
-    drop_empty,
-    fetch_multi30k,
-    multi30k_filename,
-    read_aligned,
-    read_tsv,
-)
+from seq2seq.corpus import AlignedFiles, Pairs, TsvFile, fetch_multi30k, multi30k_filename
 from seq2seq.distributed import Distributed
 from seq2seq.errors import DataError, TrainingError
 from seq2seq.files import atomic_writer
 from seq2seq.holdout import Holdout, hold_out
 from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
+from seq2seq.training_pairs import TrainingPairs
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +101,10 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
     """
     root = Path(cfg.root).expanduser().resolve()
     directory = root / f"{cfg.name}.{cfg.src_lang}-{cfg.tgt_lang}"
-    train_pairs, valid_pairs, test_pairs, names, holdout = _read_splits(cfg, root)
+    train_source, valid_pairs, test_pairs, names, holdout = _read_splits(cfg, root)
     if holdout is not None:
         _record_holdout(holdout, cfg, directory)
 
-    if cfg.max_train_pairs is not None:
-        train_pairs = train_pairs[: cfg.max_train_pairs]
     if cfg.max_eval_pairs is not None:
         valid_pairs = valid_pairs[: cfg.max_eval_pairs]
         test_pairs = test_pairs[: cfg.max_eval_pairs]
@@ -123,11 +115,13 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
             raise DataError(f"the {name} split has no pair with text on both sides: its scores "
                             "would say nothing")
 
-    train_pairs, empty = drop_empty(train_pairs)
-    if not train_pairs:
+    train_pairs = TrainingPairs(train_source, skip=holdout.removed if holdout else (),
+                                limit=cfg.max_train_pairs)
+    if not len(train_pairs):
         raise DataError(f"the {names[0]} split has no pair with text on both sides")
     tokenizer = load_or_train_tokenizer(cfg, train_pairs, cache_dir=directory)
-    train, too_long = _encoded_train(cfg, train_pairs, tokenizer, directory)
+    train = _encoded_train(cfg, train_pairs, tokenizer, directory)
+    empty, too_long = train_pairs.empty, len(train_pairs) - len(train)
     if empty or too_long:
         logger.info(
             "dropped %d of %d training pairs: %d empty, %d over data.max_len=%d subwords",
@@ -151,36 +145,38 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
     )
 
 
-def _encoded_train(cfg: DataConfig, train_pairs: Pairs, tokenizer: Tokenizer,
-                   directory: Path) -> tuple[PairDataset, int]:
-    """The training pairs encoded and filtered by data.max_len (and how many it dropped):
-    mapped from the cache when a whole one exists, else encoded and cached."""
-    path = encoded_cache.cache_path(directory, train_pairs, tokenizer, cfg.max_len)
-    cached = encoded_cache.load(path)
-    if cached is not None:
-        train, meta = cached
+def _encoded_train(cfg: DataConfig, train_pairs: TrainingPairs, tokenizer: Tokenizer,
+                   directory: Path) -> PairDataset:
+    """The training pairs encoded and filtered by data.max_len, mapped from the cache; encoded
+    and cached first unless a whole cache exists."""
+    path = encoded_cache.cache_path(directory, train_pairs.digest, tokenizer, cfg.max_len)
+    train = encoded_cache.load(path)
+    if train is not None:
         logger.info("mapped the %d encoded training pairs cached in %s", len(train), path)
-        return train, meta["too_long"]
+        return train
 
     started = time.perf_counter()
-    chunks: list[PairDataset] = []
-    # In chunks: the ids of one chunk at a time exist as Python lists (about 100 bytes a
-    # sentence of overhead), the rest as int32 arrays.
-    starts = range(0, len(train_pairs), ENCODE_CHUNK_PAIRS)
-    for start in tqdm(starts, desc="encoding", unit="chunk", disable=len(starts) < 4,
-                      leave=False):
-        chunk = train_pairs[start:start + ENCODE_CHUNK_PAIRS]
+    encoded_cache.save(path, _encode_chunks(train_pairs, tokenizer, cfg.max_len))
+    train = encoded_cache.load(path)
+    if train is None:
+        raise DataError(f"the encoded training set just written to {path} cannot be read back")
+    logger.info("encoded %d training pairs in %.1fs; cached in %s", len(train_pairs),
+                time.perf_counter() - started, path)
+    return train
+
+
+def _encode_chunks(train_pairs: TrainingPairs, tokenizer: Tokenizer, max_len: int
+                   ) -> Iterator[tuple[list[list[int]], list[list[int]]]]:
+    """The ids of the pairs within max_len subwords on both sides, ENCODE_CHUNK_PAIRS pairs at
+    a time: only one chunk's text and ids exist as Python objects."""
+    chunks = -(-len(train_pairs) // ENCODE_CHUNK_PAIRS)
+    for chunk in tqdm(train_pairs.chunks(ENCODE_CHUNK_PAIRS), desc="encoding", unit="chunk",
+                      total=chunks, disable=chunks < 4, leave=False):
         src_ids = tokenizer.encode_src([s for s, _ in chunk])
         tgt_ids = tokenizer.encode_tgt([t for _, t in chunk])
         keep = [i for i in range(len(chunk))
-                if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
-        chunks.append(PairDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep]))
-    train = PairDataset.concatenate(chunks)
-    too_long = len(train_pairs) - len(train)
-    encoded_cache.save(path, train, {"pairs": len(train), "too_long": too_long})
-    logger.info("encoded %d training pairs in %.1fs; cached in %s", len(train_pairs),
-                time.perf_counter() - started, path)
-    return train, too_long
+                if len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len]
+        yield [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
 
 
 def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:
@@ -221,18 +217,22 @@ def read_split(cfg: DataConfig, split: str) -> Pairs:
     """
     root = Path(cfg.root).expanduser().resolve()
     if cfg.corpus is CorpusKind.multi30k:
-        return _read_multi30k(cfg, root, (split,))[0]
+        return list(_multi30k_files(cfg, root, (split,))[0])
     name = "valid" if split == "val" else split
     if name not in CUSTOM_SPLITS:
         raise DataError(f"a custom corpus has no split {split!r}; choose from "
                         f"{', '.join(CUSTOM_SPLITS)}")
     files = getattr(cfg, f"{name}_files")
     if name != "train" and not _unset(files):
-        return _read_custom(f"data.{name}_files", files)
-    return dict(zip(CUSTOM_SPLITS, _read_custom_splits(cfg)[:3], strict=True))[name]
+        return list(_custom_files(f"data.{name}_files", files))
+    train, valid, test, holdout = _read_custom_splits(cfg)
+    if name == "train":
+        removed = holdout.removed if holdout else frozenset()
+        return [pair for index, pair in enumerate(train) if index not in removed]
+    return valid if name == "valid" else test
 
 
-def _read_multi30k(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list[Pairs]:
+def _multi30k_files(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list[AlignedFiles]:
     for split in names:  # fail on a split that does not exist before fetching anything
         multi30k_filename(split, cfg.src_lang)
         multi30k_filename(split, cfg.tgt_lang)
@@ -243,37 +243,35 @@ def _read_multi30k(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list[
             "holding the Multi30k {split}.{lang}.gz files, or leave it unset to download them"
         )
     raw_dir = root / "multi30k" / "raw"
-    splits = []
-    for split in names:
-        src = fetch_multi30k(split, cfg.src_lang, raw_dir, source)
-        tgt = fetch_multi30k(split, cfg.tgt_lang, raw_dir, source)
-        splits.append(read_aligned(src, tgt))
-    return splits
+    return [AlignedFiles(fetch_multi30k(split, cfg.src_lang, raw_dir, source),
+                         fetch_multi30k(split, cfg.tgt_lang, raw_dir, source))
+            for split in names]
 
 
-def _read_splits(cfg: DataConfig, root: Path
-                 ) -> tuple[Pairs, Pairs, Pairs, tuple[str, ...], Holdout | None]:
-    """The train, valid and test pairs of the configured corpus, the three split names, and
-    what was held out of the training file (custom corpora without valid or test files)."""
+def _read_splits(cfg: DataConfig, root: Path) -> tuple[
+        Iterable[tuple[str, str]], Pairs, Pairs, tuple[str, ...], Holdout | None]:
+    """The configured corpus: its training files (read as a stream), the valid and test pairs,
+    the three split names, and what was held out of the training file (custom corpora without
+    valid or test files)."""
     if cfg.corpus is CorpusKind.multi30k:
         names = (cfg.train_split, cfg.valid_split, cfg.test_split)
-        splits = _read_multi30k(cfg, root, names)
-        return splits[0], splits[1], splits[2], names, None
+        train, valid, test = _multi30k_files(cfg, root, names)
+        return train, list(valid), list(test), names, None
     train, valid, test, holdout = _read_custom_splits(cfg)
     return train, valid, test, CUSTOM_SPLITS, holdout
 
 
-def _read_custom_splits(cfg: DataConfig) -> tuple[Pairs, Pairs, Pairs, Holdout | None]:
-    """A custom corpus's splits; a valid or test split without files is held out of train."""
-    train = _read_custom("data.train_files", cfg.train_files)
+def _read_custom_splits(cfg: DataConfig
+                        ) -> tuple[AlignedFiles | TsvFile, Pairs, Pairs, Holdout | None]:
+    """A custom corpus's training files and valid and test pairs; a valid or test split
+    without files is held out of the training files (whose pairs training must then skip:
+    `Holdout.removed`)."""
+    train = _custom_files("data.train_files", cfg.train_files)
     missing = {name: getattr(cfg.holdout, name) for name in CUSTOM_SPLITS[1:]
                if _unset(getattr(cfg, f"{name}_files"))}
-    holdout = None
-    if missing:
-        holdout = hold_out(train, missing, cfg.holdout.seed)
-        train = holdout.train
+    holdout = hold_out(train, missing, cfg.holdout.seed) if missing else None
     valid, test = (holdout.splits[name] if holdout and name in missing
-                   else _read_custom(f"data.{name}_files", getattr(cfg, f"{name}_files"))
+                   else list(_custom_files(f"data.{name}_files", getattr(cfg, f"{name}_files")))
                    for name in CUSTOM_SPLITS[1:])
     return train, valid, test, holdout
 
@@ -295,18 +293,18 @@ def _record_holdout(holdout: Holdout, cfg: DataConfig, directory: Path) -> None:
                 sizes, cfg.holdout.seed, len(holdout.dropped), record)
 
 
-def _read_custom(key: str, files: SplitFiles) -> Pairs:
+def _custom_files(key: str, files: SplitFiles) -> AlignedFiles | TsvFile:
     """One split of a custom corpus: a TSV file, or two aligned files."""
     if files.tsv is not None and (files.src is not None or files.tgt is not None):
         raise DataError(f"set either {key}.tsv or {key}.src and {key}.tgt, not both")
     if files.tsv is not None:
-        return read_tsv(_existing(f"{key}.tsv", files.tsv))
+        return TsvFile(_existing(f"{key}.tsv", files.tsv))
     if files.src is None or files.tgt is None:
         raise DataError(
             f"{key} needs a TSV file ({key}.tsv=PATH) or two aligned files "
             f"({key}.src=PATH {key}.tgt=PATH); see conf/data/custom.yaml"
         )
-    return read_aligned(_existing(f"{key}.src", files.src), _existing(f"{key}.tgt", files.tgt))
+    return AlignedFiles(_existing(f"{key}.src", files.src), _existing(f"{key}.tgt", files.tgt))
 
 
 def _existing(key: str, value: str) -> Path:

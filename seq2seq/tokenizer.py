@@ -8,26 +8,25 @@ model has the same special ids, so batches, losses and search need not ask the t
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-import numpy as np
 import sentencepiece as spm
 
 from seq2seq.config import DataConfig
 from seq2seq.errors import DataError
 from seq2seq.files import atomic_write_bytes
 from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.training_pairs import TrainingPairs
 
 logger = logging.getLogger(__name__)
 
 _SPECIAL_IDS = frozenset((PAD_ID, BOS_ID, EOS_ID))
-SAMPLE_SEED = 1  # sentencepiece's draw of data.tokenizer.max_sentences training sentences
 
 
 class Tokenizer:
@@ -90,16 +89,14 @@ def _strip_special(ids: Sequence[int]) -> list[int]:
     return [int(i) for i in ids if int(i) not in _SPECIAL_IDS]
 
 
-def load_or_train_tokenizer(
-    cfg: DataConfig, train_pairs: Sequence[tuple[str, str]], cache_dir: Path
-) -> Tokenizer:
-    """The tokenizer for ``train_pairs``: from the cache under ``cache_dir`` or freshly trained.
+def load_or_train_tokenizer(cfg: DataConfig, train: TrainingPairs, cache_dir: Path) -> Tokenizer:
+    """The tokenizer for the `train` pairs: from the cache under ``cache_dir`` or freshly trained.
 
-    The cache key holds the settings and a digest of the training sentences, so a change of
+    The cache key holds the settings and the digest of the training pairs, so a change of
     corpus, slice (data.max_train_pairs) or settings trains new models instead of reusing stale
     ones.
     """
-    model_dir = Path(cache_dir) / _cache_key(cfg, train_pairs)
+    model_dir = Path(cache_dir) / _cache_key(cfg, train)
     tok = cfg.tokenizer
     if tok.joint:
         paths = {"src": model_dir / "joint.model", "tgt": model_dir / "joint.model"}
@@ -117,13 +114,9 @@ def load_or_train_tokenizer(
 
     start = time.perf_counter()
     if tok.joint:
-        sentences = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-        models = dict.fromkeys(("src", "tgt"), _train(cfg, sentences))
+        models = dict.fromkeys(("src", "tgt"), _train(cfg, train, "joint"))
     else:
-        models = {
-            "src": _train(cfg, [s for s, _ in train_pairs]),
-            "tgt": _train(cfg, [t for _, t in train_pairs]),
-        }
+        models = {side: _train(cfg, train, side) for side in ("src", "tgt")}
     for side, path in paths.items():
         atomic_write_bytes(path, models[side])
     logger.info(
@@ -133,46 +126,38 @@ def load_or_train_tokenizer(
     return Tokenizer(models["src"], models["tgt"])
 
 
-def training_sample(sentences: Sequence[str], size: int) -> list[str]:
-    """`size` of the sentences drawn with a fixed seed, in their order. Drawn here rather than
-    by sentencepiece's own input_sentence_size sampling, which gave another model in each
-    process: sentencepiece's training on a given list is deterministic, so the same data now
-    always gives the same model."""
-    if len(sentences) <= size:
-        return list(sentences)
-    chosen = np.random.default_rng(SAMPLE_SEED).choice(len(sentences), size, replace=False)
-    return [sentences[i] for i in np.sort(chosen)]
-
-
-def _cache_key(cfg: DataConfig, train_pairs: Sequence[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
-    for src, tgt in train_pairs:
-        digest.update(src.encode("utf-8") + b"\t" + tgt.encode("utf-8") + b"\n")
+def _cache_key(cfg: DataConfig, train: TrainingPairs) -> str:
     tok = cfg.tokenizer
-    sampled = f"-sample{tok.max_sentences}" if _sentences_per_model(cfg, train_pairs) \
+    sampled = f"-sample{tok.max_sentences}" if _sentences_per_model(cfg, train) \
         > tok.max_sentences else ""
     return (
         f"spm-{'joint' if tok.joint else 'separate'}-{tok.model_type.value}-{tok.vocab_size}"
-        f"-cc{tok.character_coverage:g}{sampled}-{digest.hexdigest()[:12]}"
+        f"-cc{tok.character_coverage:g}{sampled}-{train.digest[:12]}"
     )
 
 
-def _sentences_per_model(cfg: DataConfig, train_pairs: Sequence[tuple[str, str]]) -> int:
-    return 2 * len(train_pairs) if cfg.tokenizer.joint else len(train_pairs)
+def _sentences_per_model(cfg: DataConfig, train: TrainingPairs) -> int:
+    return 2 * len(train) if cfg.tokenizer.joint else len(train)
 
 
-def _train(cfg: DataConfig, sentences: list[str]) -> bytes:
-    """Train one sentencepiece model in memory and return its serialized bytes, on at most
-    `data.tokenizer.max_sentences` of the sentences (`training_sample`)."""
+def _train(cfg: DataConfig, train: TrainingPairs, side: Literal["src", "tgt", "joint"]) -> bytes:
+    """Train one sentencepiece model in memory on the sentences of `side` (at most
+    `data.tokenizer.max_sentences` of them) and return its serialized bytes.
+
+    The sample is drawn by `TrainingPairs.sentences` with a fixed seed rather than by
+    sentencepiece's own input_sentence_size sampling, which gave another model in each process:
+    sentencepiece's training on a given list is deterministic, so the same data always gives the
+    same model.
+    """
     tok = cfg.tokenizer
     model = io.BytesIO()
-    if len(sentences) > tok.max_sentences:
+    available = _sentences_per_model(cfg, train)
+    if available > tok.max_sentences:
         logger.info("training sentencepiece on a sample of %d of %d sentences "
-                    "(data.tokenizer.max_sentences)", tok.max_sentences, len(sentences))
-        sentences = training_sample(sentences, tok.max_sentences)
+                    "(data.tokenizer.max_sentences)", tok.max_sentences, available)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences),
+            sentence_iterator=train.sentences(side, tok.max_sentences),
             model_writer=model,
             model_type=tok.model_type.value,
             vocab_size=tok.vocab_size,
@@ -188,8 +173,9 @@ def _train(cfg: DataConfig, sentences: list[str]) -> bytes:
         if limit:
             raise DataError(
                 f"data.tokenizer.vocab_size={tok.vocab_size} is too large for this training "
-                f"data ({len(sentences)} sentences): sentencepiece can build at most "
-                f"{limit.group(1)} pieces; set data.tokenizer.vocab_size={limit.group(1)} or less"
+                f"data ({min(available, tok.max_sentences)} sentences): sentencepiece can build "
+                f"at most {limit.group(1)} pieces; set data.tokenizer.vocab_size="
+                f"{limit.group(1)} or less"
             ) from None
         raise DataError(f"sentencepiece training failed: {error}") from None
     return model.getvalue()

@@ -14,7 +14,6 @@ import pytest
 from seq2seq import corpus
 from seq2seq.corpus import (
     MULTI30K_SHA256,
-    drop_empty,
     fetch_multi30k,
     multi30k_filename,
     read_aligned,
@@ -114,11 +113,6 @@ def test_corrupt_gzip_names_the_file(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"broken.de.gz is a truncated or corrupt gzip file"):
         read_lines(path)
-
-
-def test_drop_empty_drops_blank_either_side():
-    pairs = [("a", "b"), ("", "b"), ("a", "  \t"), (" ", " "), ("c", "d")]
-    assert drop_empty(pairs) == ([("a", "b"), ("c", "d")], 3)
 
 
 # --- Multi30k ---------------------------------------------------------------------------------

@@ -221,11 +221,16 @@ def test_a_signal_on_one_rank_stops_all_and_resume_matches_the_uninterrupted_run
 
 def cache_worker(rank: int, port: int, cfg, out: Path) -> None:
     join_job(rank, 2, port)
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("seq2seq.data").addHandler(handler)
+    logging.getLogger("seq2seq.data").setLevel(logging.INFO)
     try:
         data = prepare_data_on_all_ranks(cfg, init_distributed())
-        mapped = isinstance(data.train.src_tokens, np.memmap)
         (out / f"rank{rank}.json").write_text(json.dumps(
-            {"mapped": mapped, "pairs": len(data.train),
+            {"encoded": any(m.startswith("encoded ") for m in messages),
+             "mapped": isinstance(data.train.src_tokens, np.memmap), "pairs": len(data.train),
              "first": data.train[0][1].tolist()}))
     finally:
         shutdown_distributed()
@@ -236,5 +241,6 @@ def test_rank_0_encodes_the_training_set_and_rank_1_maps_its_cache(tiny_setup, t
     cfg = replace(cfg, data=replace(cfg.data, root=str(tmp_path / "root")))  # nothing cached
     spawn(cache_worker, cfg, tmp_path)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [r["mapped"] for r in ranks] == [False, True]
+    assert [r["encoded"] for r in ranks] == [True, False]
+    assert [r["mapped"] for r in ranks] == [True, True]  # rank 0 too trains on the map
     assert ranks[0]["pairs"] == ranks[1]["pairs"] and ranks[0]["first"] == ranks[1]["first"]

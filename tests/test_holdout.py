@@ -33,11 +33,12 @@ def test_no_held_out_source_is_left_in_training_or_held_out_twice():
     found = hold_out(PAIRS, {"valid": 20, "test": 30}, seed=3)
     held = [src for pairs in found.splits.values() for src, _ in pairs]
     assert len(set(held)) == len(held) == 50
-    assert not set(held) & {src for src, _ in found.train}
+    train = [pair for i, pair in enumerate(PAIRS) if i not in found.removed]
+    assert not set(held) & {src for src, _ in train}
     assert all(src.strip() and tgt.strip() for src, tgt in held_pairs(found))
     # every source occurs twice in PAIRS: its other pair is dropped from training
     assert len(found.dropped) == 50
-    assert len(found.train) + 50 + len(found.dropped) == len(PAIRS)
+    assert len(train) + 50 + len(found.dropped) == len(PAIRS)
 
 
 def held_pairs(found):
