@@ -75,8 +75,9 @@ class TokenizerConfig:
     model_type: SubwordModel = SubwordModel.unigram
     character_coverage: float = 1.0
     # sentences each model is trained on: a seeded sample of this many when the training split
-    # has more (sentencepiece's memory grows with its input); Multi30k's 58k all count
-    max_sentences: int = 2_000_000
+    # has more (sentencepiece's memory grows with its input: about 1.4 GB per million
+    # sentences); Multi30k's 58k all count
+    max_sentences: int = 1_000_000
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 16, "data.tokenizer.vocab_size", self.vocab_size, "an int >= 16")
