@@ -52,7 +52,7 @@ class ServedModel:
     @classmethod
     def load(cls, model_id: str, translator: Translator) -> ServedModel:
         """The scores come from results.json of the run the checkpoint belongs to, if any."""
-        return cls(model_id, translator, *run_scores(translator.checkpoint))
+        return cls(model_id, translator, *run_scores(translator.checkpoints))
 
     def describe(self) -> dict[str, Any]:
         config = self.translator.config
@@ -71,11 +71,13 @@ class ServedModel:
         }
 
 
-def run_scores(checkpoint: Path | None) -> tuple[float | None, float | None]:
-    """Val and test BLEU from results.json of the run dir holding `checkpoint`
-    (RUN/checkpoints/best.pt), read as the report reads it; None where there is none."""
-    if checkpoint is None or checkpoint.parent.name != "checkpoints":
+def run_scores(checkpoints: Sequence[Path]) -> tuple[float | None, float | None]:
+    """Val and test BLEU from results.json of the run dir holding a model's one checkpoint
+    (RUN/checkpoints/best.pt), read as the report reads it; None where there is none (no
+    checkpoint, not in a run dir, or an ensemble's several)."""
+    if len(checkpoints) != 1 or checkpoints[0].parent.name != "checkpoints":
         return None, None
+    (checkpoint,) = checkpoints
     results, _ = read_results(checkpoint.parent.parent / "results.json")
     if results is None:
         return None, None

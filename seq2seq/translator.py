@@ -23,6 +23,7 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
 from seq2seq.config import MAX_LEN_RATIO, MAX_LENGTH_PENALTY, Config, to_object
+from seq2seq.ensemble import Ensemble
 from seq2seq.errors import CheckpointError, ConfigError, DataError, DeviceError
 from seq2seq.evaluation import SearchSettings, search_settings, translate_ids
 from seq2seq.model import Seq2Seq, build_model
@@ -86,10 +87,11 @@ class Translation:
 
 
 class Translator:
-    """A model in eval mode on its device, with the tokenizer and config it was trained with."""
+    """A model (or an ensemble of models) in eval mode on its device, with the tokenizer and
+    config it was trained with."""
 
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config,
-                 device: torch.device, checkpoint: Path | None = None,
+    def __init__(self, model: Seq2Seq | Ensemble, tokenizer: Tokenizer, config: Config,
+                 device: torch.device, checkpoints: Sequence[Path] = (),
                  quantization: str | None = None) -> None:
         """`quantization="int8"` (CPU only) replaces the model's Linear and GRU layers by int8
         ones; `parameters` still counts the trained model's."""
@@ -100,42 +102,41 @@ class Translator:
             model = quantize(model, quantization)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
-        self.config = config
+        self.config = config  # an ensemble's: its first member's (search settings, max_len)
         self.device = device
-        self.checkpoint = checkpoint
+        self.checkpoints = list(checkpoints)  # several for an ensemble
         self.quantization = quantization  # None (the trained weights) or "int8"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto",
+    def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str = "auto",
                         name: str = "best.pt", quantize: str | None = None) -> Translator:
         """Load a checkpoint file, or `checkpoints/<name>` of a run dir (else its last.pt, with
         a warning), onto `device`; `quantize="int8"` makes its Linear and GRU layers int8 (CPU
-        only: device "auto" then means the CPU).
+        only: device "auto" then means the CPU). Several paths make an ensemble of their
+        models, which must share their subword models.
 
         Raises CheckpointError (missing, not a checkpoint, refused pickle, other format version,
-        weights that do not fit the config) and DeviceError, each with a message for the user.
+        weights that do not fit the config, an ensemble of different vocabularies) and
+        DeviceError, each with a message for the user.
         """
         if quantize is not None and device not in ("auto", "cpu"):
             raise DeviceError(f"--quantize {quantize} runs on the CPU only, not on {device}: "
                               "use --device cpu (or auto)")
-        path = resolve_checkpoint(path, name, fallback="last.pt")
-        payload = load_checkpoint(path)
-        try:
-            config = to_object(payload["config"])
-            tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
-            model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
-                                tokenizer.tgt_vocab_size)
-        except (ConfigError, DataError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{path} holds a config or tokenizer this seq2seq cannot use: "
-                                  f"{error}") from None
-        try:
-            model.load_state_dict(payload["model"])
-        except (RuntimeError, TypeError) as error:
-            first_line = str(error).splitlines()[0]
-            raise CheckpointError(f"{path}: the weights do not fit the model its config "
-                                  f"describes: {first_line}") from None
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        if not paths:
+            raise CheckpointError("no checkpoint given")
+        loaded = [_load_model(one, name) for one in paths]
+        first = loaded[0]
+        for other in loaded[1:]:
+            if other.tokenizer.to_bytes() != first.tokenizer.to_bytes():
+                raise CheckpointError(
+                    f"{other.path} and {first.path} have different subword models: the models "
+                    "of an ensemble must share one vocabulary (train them on the same data with "
+                    "the same data.tokenizer settings)")
+        model = first.model if len(loaded) == 1 else Ensemble([one.model for one in loaded])
         device = select_device("cpu" if quantize is not None else device)
-        return cls(model, tokenizer, config, device, path, quantize)
+        return cls(model, first.tokenizer, first.config, device, [one.path for one in loaded],
+                   quantize)
 
     def settings(self, beam_size: int = 5, length_penalty: float | None = None,
                  max_len_ratio: float | None = None, nbest: int = 1,
@@ -222,3 +223,32 @@ class Translator:
                             "with (data.max_len): translated from its first %d",
                             first_line + offset, len(ids), max_len, max_len)
         return [ids[:max_len] for ids in src_ids]
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    model: Seq2Seq
+    tokenizer: Tokenizer
+    config: Config
+
+
+def _load_model(path: str | Path, name: str) -> _Loaded:
+    """One checkpoint's model with its weights, tokenizer and config (see from_checkpoint)."""
+    path = resolve_checkpoint(path, name, fallback="last.pt")
+    payload = load_checkpoint(path)
+    try:
+        config = to_object(payload["config"])
+        tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
+        model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
+                            tokenizer.tgt_vocab_size)
+    except (ConfigError, DataError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} holds a config or tokenizer this seq2seq cannot use: "
+                              f"{error}") from None
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError) as error:
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"{path}: the weights do not fit the model its config "
+                              f"describes: {first_line}") from None
+    return _Loaded(path, model, tokenizer, config)

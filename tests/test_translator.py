@@ -30,8 +30,8 @@ def test_loads_a_run_dir_or_a_file_into_an_eval_mode_model(translator, trained_c
     assert not translator.model.training
     assert translator.device == torch.device("cpu")
     assert translator.config.model.hidden_size == 32
-    assert translator.checkpoint == trained_checkpoint / "checkpoints" / "best.pt"
-    from_file = Translator.from_checkpoint(translator.checkpoint, device="cpu")
+    assert translator.checkpoints == [trained_checkpoint / "checkpoints" / "best.pt"]
+    from_file = Translator.from_checkpoint(translator.checkpoints[0], device="cpu")
     assert from_file.translate(SENTENCES[:2]) == translator.translate(SENTENCES[:2])
 
 

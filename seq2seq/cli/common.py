@@ -213,8 +213,10 @@ def plain_overrides(argv: Sequence[str]) -> list[str] | None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The checkpoint, search and device options shared by translate and evaluate."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run dir (uses checkpoints/best.pt)")
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="PATH",
+                        help="a checkpoint file, or a run dir (uses checkpoints/best.pt); "
+                             "repeat it to decode with an ensemble of the models, which average "
+                             "their log-probabilities at every step")
     search = parser.add_argument_group("search")
     search.add_argument("--beam", type=positive_int, default=5, metavar="N",
                         help="beam size; 1 is greedy search (default: %(default)s)")
@@ -262,7 +264,8 @@ def length_ratio(text: str) -> float:
 
 
 def load_translator(args: argparse.Namespace) -> Translator:
-    """The checkpoint's model on its device, with `--threads` CPU threads."""
+    """The checkpoint's model (or the checkpoints' ensemble) on its device, with `--threads`
+    CPU threads."""
     from seq2seq.runtime import set_threads
     from seq2seq.translator import Translator
 

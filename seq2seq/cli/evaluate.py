@@ -109,7 +109,7 @@ def evaluate(args: argparse.Namespace) -> None:
             write(hypotheses)
     if args.json:
         report = {
-            "checkpoint": str(translator.checkpoint),
+            "checkpoints": [str(path) for path in translator.checkpoints],
             "test_set": name,
             "sentences": len(sources),
             "search": {"beam_size": settings.beam_size,

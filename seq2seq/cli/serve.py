@@ -90,14 +90,15 @@ def serve(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     translators = [Translator.from_checkpoint(path, args.device, quantize=args.quantize)
                    for path in args.checkpoint]
-    ids = model_ids([translator.checkpoint for translator in translators])
+    ids = model_ids([translator.checkpoints[0] for translator in translators])
     models = [ServedModel.load(model_id, translator)
               for model_id, translator in zip(ids, translators, strict=True)]
     for model in models:
         info = model.describe()
         log.info("model %s: %s->%s, %s attention, %s parameters on %s%s (%s)", model.id,
                  info["src_lang"], info["tgt_lang"], info["scorer"], f"{info['parameters']:,}",
-                 info["device"], ", int8" if info["quantized"] else "", model.translator.checkpoint)
+                 info["device"], ", int8" if info["quantized"] else "",
+                 model.translator.checkpoints[0])
     app = create_app(
         models,
         Limits(max_lines=args.max_lines, max_chars=args.max_chars, max_beam=args.max_beam),
