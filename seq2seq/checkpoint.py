@@ -126,6 +126,10 @@ def load_resume_payload(config: Config) -> tuple[dict[str, Any], Path] | None:
         return None
     path = resolve_checkpoint(config.train.resume, "last.pt")
     payload = load_checkpoint(path)
+    if "optimizer" not in payload:
+        raise CheckpointError(f"cannot resume from {path}: it holds averaged weights without "
+                              "training state; translate or evaluate with it, and resume from "
+                              "the run's own last.pt")
     check_resumable(payload["config"], to_plain(config), path)
     log.info("resuming from %s (step %d)", path, payload["state"]["step"])
     return payload, path

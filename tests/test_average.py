@@ -1,0 +1,84 @@
+"""Checkpoint averaging: the mean of one model's weights, as a new checkpoint that translates
+like any other; checkpoints of different models are refused with one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.averaging import average_payloads
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.cli import average
+from seq2seq.errors import CheckpointError
+from seq2seq.translator import Translator
+
+SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", ""]
+
+
+def test_the_average_of_identical_checkpoints_is_that_checkpoint(trained_checkpoint, tmp_path,
+                                                                 capsys):
+    best = trained_checkpoint / "checkpoints" / "best.pt"
+    average.main([str(best), str(trained_checkpoint), "--output", str(tmp_path / "avg.pt")])
+    assert "averaged 2 checkpoints" in capsys.readouterr().out
+    averaged, original = load_checkpoint(tmp_path / "avg.pt"), load_checkpoint(best)
+    for name, tensor in original["model"].items():
+        assert torch.equal(averaged["model"][name], tensor), name
+    assert averaged["config"] == original["config"]
+    assert "optimizer" not in averaged
+    settings = dict(beam_size=2)
+    from_average = Translator.from_checkpoint(tmp_path / "avg.pt", device="cpu")
+    from_best = Translator.from_checkpoint(best, device="cpu")
+    assert from_average.translate(SENTENCES, from_average.settings(**settings)) == \
+        from_best.translate(SENTENCES, from_best.settings(**settings))
+
+
+def test_weights_are_averaged_element_wise(trained_checkpoint):
+    first = load_checkpoint(trained_checkpoint)
+    second = load_checkpoint(trained_checkpoint)
+    second["model"] = {name: tensor + 1.0 for name, tensor in second["model"].items()}
+    second["state"]["step"] = 99
+    averaged = average_payloads([first, second], ["a", "b"])
+    for name, tensor in first["model"].items():
+        torch.testing.assert_close(averaged["model"][name], tensor + 0.5)
+    assert averaged["state"]["averaged_steps"] == [first["state"]["step"], 99]
+
+
+def mismatched(payload, kind: str):
+    if kind == "seed":
+        payload["config"]["seed"] += 1
+    elif kind == "model":
+        payload["config"]["model"]["output_dropout"] = 0.123
+    elif kind == "vocabulary":
+        payload["tokenizer"] = {"src": b"other", "tgt": b"other"}
+    elif kind == "shape":
+        name = next(iter(payload["model"]))
+        payload["model"][name] = torch.zeros(3)
+    return payload
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("seed", "differ in their seed settings"), ("model", "differ in their model settings"),
+    ("vocabulary", "different subword models"), ("shape", "differ in the shape of"),
+])
+def test_checkpoints_of_different_models_are_refused_with_one_line(trained_checkpoint, tmp_path,
+                                                                   capsys, kind, message):
+    save_checkpoint(mismatched(load_checkpoint(trained_checkpoint), kind), tmp_path / "other.pt")
+    with pytest.raises(SystemExit) as stop:
+        average.main([str(trained_checkpoint), str(tmp_path / "other.pt"),
+                      "--output", str(tmp_path / "avg.pt")])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "only checkpoints of one model (one run) can be averaged" in err
+    assert not (tmp_path / "avg.pt").exists()
+
+
+def test_an_averaged_checkpoint_cannot_be_resumed(trained_checkpoint, tmp_path, compose,
+                                                  tiny_run):
+    from seq2seq.checkpoint import load_resume_payload
+
+    save_checkpoint(average_payloads([load_checkpoint(trained_checkpoint)], ["a"]),
+                    tmp_path / "avg.pt")
+    config = compose([*tiny_run, f"train.resume={tmp_path / 'avg.pt'}"])
+    with pytest.raises(CheckpointError, match="averaged weights without training state"):
+        load_resume_payload(config)
