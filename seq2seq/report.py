@@ -79,6 +79,9 @@ class Setting:
     label: str
     jobs: list[Job]
     stats: dict[str, Stat] = field(default_factory=dict)
+    # the paired bootstrap test of its test BLEU against the best setting (see
+    # `test_against_best`): "best" for the best itself, else the p-value; None if untested
+    versus_best: str | float | None = None
 
     @property
     def seeds(self) -> list[int | None]:
@@ -209,7 +212,9 @@ def build_report(root: Path, ignore: Iterable[str] = ()) -> Report:
         groups.setdefault(job.setting, []).append(job)
     settings = [aggregate(key, label(key, common), members) for key, members in groups.items()]
     missing = [job for job in jobs if job.results is None]
-    return Report(Path(root), settings, missing, common, consistency_notes(settings))
+    notes = consistency_notes(settings)
+    notes += test_against_best(settings)
+    return Report(Path(root), settings, missing, common, notes)
 
 
 def common_overrides(settings: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
@@ -248,6 +253,76 @@ def consistency_notes(settings: Sequence[Setting]) -> list[str]:
     return notes
 
 
+# ---- significance ---------------------------------------------------------------------------
+
+BOOTSTRAP_SAMPLES = 1000
+SIGNIFICANCE_LEVEL = 0.05
+
+
+def test_against_best(settings: Sequence[Setting]) -> list[str]:
+    """Test each setting's test BLEU against the best setting's (the highest mean) with
+    sacreBLEU's paired bootstrap resampling (Koehn 2004; 1000 resamples, sacreBLEU's fixed
+    seed) on the runs' saved test translations, and set `versus_best`. Returns notes on what
+    could not be tested.
+
+    With several seeds per setting, the first k runs of each (by seed; k the fewest any
+    setting has) are joined into one output of k x the test set, paired in that order, so the
+    resampling sees seed-to-seed variation as well as sentence-to-sentence variation.
+    """
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    if len(settings) < 2:
+        return []
+    runs = min(len(setting.jobs) for setting in settings)
+    outputs: list[list[str]] = []
+    references: list[str] | None = None
+    for setting in settings:
+        joined: list[str] = []
+        for job in sorted(setting.jobs, key=lambda job: (job.seed is None, job.seed))[:runs]:
+            read = read_test_output(job)
+            if isinstance(read, str):
+                return [f"no significance test: {read}"]
+            hypotheses, job_references = read
+            if references is None:
+                references = job_references
+            elif job_references != references:
+                return [f"no significance test: {job.path} was tested on other references "
+                        "than the other runs"]
+            joined += hypotheses
+        outputs.append(joined)
+    best = max(range(len(settings)), key=lambda i: settings[i].stats["test_bleu"].mean)
+    order = [best, *(i for i in range(len(settings)) if i != best)]
+    test = PairedTest([(settings[i].label, outputs[i]) for i in order], {"BLEU": BLEU()},
+                      [references * runs], test_type="bs", n_samples=BOOTSTRAP_SAMPLES)
+    _, results = test()
+    for index, result in zip(order, results["BLEU"], strict=True):
+        settings[index].versus_best = "best" if index == best else float(result.p_value)
+    return []
+
+
+def read_test_output(job: Job) -> tuple[list[str], list[str]] | str:
+    """A run's test translations and references (TEST_SPLIT.hyp.txt and .ref.txt beside its
+    results.json), or why they cannot be used."""
+    split = job.results["test"].get("split", "test")
+    files = [job.path / f"{split}.{kind}.txt" for kind in ("hyp", "ref")]
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        return f"{job.path} has no {' or '.join(missing)} (runs save them since the report " \
+               "tests significance)"
+    hypotheses, references = (file.read_text(encoding="utf-8").splitlines() for file in files)
+    if len(hypotheses) != len(references):
+        return f"{job.path}: {len(hypotheses)} test translations but {len(references)} references"
+    return hypotheses, references
+
+
+def format_versus_best(value: str | float | None) -> str:
+    if value is None or isinstance(value, str):
+        return value or "—"
+    shown = f"p={value:.3f}"
+    return shown if value < SIGNIFICANCE_LEVEL else f"{shown}, n.s."
+
+
 # ---- writing ------------------------------------------------------------------------------
 
 
@@ -279,7 +354,7 @@ def best_settings(settings: Sequence[Setting], key: str) -> set[int]:
 
 
 def markdown_table(settings: Sequence[Setting]) -> str:
-    columns = ["setting", *(METRICS[key][0] for key in METRICS), "seeds"]
+    columns = ["setting", *(METRICS[key][0] for key in METRICS), "seeds", "vs best"]
     lines = ["| " + " | ".join(columns) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
     bold = {key: best_settings(settings, key) for key in BOLD}
@@ -292,7 +367,8 @@ def markdown_table(settings: Sequence[Setting]) -> str:
         for key in BOLD:
             if index in bold[key]:
                 cells[key] = f"**{cells[key]}**"
-        row = [f"`{setting.label}`", *(cells[key] for key in METRICS), str(len(setting.jobs))]
+        row = [f"`{setting.label}`", *(cells[key] for key in METRICS), str(len(setting.jobs)),
+               format_versus_best(setting.versus_best)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -317,7 +393,11 @@ def markdown_report(report: Report, chart: str | None = None) -> str:
     lines += [
         "",
         "Scores are the mean ± sample standard deviation over seeds (sacreBLEU, detokenized, "
-        "cased); " + describe_scores(settings) + " Best in bold; train time excludes evaluation.",
+        "cased); " + describe_scores(settings) + " Best in bold; train time excludes evaluation. "
+        "vs best: sacreBLEU's paired bootstrap resampling of test BLEU against the best setting "
+        f"({BOOTSTRAP_SAMPLES} resamples; with several seeds, the first runs by seed joined, as "
+        f"many from each setting); n.s. marks a difference that is not significant "
+        f"(p >= {SIGNIFICANCE_LEVEL}).",
         "",
         markdown_table(settings),
         "",

@@ -404,7 +404,9 @@ class Trainer:
         started = time.perf_counter()
         hypotheses = [translation.text for translation in self._translate(test.src, cfg.beam_size)]
         scores = score(hypotheses, test.ref)
-        atomic_write_text(self.run_dir / f"{test.name}.hyp.txt", "\n".join(hypotheses) + "\n")
+        # the references beside the translations: report.py's significance test reads both
+        for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
+            atomic_write_text(self.run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")
         log.info("test %s, %d sentences%s (beam %d): BLEU %.2f chrF %.2f (lowercased BLEU %.2f) "
                  "in %.1fs", test.name, len(test),
                  " (data.max_eval_pairs: not the whole split)"

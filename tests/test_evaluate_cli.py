@@ -156,6 +156,9 @@ def test_the_trainers_test_pass_is_evaluate_and_keeps_an_empty_line_empty(
     capsys.readouterr()
     assert len(trained) == len(lines) and trained[2] == ""
     assert (tmp_path / "evaluated").read_text(encoding="utf-8").splitlines() == trained
+    # and beside them the references, for the report's significance test
+    references = (run_dir / "test.ref.txt").read_text(encoding="utf-8").splitlines()
+    assert references == [line.split("\t")[1] for line in lines]
 
 
 @pytest.mark.parametrize("option", ["--json", "--output"])

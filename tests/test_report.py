@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,7 +83,7 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
     table = markdown_table(report.settings)
     assert row(table, "attention=additive")[1] == "**32.00 ± 2.00**"
     assert row(table, "attention=dot")[1] == "25.00 (n=1)"  # one seed has no spread to show
-    assert row(table, "attention=dot")[-1] == "1"
+    assert row(table, "attention=dot")[-2] == "1"
 
 
 def test_best_mean_is_bold_and_ties_are_all_bold(tmp_path):
@@ -259,3 +261,86 @@ def test_a_run_with_a_nan_score_is_listed_not_averaged(tmp_path):
     assert "is nan" in report.missing[0].problem
     assert report.settings[0].stats["test_bleu"].n == 2
 
+
+
+# ---- significance: paired bootstrap of test BLEU against the best setting --------------------
+
+REFERENCES = ["A man rides a red bike down the street.", "Two dogs play in the snow.",
+              "A woman sings on a stage.", "Children run across a green field.",
+              "An old man reads a newspaper on a bench.", "A cat sleeps in the kitchen.",
+              "Three people walk along the beach at sunset.", "A boy jumps into a lake."] * 4
+
+
+def with_outputs(job: Path, hypotheses: list[str]) -> Path:
+    """Give a made-up run the test files a trained run leaves beside results.json."""
+    (job / "test_2016_flickr.hyp.txt").write_text("\n".join(hypotheses) + "\n")
+    (job / "test_2016_flickr.ref.txt").write_text("\n".join(REFERENCES) + "\n")
+    return job
+
+
+def degraded(words_kept: int) -> list[str]:
+    return [" ".join(ref.split()[:words_kept]) for ref in REFERENCES]
+
+
+def sacrebleu_p_value(tmp_path: Path, baseline: list[str], system: list[str]) -> float:
+    """What sacreBLEU's own command says: --paired-bs of `system` against `baseline`."""
+    files = {}
+    for name, lines in (("ref", REFERENCES), ("base", baseline), ("sys", system)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines) + "\n")
+    done = subprocess.run([sys.executable, "-m", "sacrebleu", str(files["ref"]), "-i",
+                           str(files["base"]), str(files["sys"]), "--paired-bs", "-m", "bleu",
+                           "--format", "json"], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)[1]["BLEU"]["p_value"]
+
+
+def test_the_significance_marks_agree_with_sacrebleus_own_paired_test(tmp_path):
+    close, far = REFERENCES[:], degraded(3)
+    close[0] = "A man rides a bike down the street."  # one sentence differs from the best
+    outputs = {"additive": REFERENCES, "dot": close, "general": far}
+    for number, (attention, hypotheses) in enumerate(outputs.items()):
+        with_outputs(make_job(tmp_path / "sweep", f"{number}_attention={attention}",
+                              [f"attention={attention}", "seed=1"], 50.0 - number), hypotheses)
+    report = build_report(tmp_path / "sweep")
+    additive, dot, general = report.settings
+    assert additive.versus_best == "best"
+    assert dot.versus_best == pytest.approx(sacrebleu_p_value(tmp_path, REFERENCES, close))
+    assert general.versus_best == pytest.approx(sacrebleu_p_value(tmp_path, REFERENCES, far))
+    assert dot.versus_best >= 0.05 > general.versus_best
+    table = markdown_table(report.settings)
+    assert row(table, "attention=additive")[-1] == "best"
+    assert row(table, "attention=dot")[-1].endswith(", n.s.")
+    assert row(table, "attention=general")[-1] == f"p={general.versus_best:.3f}"
+    assert "not significant (p >= 0.05)" in markdown_report(report)
+
+
+def test_several_seeds_are_joined_in_seed_order_as_many_from_each_setting(tmp_path):
+    runs = {("additive", 1): REFERENCES, ("additive", 2): degraded(6),
+            ("additive", 3): degraded(2), ("dot", 2): degraded(4), ("dot", 1): degraded(5)}
+    for number, ((attention, seed), hypotheses) in enumerate(runs.items()):
+        with_outputs(make_job(tmp_path / "sweep", f"{number}_{attention}_{seed}",
+                              [f"attention={attention}", f"seed={seed}"], 40.0 - number,
+                              seed=seed), hypotheses)
+    additive, dot = build_report(tmp_path / "sweep").settings
+    assert additive.versus_best == "best"  # seeds 1 and 2 of each: the third additive sits out
+    joined = [*runs[("additive", 1)], *runs[("additive", 2)]]
+    expected = sacrebleu_p_value_joined(tmp_path, joined, [*degraded(5), *degraded(4)])
+    assert dot.versus_best == pytest.approx(expected)
+
+
+def sacrebleu_p_value_joined(tmp_path: Path, baseline: list[str], system: list[str]) -> float:
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    _, results = PairedTest([("a", baseline), ("b", system)], {"BLEU": BLEU()},
+                            [REFERENCES * 2], test_type="bs", n_samples=1000)()
+    return results["BLEU"][1].p_value
+
+
+def test_runs_without_saved_outputs_are_reported_untested(tmp_path):
+    sweep(tmp_path, {"additive": [30.0], "dot": [29.0]})
+    report = build_report(tmp_path)
+    assert all(setting.versus_best is None for setting in report.settings)
+    assert any("no significance test" in note and "test_2016_flickr.hyp.txt" in note
+               for note in report.notes)
+    assert row(markdown_table(report.settings), "attention=dot")[-1] == "—"
