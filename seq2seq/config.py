@@ -48,6 +48,11 @@ class Schedule(Enum):
     cosine = "cosine"
 
 
+class AverageSelect(Enum):
+    last = "last"  # the last train.average_checkpoints evaluations
+    best = "best"  # the train.average_checkpoints evaluations with the highest val BLEU
+
+
 class DeviceName(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -277,6 +282,10 @@ class TrainConfig:
     log_every: int = 50  # steps between TensorBoard scalar writes
     num_plot_sentences: int = 4  # validation sentences whose attention is plotted
     resume: str | None = None  # a run dir or checkpoint file to continue from
+    # checkpoint averaging: keep the weights of this many evaluations (0: none) and finish by
+    # testing their average beside best.pt; the final model is the one with the higher val BLEU
+    average_checkpoints: int = 0
+    average_select: AverageSelect = AverageSelect.last
 
     def __post_init__(self) -> None:
         _check(self.batch_tokens >= 1, "train.batch_tokens", self.batch_tokens, "an int >= 1")
@@ -313,6 +322,8 @@ class TrainConfig:
                self.release_memory_every, "an int >= 0")
         _check(self.num_plot_sentences >= 0, "train.num_plot_sentences", self.num_plot_sentences,
                "an int >= 0")
+        _check(self.average_checkpoints == 0 or self.average_checkpoints >= 2,
+               "train.average_checkpoints", self.average_checkpoints, "0 (off) or an int >= 2")
         _check(0 <= self.length_penalty <= MAX_LENGTH_PENALTY, "train.length_penalty",
                self.length_penalty, f"a float in [0, {MAX_LENGTH_PENALTY:g}]")
         _check(0 < self.max_len_ratio <= MAX_LEN_RATIO, "train.max_len_ratio", self.max_len_ratio,

@@ -21,9 +21,11 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
 
 def run_results(config: dict[str, Any], parameters: dict[str, int], device: torch.device,
                 world_size: int, stop_reason: str, epochs: float, state: dict[str, Any],
-                valid: dict[str, Any], test: dict[str, Any],
-                data: dict[str, Any]) -> dict[str, Any]:
-    """What results.json says of a finished run; `state` is the trainer's TrainState."""
+                valid: dict[str, Any], test: dict[str, Any], data: dict[str, Any],
+                averaging: dict[str, Any] | None) -> dict[str, Any]:
+    """What results.json says of a finished run; `state` is the trainer's TrainState. `valid`
+    and `test` score the final model; with checkpoint averaging, `averaging` scores the
+    average and best.pt apart, and says which one is final."""
     return {
         "config": config,
         "parameters": parameters,
@@ -41,6 +43,7 @@ def run_results(config: dict[str, Any], parameters: dict[str, int], device: torc
         "best_step": state["best_step"],
         "valid": valid,
         "test": test,
+        "averaging": averaging,
         "data": data,
     }
 

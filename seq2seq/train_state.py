@@ -8,10 +8,10 @@ stopped. No torch here: the report and the CLIs read it too.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from seq2seq.config import TrainConfig
+from seq2seq.config import AverageSelect, TrainConfig
 
 
 @dataclass
@@ -31,6 +31,8 @@ class TrainState:
     train_tokens: int = 0  # target tokens trained on
     finished: bool = False  # training stopped on its own (not by a signal)
     stop_reason: str = ""  # why it stopped: max_steps, max_epochs, max_minutes, early stopping
+    # [step, val BLEU] of the evaluations whose weights are kept for averaging, by step
+    kept_evals: list[list[float]] = field(default_factory=list)
 
 
 class Interrupted(Exception):
@@ -51,6 +53,16 @@ class AlreadyFinished(Exception):
                          "Raise its budget (train.max_steps, max_epochs, max_minutes or "
                          "patience) to train on")
         self.best_bleu = state.best_bleu
+
+
+def kept_for_averaging(kept: list[list[float]], new: list[float], count: int,
+                       select: AverageSelect) -> list[list[float]]:
+    """The [step, val BLEU] evaluations to keep once `new` is added: the last `count`, or the
+    `count` best (ties: the later), in step order."""
+    candidates = [*kept, new]
+    if select is AverageSelect.best:
+        candidates = sorted(candidates, key=lambda e: (e[1], e[0]))[-count:]
+    return sorted(candidates, key=lambda e: e[0])[-count:]
 
 
 def spent_budget(state: TrainState, cfg: TrainConfig) -> str | None:

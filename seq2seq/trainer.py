@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from seq2seq.averaging import average_payloads
 from seq2seq.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.checkpoint import (
     load_checkpoint,
@@ -35,7 +36,7 @@ from seq2seq.config import Config, to_plain
 from seq2seq.data import PreparedData, prepare_data_on_all_ranks
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
-from seq2seq.evaluation import score, search_settings
+from seq2seq.evaluation import Scores, score, search_settings
 from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
@@ -55,6 +56,7 @@ from seq2seq.train_state import (
     Interrupted,
     TrainState,
     check_not_done,
+    kept_for_averaging,
     seconds_left,
     spent_budget,
 )
@@ -346,6 +348,8 @@ class Trainer:
                  state.step, self._epochs_done(), val_loss, math.exp(min(val_loss, 50.0)), bleu,
                  chrf, " *best*" if improved else f" ({state.bad_evals} without gain)",
                  time.perf_counter() - started, peak_rss_mb())
+        if cfg.average_checkpoints:
+            self._keep_for_averaging(bleu)
         if improved:
             self._save("best.pt")
         self._save("last.pt")
@@ -353,6 +357,28 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         return cfg.patience > 0 and state.bad_evals >= cfg.patience
+
+    def _keep_for_averaging(self, bleu: float) -> None:
+        """Keep this evaluation's weights (checkpoints/eval-step<N>.pt, a self-contained
+        checkpoint) if it is among the train.average_checkpoints last or best, and delete the
+        weights of an evaluation that no longer is."""
+        state, cfg = self.state, self.cfg.train
+        kept = kept_for_averaging(state.kept_evals, [state.step, bleu], cfg.average_checkpoints,
+                                  cfg.average_select)
+        if self.dist.is_main:
+            if [state.step, bleu] in kept:
+                save_checkpoint({"model": self.model.state_dict(), "config": to_plain(self.cfg),
+                                 "tokenizer": self.tokenizer.to_bytes(),
+                                 "state": {"step": state.step, "val_bleu": bleu}},
+                                self._eval_checkpoint(state.step))
+            for step, _ in state.kept_evals:
+                if step not in {kept_step for kept_step, _ in kept}:
+                    self._eval_checkpoint(step).unlink(missing_ok=True)
+        self.dist.barrier()
+        state.kept_evals = kept
+
+    def _eval_checkpoint(self, step: float) -> Path:
+        return self.checkpoint_dir / f"eval-step{int(step)}.pt"
 
     def _validate(self) -> tuple[float, float, float]:
         """Val loss, BLEU and chrF, written to TensorBoard with the attention plots."""
@@ -375,6 +401,36 @@ class Trainer:
         """Exactly what translate.py and evaluate.py do with this model (empty lines give "")."""
         return list(self.translator.iter_search(lines, search_settings(self.cfg, beam_size)))
 
+    def _test_average(self, best_scores: Scores) -> tuple[dict[str, Any], list[str], Scores]:
+        """Average the kept evaluations' weights into checkpoints/averaged.pt, validate and test
+        it; it is the final model (its weights stay loaded) if its val BLEU beats best.pt's.
+        Returns what results.json says of it, its test translations and its val scores."""
+        cfg, state = self.cfg.train, self.state
+        steps = [int(step) for step, _ in state.kept_evals]
+        paths = [self._eval_checkpoint(step) for step in steps]
+        payload = average_payloads([load_checkpoint(path) for path in paths],
+                                   [str(path) for path in paths])
+        save_checkpoint(payload, self.checkpoint_dir / "averaged.pt")
+        best_weights = {name: tensor.clone() for name, tensor in self.model.state_dict().items()}
+        self.model.load_state_dict(payload["model"])
+        valid = self.data.valid
+        val_scores = score([t.text for t in self._translate(valid.src, cfg.valid_beam_size)],
+                           valid.ref)
+        val_bleu = val_scores.bleu
+        hypotheses = [t.text for t in self._translate(self.data.test.src, cfg.beam_size)]
+        scores = score(hypotheses, self.data.test.ref)
+        final = val_bleu > state.best_bleu
+        if not final:
+            self.model.load_state_dict(best_weights)
+        log.info("averaged the weights of %d evaluations (%s, steps %s): val BLEU %.2f (best.pt "
+                 "%.2f), test BLEU %.2f (best.pt %.2f): the final model is %s", len(steps),
+                 cfg.average_select.value, ", ".join(map(str, steps)), val_bleu, state.best_bleu,
+                 scores.bleu, best_scores.bleu, "the average" if final else "best.pt")
+        return {"select": cfg.average_select.value, "steps": steps, "final": final,
+                "valid": {"bleu": val_bleu}, "test": scores.as_dict(),
+                "single": {"valid": {"bleu": state.best_bleu}, "test": best_scores.as_dict()}}, \
+            hypotheses, val_scores
+
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
 
@@ -396,7 +452,9 @@ class Trainer:
         self.dist.barrier()
 
     def _test_and_report(self, stop_reason: str) -> dict[str, Any]:
-        """Test the best checkpoint with the final beam; write results.json and HParams."""
+        """Test the best checkpoint with the final beam (and, with checkpoint averaging, the
+        average of the kept evaluations' weights, which becomes the final model if its val BLEU
+        is higher); write results.json and HParams."""
         best = self.checkpoint_dir / "best.pt"
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best)["model"])
@@ -404,6 +462,14 @@ class Trainer:
         started = time.perf_counter()
         hypotheses = [translation.text for translation in self._translate(test.src, cfg.beam_size)]
         scores = score(hypotheses, test.ref)
+        valid = {"split": self.data.valid.name, "bleu": state.best_bleu, "chrf": state.best_chrf,
+                 "beam_size": cfg.valid_beam_size}
+        averaging = None
+        if len(state.kept_evals) >= 2:
+            averaging, averaged_hypotheses, averaged_valid = self._test_average(scores)
+            if averaging["final"]:
+                hypotheses, scores = averaged_hypotheses, score(averaged_hypotheses, test.ref)
+                valid |= {"bleu": averaged_valid.bleu, "chrf": averaged_valid.chrf}
         # the references beside the translations: report.py's significance test reads both
         for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
             atomic_write_text(self.run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")
@@ -418,10 +484,8 @@ class Trainer:
             config=to_plain(self.cfg), parameters=self.model.parameter_counts(),
             device=self.device, world_size=self.dist.world_size, stop_reason=stop_reason,
             epochs=self._epochs_done(), state=asdict(state),
-            valid={"split": self.data.valid.name, "bleu": state.best_bleu,
-                   "chrf": state.best_chrf, "beam_size": cfg.valid_beam_size},
-            test={"split": test.name, "beam_size": cfg.beam_size, **scores.as_dict()},
-            data=self.data.stats())
+            valid=valid, test={"split": test.name, "beam_size": cfg.beam_size, **scores.as_dict()},
+            data=self.data.stats(), averaging=averaging)
         write_results(self.run_dir / "results.json", results)
         overrides = list(read_overrides(self.run_dir) or ())  # Hydra's, when Hydra runs it
         log_hparams(self.writer, results["config"], overrides, state.step, scores.bleu,

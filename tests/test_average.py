@@ -9,7 +9,9 @@ import torch
 from seq2seq.averaging import average_payloads
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import average
+from seq2seq.config import AverageSelect, ConfigError
 from seq2seq.errors import CheckpointError
+from seq2seq.train_state import kept_for_averaging
 from seq2seq.translator import Translator
 
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", ""]
@@ -82,3 +84,48 @@ def test_an_averaged_checkpoint_cannot_be_resumed(trained_checkpoint, tmp_path, 
     config = compose([*tiny_run, f"train.resume={tmp_path / 'avg.pt'}"])
     with pytest.raises(CheckpointError, match="averaged weights without training state"):
         load_resume_payload(config)
+
+
+# ---- averaging in training: keep the last or best K evaluations, test their average ----------
+
+@pytest.mark.parametrize(("select", "expected"), [
+    (AverageSelect.last, [[3, 12.0], [4, 9.0], [5, 11.0]]),
+    (AverageSelect.best, [[1, 10.0], [3, 12.0], [5, 11.0]]),
+])
+def test_the_last_or_the_best_evaluations_are_kept(select, expected):
+    kept: list[list[float]] = []
+    for evaluation in ([1, 10.0], [2, 8.0], [3, 12.0], [4, 9.0], [5, 11.0]):
+        kept = kept_for_averaging(kept, evaluation, 3, select)
+    assert kept == expected
+
+
+def test_averaging_one_checkpoint_is_refused_at_once(compose, tiny_run):
+    with pytest.raises(ConfigError, match=r"train.average_checkpoints=1.*0 \(off\) or an int >= 2"):
+        compose([*tiny_run, "train.average_checkpoints=1"])
+
+
+@pytest.mark.parametrize("select", ["last", "best"])
+def test_a_run_tests_the_average_of_its_kept_evaluations(compose, tiny_run, tmp_path, select):
+    from seq2seq.trainer import build_trainer
+
+    cfg = compose([*tiny_run, "train.max_steps=20", "train.eval_every=5",
+                   "train.average_checkpoints=3", f"train.average_select={select}"])
+    results = build_trainer(cfg, tmp_path).fit()
+    checkpoints = tmp_path / "checkpoints"
+    kept = load_checkpoint(checkpoints / "last.pt")["state"]["kept_evals"]
+    steps = [int(step) for step, _ in kept]
+    assert sorted(p.name for p in checkpoints.glob("eval-step*.pt")) == sorted(
+        f"eval-step{step}.pt" for step in steps)
+    if select == "last":
+        assert steps == [10, 15, 20]
+    averaging = results["averaging"]
+    assert averaging["steps"] == steps and averaging["select"] == select
+    expected = average_payloads([load_checkpoint(checkpoints / f"eval-step{s}.pt") for s in steps],
+                                [str(s) for s in steps])
+    averaged = load_checkpoint(checkpoints / "averaged.pt")
+    for name, tensor in expected["model"].items():
+        assert torch.equal(averaged["model"][name], tensor)
+    final = averaging if averaging["final"] else averaging["single"]
+    assert averaging["final"] == (averaging["valid"]["bleu"] > averaging["single"]["valid"]["bleu"])
+    assert results["test"]["bleu"] == final["test"]["bleu"]
+    assert results["valid"]["bleu"] == final["valid"]["bleu"]
