@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +97,23 @@ class PairDataset(Dataset):
         dataset.src_tokens, dataset.src_offsets = src_tokens, src_offsets
         dataset.tgt_tokens, dataset.tgt_offsets = tgt_tokens, tgt_offsets
         return dataset
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]]]
+                    ) -> PairDataset:
+        """One dataset of the (source ids, target ids) chunks, in order: each chunk is made
+        arrays before the next is read, so only one exists as Python lists."""
+        parts = [cls(src_ids, tgt_ids) for src_ids, tgt_ids in chunks]
+        arrays = []
+        for side in ("src", "tgt"):
+            lengths = [np.diff(getattr(part, f"{side}_offsets")) for part in parts]
+            offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
+            if parts:
+                np.cumsum(np.concatenate(lengths), out=offsets[1:])
+            tokens = [getattr(part, f"{side}_tokens") for part in parts]
+            arrays += [np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32),
+                       offsets]
+        return cls.from_arrays(*arrays)
 
     @property
     def src_lengths(self) -> np.ndarray:

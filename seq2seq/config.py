@@ -72,6 +72,26 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 @dataclass
+class SamplingConfig:
+    """Subword regularization: at every epoch the training pairs are segmented anew by sampling
+    from the subword models (unigram: Kudo 2018; BPE: BPE-dropout, Provilkov et al. 2020),
+    the same for the same seed and epoch; validation and test keep the best segmentation."""
+
+    enabled: bool = False
+    alpha: float = 0.1  # unigram: smoothing of the sampling distribution, in (0, 1]
+    nbest: int = -1  # unigram: sample among the n best segmentations; -1: among all of them
+    dropout: float = 0.1  # BPE: the probability of dropping each merge, in (0, 1)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.alpha <= 1, "data.tokenizer.sampling.alpha", self.alpha,
+               "a float in (0, 1]")
+        _check(self.nbest == -1 or self.nbest >= 2, "data.tokenizer.sampling.nbest", self.nbest,
+               "-1 (all segmentations) or an int >= 2")
+        _check(0 < self.dropout < 1, "data.tokenizer.sampling.dropout", self.dropout,
+               "a float in (0, 1)")
+
+
+@dataclass
 class TokenizerConfig:
     """sentencepiece settings; trained on the training split, cached under data.root."""
 
@@ -83,6 +103,7 @@ class TokenizerConfig:
     # has more (sentencepiece's memory grows with its input: about 1.4 GB per million
     # sentences); Multi30k's 58k all count
     max_sentences: int = 1_000_000
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 16, "data.tokenizer.vocab_size", self.vocab_size, "an int >= 16")

@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from seq2seq import encoded_cache
 from seq2seq.batching import PairDataset, TokenBudgetSampler, padding_efficiency
-from seq2seq.config import Config, CorpusKind, DataConfig, SplitFiles
+from seq2seq.config import Config, CorpusKind, DataConfig, SplitFiles, SubwordModel
 from seq2seq.corpus import AlignedFiles, Pairs, TsvFile, fetch_multi30k, multi30k_filename
 from seq2seq.distributed import Distributed
 from seq2seq.errors import DataError, TrainingError
 from seq2seq.files import atomic_writer
 from seq2seq.holdout import Holdout, hold_out
-from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
+from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer, sample_seed
 from seq2seq.training_pairs import TrainingPairs
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class PreparedData:
     test: EvalSplit
     train_dropped: int  # training pairs dropped by the filters (empty + too long)
     directory: Path  # data.root/<name>.<src>-<tgt>: where this corpus's tokenizer is cached
+    # the training text, read from its files again for every epoch's sampled segmentation
+    # (data.tokenizer.sampling)
+    train_pairs: TrainingPairs
     drop_counts: dict[str, int] = field(default_factory=dict)  # train_dropped by reason
     batch_tokens: int = 6000  # the budget padding_efficiency is measured with
 
@@ -142,6 +145,7 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
         directory=directory,
         drop_counts={"empty": empty, "too_long": too_long},
         batch_tokens=batch_tokens,
+        train_pairs=train_pairs,
     )
 
 
@@ -172,11 +176,34 @@ def _encode_chunks(train_pairs: TrainingPairs, tokenizer: Tokenizer, max_len: in
     chunks = -(-len(train_pairs) // ENCODE_CHUNK_PAIRS)
     for chunk in tqdm(train_pairs.chunks(ENCODE_CHUNK_PAIRS), desc="encoding", unit="chunk",
                       total=chunks, disable=chunks < 4, leave=False):
-        src_ids = tokenizer.encode_src([s for s, _ in chunk])
-        tgt_ids = tokenizer.encode_tgt([t for _, t in chunk])
-        keep = [i for i in range(len(chunk))
-                if len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len]
-        yield [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+        yield _within(tokenizer.encode_src([s for s, _ in chunk]),
+                      tokenizer.encode_tgt([t for _, t in chunk]), max_len)
+
+
+def _within(src_ids: list[list[int]], tgt_ids: list[list[int]], max_len: int
+            ) -> tuple[list[list[int]], list[list[int]]]:
+    """The pairs of ids with at most max_len subwords on both sides."""
+    keep = [i for i in range(len(src_ids))
+            if len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len]
+    return [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+
+
+def sampled_train(data: PreparedData, cfg: DataConfig, seed: int, epoch: int) -> PairDataset:
+    """The training pairs segmented by sampling for `epoch` (subword regularization): the same
+    (seed, epoch) always gives the same ids, so a resumed run sees the batches it would have.
+    Pairs that come out longer than data.max_len subwords sit this epoch out."""
+    sampling = cfg.tokenizer.sampling
+    bpe = cfg.tokenizer.model_type is SubwordModel.bpe
+    alpha, nbest = (sampling.dropout, -1) if bpe else (sampling.alpha, sampling.nbest)
+    tokenizer = data.tokenizer
+
+    def chunks() -> Iterator[tuple[list[list[int]], list[list[int]]]]:
+        for number, chunk in enumerate(data.train_pairs.chunks(ENCODE_CHUNK_PAIRS)):
+            sample_seed(int(np.random.SeedSequence([seed, epoch, number]).generate_state(1)[0]))
+            yield _within(tokenizer.sample_src([s for s, _ in chunk], alpha, nbest),
+                          tokenizer.sample_tgt([t for _, t in chunk], alpha, nbest), cfg.max_len)
+
+    return PairDataset.from_chunks(chunks())
 
 
 def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:

@@ -49,6 +49,13 @@ class Tokenizer:
     def encode_tgt(self, lines: Sequence[str]) -> list[list[int]]:
         return self._tgt.encode(list(lines), out_type=int)
 
+    def sample_src(self, lines: Sequence[str], alpha: float, nbest: int) -> list[list[int]]:
+        """A sampled segmentation of each line (subword regularization; see `sample_seed`)."""
+        return _sample(self._src, lines, alpha, nbest)
+
+    def sample_tgt(self, lines: Sequence[str], alpha: float, nbest: int) -> list[list[int]]:
+        return _sample(self._tgt, lines, alpha, nbest)
+
     def decode_src(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return self._src.decode([_strip_special(s) for s in ids])
 
@@ -68,6 +75,19 @@ class Tokenizer:
     @classmethod
     def from_bytes(cls, models: dict[str, bytes]) -> Tokenizer:
         return cls(models["src"], models["tgt"])
+
+
+def sample_seed(seed: int) -> None:
+    """Seed sentencepiece's sampling: the samples that follow (on one thread, as `_sample`
+    draws them) are then the same in every process."""
+    spm.set_random_generator_seed(seed)
+
+
+def _sample(processor: spm.SentencePieceProcessor, lines: Sequence[str], alpha: float,
+            nbest: int) -> list[list[int]]:
+    # One thread: with several, which sentence draws which random numbers varies.
+    return processor.encode(list(lines), out_type=int, enable_sampling=True, alpha=alpha,
+                            nbest_size=nbest, num_threads=1)
 
 
 def _load(model: bytes, side: str) -> spm.SentencePieceProcessor:

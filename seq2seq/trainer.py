@@ -23,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from seq2seq.averaging import average_payloads
-from seq2seq.batching import Batch, TokenBudgetSampler, collate
+from seq2seq.batching import Batch, PairDataset, TokenBudgetSampler, collate
 from seq2seq.checkpoint import (
     load_checkpoint,
     load_resume_payload,
@@ -33,7 +33,7 @@ from seq2seq.checkpoint import (
     training_payload,
 )
 from seq2seq.config import Config, to_plain
-from seq2seq.data import PreparedData, prepare_data_on_all_ranks
+from seq2seq.data import PreparedData, prepare_data_on_all_ranks, sampled_train
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
 from seq2seq.evaluation import Scores, score, search_settings
@@ -92,9 +92,7 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
         # one dropout stream per rank (the weights are the same: DDP copies rank 0's)
         seed_everything(cfg.seed + dist.rank)
     # every rank builds the same batch list from (seed, epoch) and takes its own share of it
-    sampler = TokenBudgetSampler(data.train.src_lengths, data.train.tgt_lengths,
-                                 cfg.train.batch_tokens, shuffle=True, seed=cfg.seed,
-                                 rank=dist.rank, world_size=dist.world_size)
+    sampler = training_sampler(data.train, cfg, dist)
     optimizer = build_optimizer(model, cfg.train)
     total_steps = cfg.train.max_steps or cfg.train.max_epochs * len(sampler)
     scheduler = build_scheduler(optimizer, cfg.train, total_steps)
@@ -111,6 +109,13 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
         if dist.is_main else None
     return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, scaler, sampler, state,
                    dist, device, autocast_dtype, writer)
+
+
+def training_sampler(train: PairDataset, cfg: Config, dist: Distributed) -> TokenBudgetSampler:
+    """Token-budget batches of `train`, the same list on every rank, each taking its share."""
+    return TokenBudgetSampler(train.src_lengths, train.tgt_lengths, cfg.train.batch_tokens,
+                              shuffle=True, seed=cfg.seed, rank=dist.rank,
+                              world_size=dist.world_size)
 
 
 def training_autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -133,6 +138,7 @@ class Trainer:
         self.sampler, self.state, self.dist, self.device = sampler, state, dist, device
         self.autocast_dtype, self.writer = autocast_dtype, writer
         self.tokenizer = data.tokenizer
+        self.train = data.train  # with subword sampling, each epoch's own segmentation
         self.checkpoint_dir = run_dir / "checkpoints"
         # what trains: the loss module, or its DDP wrapper that all-reduces gradients in backward
         self.loss = SequenceLoss(model)
@@ -200,6 +206,8 @@ class Trainer:
         cfg, state = self.cfg.train, self.state
         deadline = None if cfg.max_minutes is None else cfg.max_minutes * 60
         while state.epoch < cfg.max_epochs:
+            if self.cfg.data.tokenizer.sampling.enabled:
+                self._resample(state.epoch)
             self.sampler.set_epoch(state.epoch)
             # the epoch's batch order depends only on (seed, epoch): a resumed run skips the
             # batches it already trained and sees the rest in the same order
@@ -215,7 +223,7 @@ class Trainer:
                 started = time.perf_counter()
                 if self.batch_trace is not None:
                     trace_batch(self.batch_trace, state.epoch, indices)
-                batch = collate([self.data.train[i] for i in indices]).to(self.device)
+                batch = collate([self.train[i] for i in indices]).to(self.device)
                 loss_per_token = self.train_step(batch)
                 if cfg.release_memory_every and state.step % cfg.release_memory_every == 0:
                     release_free_memory()  # else freed holes pile up as resident memory
@@ -248,6 +256,15 @@ class Trainer:
             if not cfg.eval_every and self._evaluate():
                 return "early stopping"
         return "max_epochs"
+
+    def _resample(self, epoch: int) -> None:
+        """Subword regularization: this epoch's sampled segmentation of the training pairs (the
+        same for the same seed and epoch, so resume stays exact), and batches for its lengths."""
+        started = time.perf_counter()
+        self.train = sampled_train(self.data, self.cfg.data, self.cfg.seed, epoch)
+        self.sampler = training_sampler(self.train, self.cfg, self.dist)
+        log.info("epoch %d: sampled the segmentation of %d training pairs in %.1fs",
+                 epoch + 1, len(self.train), time.perf_counter() - started)
 
     def train_step(self, batch: Batch) -> float | None:
         """One teacher-forced update; returns the loss per token, or None if it was skipped."""

@@ -195,3 +195,13 @@ def test_pairs_are_stored_as_flat_int32_arrays():
     assert dataset.src_lengths.tolist() == [2, 0, 3] and dataset.tgt_lengths.tolist() == [1, 2, 1]
     assert [(i, s.tolist(), t.tolist()) for i, s, t in dataset] == [
         (i, src_ids[i], tgt_ids[i]) for i in range(3)]
+
+
+def test_a_dataset_from_chunks_holds_every_pair_in_order():
+    src_ids, tgt_ids = [[5, 6], [], [7, 8, 9], [4]], [[10], [11, 12], [13], [14, 15]]
+    chunks = [(src_ids[:1], tgt_ids[:1]), ([], []), (src_ids[1:], tgt_ids[1:])]
+    joined = PairDataset.from_chunks(iter(chunks))
+    assert [(s.tolist(), t.tolist()) for _, s, t in joined] == list(zip(src_ids, tgt_ids,
+                                                                        strict=True))
+    assert joined.src_tokens.dtype == np.int32 and joined.src_offsets.dtype == np.int64
+    assert len(PairDataset.from_chunks(iter([]))) == 0
