@@ -68,7 +68,8 @@ class TrainingPairs:
             wanted[:] = False
             wanted[np.random.default_rng(SAMPLE_SEED).choice(total, size, replace=False)] = True
         if side != "tgt":
-            yield from (src for (src, _), keep in zip(self, wanted, strict=False) if keep)
+            sources = wanted[:len(self)]
+            yield from (src for (src, _), keep in zip(self, sources, strict=True) if keep)
         if side != "src":
             targets = wanted[len(self):] if side == "joint" else wanted
             yield from (tgt for (_, tgt), keep in zip(self, targets, strict=True) if keep)
