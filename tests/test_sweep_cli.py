@@ -174,7 +174,10 @@ def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep):
     rows = [line for line in report.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["attention=additive", "attention=dot"]
     for row in rows:
-        assert row.count("±") == 4 and row.rstrip(" |").endswith("| 2")  # 4 scores, 2 seeds
+        assert row.count("±") == 4 and "| 2 | " in row  # 4 scores, 2 seeds, then vs best
+    # the runs saved their test translations and references: the report tested them
+    assert sum(row.rstrip(" |").endswith("| best") for row in rows) == 1
+    assert any("| p=" in row for row in rows)
     assert "`debug=smoke`" in report and "missing" not in done.stdout
     assert (tiny_sweep / "report.png").stat().st_size > 0
     assert rows[0] in done.stdout
