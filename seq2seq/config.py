@@ -78,8 +78,11 @@ class SamplingConfig:
     the same for the same seed and epoch; validation and test keep the best segmentation."""
 
     enabled: bool = False
-    alpha: float = 0.1  # unigram: smoothing of the sampling distribution, in (0, 1]
-    nbest: int = -1  # unigram: sample among the n best segmentations; -1: among all of them
+    # unigram: sample among the `nbest` best segmentations (-1: among all of them), with
+    # probabilities smoothed by `alpha` in (0, 1]. Kudo's l=64, alpha=0.1: on Multi30k 94% of the
+    # sentences are segmented otherwise and 11% more subwords; -1 with 0.1 doubles the subwords.
+    alpha: float = 0.1
+    nbest: int = 64
     dropout: float = 0.1  # BPE: the probability of dropping each merge, in (0, 1)
 
     def __post_init__(self) -> None:
