@@ -68,10 +68,10 @@ def run_child(command: list[str], log: Path) -> Measured:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-        sys.exit(f"{' '.join(command)} failed ({process.returncode}); the end of {log}:\n{tail}")
+        sys.exit(f"{' '.join(command)} failed ({code}); the end of {log}:\n{tail}")
     return Measured(seconds, usage.ru_maxrss / 1024)  # Linux reports KiB
 
 

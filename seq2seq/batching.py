@@ -106,13 +106,9 @@ class PairDataset(Dataset):
         parts = [cls(src_ids, tgt_ids) for src_ids, tgt_ids in chunks]
         arrays = []
         for side in ("src", "tgt"):
-            lengths = [np.diff(getattr(part, f"{side}_offsets")) for part in parts]
-            offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
-            if parts:
-                np.cumsum(np.concatenate(lengths), out=offsets[1:])
             tokens = [getattr(part, f"{side}_tokens") for part in parts]
             arrays += [np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int32),
-                       offsets]
+                       joined_offsets([getattr(part, f"{side}_lengths") for part in parts])]
         return cls.from_arrays(*arrays)
 
     @property
@@ -129,6 +125,14 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
         return (index, self.src_tokens[self.src_offsets[index]:self.src_offsets[index + 1]],
                 self.tgt_tokens[self.tgt_offsets[index]:self.tgt_offsets[index + 1]])
+
+
+def joined_offsets(lengths: Sequence[np.ndarray]) -> np.ndarray:
+    """The (N + 1,) int64 offsets of rows whose lengths come in consecutive parts."""
+    offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return offsets
 
 
 def _flatten(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

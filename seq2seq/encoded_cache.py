@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seq2seq.batching import PairDataset
+from seq2seq.batching import PairDataset, joined_offsets
 from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -83,15 +83,12 @@ def save(path: Path, chunks: Iterable[EncodedChunk]) -> None:
               _HashingFile(temporary / "tgt_tokens.bin") as tgt_out):
             outputs = {"src": src_out, "tgt": tgt_out}
             for src_ids, tgt_ids in chunks:
-                for side, rows in (("src", src_ids), ("tgt", tgt_ids)):
-                    side_lengths = np.fromiter(map(len, rows), dtype=OFFSETS, count=len(rows))
-                    outputs[side].write(np.fromiter((i for row in rows for i in row),
-                                                    dtype=TOKENS, count=int(side_lengths.sum())))
-                    lengths[side].append(side_lengths)
+                part = PairDataset(src_ids, tgt_ids)
+                for side in ("src", "tgt"):
+                    outputs[side].write(getattr(part, f"{side}_tokens").astype(TOKENS, copy=False))
+                    lengths[side].append(getattr(part, f"{side}_lengths"))
         for side, parts in lengths.items():
-            offsets = np.zeros(sum(map(len, parts)) + 1, dtype=OFFSETS)
-            if parts:
-                np.cumsum(np.concatenate(parts), out=offsets[1:])
+            offsets = joined_offsets(parts).astype(OFFSETS, copy=False)
             with _HashingFile(temporary / f"{side}_offsets.bin") as offsets_out:
                 offsets_out.write(offsets)
             records[f"{side}_tokens"] = outputs[side].record()

@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,17 @@ def training_autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | 
     if not cfg.train.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class _Averaged:
+    """The average of the kept evaluations' weights, scored: see Trainer._test_average."""
+
+    steps: list[int]
+    valid: Scores
+    test: Scores
+    hypotheses: list[str]  # its test translations
+    final: bool  # its val BLEU beats best.pt's: it is the run's final model
 
 
 class Trainer:
@@ -418,10 +429,9 @@ class Trainer:
         """Exactly what translate.py and evaluate.py do with this model (empty lines give "")."""
         return list(self.translator.iter_search(lines, search_settings(self.cfg, beam_size)))
 
-    def _test_average(self, best_scores: Scores) -> tuple[dict[str, Any], list[str], Scores]:
+    def _test_average(self, best_scores: Scores) -> _Averaged:
         """Average the kept evaluations' weights into checkpoints/averaged.pt, validate and test
-        it; it is the final model (its weights stay loaded) if its val BLEU beats best.pt's.
-        Returns what results.json says of it, its test translations and its val scores."""
+        it; it is the final model (its weights stay loaded) if its val BLEU beats best.pt's."""
         cfg, state = self.cfg.train, self.state
         steps = [int(step) for step, _ in state.kept_evals]
         paths = [self._eval_checkpoint(step) for step in steps]
@@ -433,20 +443,17 @@ class Trainer:
         valid = self.data.valid
         val_scores = score([t.text for t in self._translate(valid.src, cfg.valid_beam_size)],
                            valid.ref)
-        val_bleu = val_scores.bleu
         hypotheses = [t.text for t in self._translate(self.data.test.src, cfg.beam_size)]
-        scores = score(hypotheses, self.data.test.ref)
-        final = val_bleu > state.best_bleu
-        if not final:
+        averaged = _Averaged(steps, val_scores, score(hypotheses, self.data.test.ref),
+                             hypotheses, final=val_scores.bleu > state.best_bleu)
+        if not averaged.final:
             self.model.load_state_dict(best_weights)
         log.info("averaged the weights of %d evaluations (%s, steps %s): val BLEU %.2f (best.pt "
                  "%.2f), test BLEU %.2f (best.pt %.2f): the final model is %s", len(steps),
-                 cfg.average_select.value, ", ".join(map(str, steps)), val_bleu, state.best_bleu,
-                 scores.bleu, best_scores.bleu, "the average" if final else "best.pt")
-        return {"select": cfg.average_select.value, "steps": steps, "final": final,
-                "valid": {"bleu": val_bleu}, "test": scores.as_dict(),
-                "single": {"valid": {"bleu": state.best_bleu}, "test": best_scores.as_dict()}}, \
-            hypotheses, val_scores
+                 cfg.average_select.value, ", ".join(map(str, steps)), val_scores.bleu,
+                 state.best_bleu, averaged.test.bleu, best_scores.bleu,
+                 "the average" if averaged.final else "best.pt")
+        return averaged
 
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
@@ -483,10 +490,14 @@ class Trainer:
                  "beam_size": cfg.valid_beam_size}
         averaging = None
         if len(state.kept_evals) >= 2:
-            averaging, averaged_hypotheses, averaged_valid = self._test_average(scores)
-            if averaging["final"]:
-                hypotheses, scores = averaged_hypotheses, score(averaged_hypotheses, test.ref)
-                valid |= {"bleu": averaged_valid.bleu, "chrf": averaged_valid.chrf}
+            averaged = self._test_average(scores)
+            averaging = {"select": cfg.average_select.value, "steps": averaged.steps,
+                         "final": averaged.final, "valid": {"bleu": averaged.valid.bleu},
+                         "test": averaged.test.as_dict(),
+                         "single": {"valid": {"bleu": state.best_bleu}, "test": scores.as_dict()}}
+            if averaged.final:
+                hypotheses, scores = averaged.hypotheses, averaged.test
+                valid |= {"bleu": averaged.valid.bleu, "chrf": averaged.valid.chrf}
         # the references beside the translations: report.py's significance test reads both
         for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
             atomic_write_text(self.run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")
