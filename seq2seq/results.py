@@ -20,7 +20,7 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
 
 
 def run_results(config: dict[str, Any], parameters: dict[str, int], device: torch.device,
-                world_size: int, stop_reason: str, epochs: float, state: dict[str, Any],
+                precision: str, world_size: int, stop_reason: str, epochs: float, state: dict[str, Any],
                 valid: dict[str, Any], test: dict[str, Any], data: dict[str, Any],
                 averaging: dict[str, Any] | None) -> dict[str, Any]:
     """What results.json says of a finished run; `state` is the trainer's TrainState. `valid`
@@ -32,6 +32,7 @@ def run_results(config: dict[str, Any], parameters: dict[str, int], device: torc
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "sacrebleu": sacrebleu.__version__},
         "device": str(device),
+        "precision": precision,  # of training: fp32, or bf16/fp16 autocast (train.amp)
         "world_size": world_size,  # processes; tokens_per_s counts them all
         "seed": config["seed"],
         "stop_reason": stop_reason,

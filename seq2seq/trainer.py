@@ -45,6 +45,7 @@ from seq2seq.report import format_duration, read_overrides
 from seq2seq.results import log_hparams, run_results, write_results
 from seq2seq.runtime import (
     StopRequest,
+    cpu_has_amx_bf16,
     make_deterministic,
     peak_rss_mb,
     release_free_memory,
@@ -119,10 +120,22 @@ def training_sampler(train: PairDataset, cfg: Config, dist: Distributed) -> Toke
 
 
 def training_autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it, else fp16 with loss scaling; full precision on the CPU."""
-    if not cfg.train.amp or device.type != "cuda":
+    """bf16 where the GPU has it, else fp16 with loss scaling; on the CPU bf16 where it has AMX
+    bf16 tiles (measured 22-30% more tokens/s there, README), else full precision."""
+    if not cfg.train.amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_amx_bf16():
+        return torch.bfloat16
+    return None
+
+
+def precision_name(autocast_dtype: torch.dtype | None) -> str:
+    """How training computes, for the log and results.json: fp32, or bf16/fp16 autocast."""
+    if autocast_dtype is None:
+        return "fp32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype] + " autocast"
 
 
 @dataclass
@@ -168,7 +181,8 @@ class Trainer:
         counts = self.model.parameter_counts()
         log.info("run dir %s", self.run_dir.resolve())
         log.info("model parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-        log.info("device %s, %d training batches per epoch", self.device, len(self.sampler))
+        log.info("device %s (%s), %d training batches per epoch", self.device,
+                 precision_name(self.autocast_dtype), len(self.sampler))
         if self.device.type == "cpu" and self.cfg.model.hidden_size > CPU_HIDDEN_SIZE:
             log.warning("training the %s-parameter model (hidden size %d, sized for a GPU) on "
                         "the CPU: slow (after %d steps the log says how slow); experiment=cpu40 "
@@ -510,7 +524,8 @@ class Trainer:
         log.info("BLEU signature: %s", scores.signatures["bleu"])
         results = run_results(
             config=to_plain(self.cfg), parameters=self.model.parameter_counts(),
-            device=self.device, world_size=self.dist.world_size, stop_reason=stop_reason,
+            device=self.device, precision=precision_name(self.autocast_dtype),
+            world_size=self.dist.world_size, stop_reason=stop_reason,
             epochs=self._epochs_done(), state=asdict(state),
             valid=valid, test={"split": test.name, "beam_size": cfg.beam_size, **scores.as_dict()},
             data=self.data.stats(), averaging=averaging)
