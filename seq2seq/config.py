@@ -292,7 +292,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget for training (not evaluation)
     eval_every: int | None = None  # in steps; null evaluates once per epoch
     patience: int = 5  # early stopping: evaluations without val BLEU gain
-    amp: bool = True  # mixed precision: on CUDA, and bf16 on CPUs with AMX (trainer.py)
+    amp: bool = True  # mixed precision on CUDA; the CPU trains in fp32 (trainer.py says why)
     beam_size: int = 5  # for the final test evaluation
     valid_beam_size: int = 1  # for val BLEU during training (greedy is much faster)
     length_penalty: float = 1.0

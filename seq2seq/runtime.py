@@ -38,12 +38,6 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Intel AMX bf16 tiles: there bf16 autocast speeds up the CPU's matrix products. CPUs with
-    only AVX512-BF16 (e.g. AMD Zen 4) are left out: bf16 was not measured faster on one."""
-    return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
-
-
 def set_threads(num_threads: int | None) -> None:
     """torch's CPU threads for this process; None keeps torch's default (one per core)."""
     if num_threads:

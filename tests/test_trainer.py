@@ -17,7 +17,7 @@ from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
 from seq2seq.train_state import AlreadyFinished, Interrupted
-from seq2seq.trainer import build_trainer
+from seq2seq.trainer import build_trainer, precision_name
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
@@ -70,6 +70,15 @@ def test_training_is_deterministic_on_cpu(tiny_setup, tmp_path):
     assert first["valid"]["bleu"] == second["valid"]["bleu"]
     for name, tensor in weights(tmp_path / "a" / "checkpoints" / "last.pt").items():
         assert torch.equal(tensor, weights(tmp_path / "b" / "checkpoints" / "last.pt")[name])
+
+
+def test_the_cpu_trains_in_fp32_with_amp_on_and_results_say_so(tiny_setup, tmp_path):
+    cfg, data = tiny_setup
+    assert cfg.train.amp
+    results = build_trainer(with_train(cfg, max_steps=6, eval_every=6), tmp_path, data).fit()
+    assert results["precision"] == "fp32"
+    assert [precision_name(dtype) for dtype in (torch.bfloat16, torch.float16)] == \
+        ["bf16 autocast", "fp16 autocast"]
 
 
 def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp_path,
