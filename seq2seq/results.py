@@ -20,8 +20,9 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
 
 
 def run_results(config: dict[str, Any], parameters: dict[str, int], device: torch.device,
-                precision: str, world_size: int, stop_reason: str, epochs: float, state: dict[str, Any],
-                valid: dict[str, Any], test: dict[str, Any], data: dict[str, Any],
+                precision: str, world_size: int, stop_reason: str, epochs: float,
+                state: dict[str, Any], valid: dict[str, Any], test: dict[str, Any],
+                data: dict[str, Any],
                 averaging: dict[str, Any] | None) -> dict[str, Any]:
     """What results.json says of a finished run; `state` is the trainer's TrainState. `valid`
     and `test` score the final model; with checkpoint averaging, `averaging` scores the
