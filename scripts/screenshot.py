@@ -29,7 +29,8 @@ TRANSLATE_TIMEOUT_S = 120
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a run dir (uses checkpoints/best.pt) or a checkpoint file")
+                        help="a run dir (its final model, checkpoints/best.pt or averaged.pt) or a "
+                             "checkpoint file")
     parser.add_argument("--sentence", default=DEFAULT_SENTENCE,
                         help="what to translate; '\\n' separates lines (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("docs/server.png"),

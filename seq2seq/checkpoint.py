@@ -7,6 +7,7 @@ and RNG states), so `torch.load(..., weights_only=True)` reads it and no pickled
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import pickle
@@ -42,15 +43,29 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
             raise CheckpointError(write_error(path, error) + last_good) from None
 
 
-def resolve_checkpoint(path: str | Path, name: str = "best.pt",
+def final_checkpoint_name(run_dir: Path) -> str:
+    """The model a run ended with: averaged.pt where checkpoint averaging beat best.pt on val
+    (results.json's averaging.final), else best.pt (also for a run that has not finished)."""
+    try:
+        averaging = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["averaging"]
+        final = bool(averaging and averaging["final"])
+    except (OSError, ValueError, KeyError, TypeError):
+        final = False
+    return "averaged.pt" if final else "best.pt"
+
+
+def resolve_checkpoint(path: str | Path, name: str | None = None,
                        fallback: str | None = None) -> Path:
     """Accept a checkpoint file, a run dir (uses checkpoints/NAME) or a checkpoints/ dir.
 
-    In a directory without NAME, `fallback` (e.g. last.pt of a run stopped before its first
-    evaluation) is used instead, with a warning.
+    NAME defaults to the run's final model (final_checkpoint_name). In a directory without
+    NAME, `fallback` (e.g. last.pt of a run stopped before its first evaluation) is used instead,
+    with a warning.
     """
     path = Path(path)
     if path.is_dir():
+        if name is None:
+            name = final_checkpoint_name(path.parent if path.name == "checkpoints" else path)
         for wanted in (name, fallback):
             for candidate in (path / "checkpoints" / str(wanted), path / str(wanted)):
                 if wanted is not None and candidate.is_file():
@@ -66,7 +81,7 @@ def resolve_checkpoint(path: str | Path, name: str = "best.pt",
     return path
 
 
-def load_checkpoint(path: str | Path, name: str = "best.pt") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, name: str | None = None) -> dict[str, Any]:
     """Load a checkpoint on the CPU with the weights-only unpickler; clear errors otherwise."""
     path = resolve_checkpoint(path, name)
     try:

@@ -73,8 +73,8 @@ class ServedModel:
 
 def run_scores(checkpoints: Sequence[Path]) -> tuple[float | None, float | None]:
     """Val and test BLEU from results.json of the run dir holding a model's one checkpoint
-    (RUN/checkpoints/best.pt), read as the report reads it; None where there is none (no
-    checkpoint, not in a run dir, or an ensemble's several)."""
+    (RUN/checkpoints/best.pt or averaged.pt), read as the report reads it; None where there is
+    none (no checkpoint, not in a run dir, or an ensemble's several)."""
     if len(checkpoints) != 1 or checkpoints[0].parent.name != "checkpoints":
         return None, None
     (checkpoint,) = checkpoints

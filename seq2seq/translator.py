@@ -109,11 +109,12 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str = "auto",
-                        name: str = "best.pt", quantize: str | None = None) -> Translator:
-        """Load a checkpoint file, or `checkpoints/<name>` of a run dir (else its last.pt, with
-        a warning), onto `device`; `quantize="int8"` makes its Linear and GRU layers int8 (CPU
-        only: device "auto" then means the CPU). Several paths make an ensemble of their
-        models, which must share their subword models.
+                        name: str | None = None, quantize: str | None = None) -> Translator:
+        """Load a checkpoint file, or `checkpoints/<name>` of a run dir (by default the
+        run's final model: averaged.pt where checkpoint averaging won on val, else best.pt;
+        without it, its last.pt, with a warning), onto `device`; `quantize="int8"` makes its
+        Linear and GRU layers int8 (CPU only: device "auto" then means the CPU). Several paths
+        make an ensemble of their models, which must share their subword models.
 
         Raises CheckpointError (missing, not a checkpoint, refused pickle, other format version,
         weights that do not fit the config, an ensemble of different vocabularies) and
@@ -233,7 +234,7 @@ class _Loaded:
     config: Config
 
 
-def _load_model(path: str | Path, name: str) -> _Loaded:
+def _load_model(path: str | Path, name: str | None) -> _Loaded:
     """One checkpoint's model with its weights, tokenizer and config (see from_checkpoint)."""
     path = resolve_checkpoint(path, name, fallback="last.pt")
     payload = load_checkpoint(path)

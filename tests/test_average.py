@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seq2seq.averaging import average_payloads
-from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from seq2seq.cli import average
 from seq2seq.config import AverageSelect, ConfigError
 from seq2seq.errors import CheckpointError
@@ -129,3 +129,5 @@ def test_a_run_tests_the_average_of_its_kept_evaluations(compose, tiny_run, tmp_
     assert averaging["final"] == (averaging["valid"]["bleu"] > averaging["single"]["valid"]["bleu"])
     assert results["test"]["bleu"] == final["test"]["bleu"]
     assert results["valid"]["bleu"] == final["valid"]["bleu"]
+    # the run dir stands for its final model, whose scores results.json gives
+    assert resolve_checkpoint(tmp_path).name == ("averaged.pt" if averaging["final"] else "best.pt")

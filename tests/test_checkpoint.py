@@ -1,5 +1,6 @@
 """Checkpoints are written atomically and loaded only through the weights-only unpickler."""
 
+import json
 import pickle
 import shutil
 
@@ -119,6 +120,25 @@ def test_missing_checkpoint_and_run_dir_resolution(tmp_path):
     save_checkpoint(payload(), tmp_path / "checkpoints" / "best.pt")
     assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best.pt"
     assert resolve_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "best.pt"
+
+
+@pytest.mark.parametrize("results, final", [
+    ({"averaging": {"final": True}}, "averaged.pt"),
+    ({"averaging": {"final": False}}, "best.pt"),
+    ({"averaging": None}, "best.pt"),  # a run without checkpoint averaging
+    (None, "best.pt"),  # no results.json: the run has not finished
+    ("{not json", "best.pt"),
+])
+def test_a_run_dir_stands_for_its_final_model(tmp_path, results, final):
+    """Where checkpoint averaging won on val, the run scores averaged.pt: that is its model."""
+    for name in ("best.pt", "averaged.pt"):
+        save_checkpoint(payload(), tmp_path / "checkpoints" / name)
+    if results is not None:
+        text = results if isinstance(results, str) else json.dumps(results)
+        (tmp_path / "results.json").write_text(text)
+    expected = tmp_path / "checkpoints" / final
+    assert resolve_checkpoint(tmp_path) == resolve_checkpoint(tmp_path / "checkpoints") == expected
+    assert resolve_checkpoint(tmp_path, "best.pt") == tmp_path / "checkpoints" / "best.pt"
 
 
 def test_rng_states_round_trip_through_a_checkpoint(tmp_path):

@@ -18,7 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="average", description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                        help="checkpoint files (or run dirs: their checkpoints/best.pt)")
+                        help="checkpoint files (or run dirs: their final model, "
+                             "checkpoints/best.pt or averaged.pt)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="FILE",
                         help="the averaged checkpoint to write (atomically)")
     return parser.parse_args(argv)

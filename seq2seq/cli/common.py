@@ -214,7 +214,9 @@ def plain_overrides(argv: Sequence[str]) -> list[str] | None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The checkpoint, search and device options shared by translate and evaluate."""
     parser.add_argument("--checkpoint", action="append", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run dir (uses checkpoints/best.pt); "
+                        help="a checkpoint file, or a run dir (its final model: "
+                             "checkpoints/best.pt, or averaged.pt where checkpoint averaging won "
+                             "on val); "
                              "repeat it to decode with an ensemble of the models, which average "
                              "their log-probabilities at every step")
     search = parser.add_argument_group("search")

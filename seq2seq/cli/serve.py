@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The first checkpoint is the default model; requests choose another by its id "
                "(its run dir's name), listed by GET /models. API docs: /docs.")
     parser.add_argument("--checkpoint", action="append", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run dir (uses checkpoints/best.pt); "
+                        help="a checkpoint file, or a run dir (its final model: "
+                             "checkpoints/best.pt, or averaged.pt where checkpoint averaging won "
+                             "on val); "
                              "repeat to serve several models")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s, this machine only)")
