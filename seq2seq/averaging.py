@@ -9,7 +9,7 @@ the same parameter names and shapes; anything else is refused with one line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -22,32 +22,45 @@ SAME_MODEL_KEYS = ("model", "attention", "data", "seed")
 MAY_DIFFER = ("source", "root")
 
 
-def average_payloads(payloads: Sequence[dict[str, Any]], names: Sequence[str]
+def average_payloads(payloads: Iterable[dict[str, Any]], names: Sequence[str]
                      ) -> dict[str, Any]:
     """A self-contained checkpoint payload whose weights are the mean of `payloads`' (named
     `names` in errors): config and tokenizer of the first, no optimizer state, and the steps
-    it averages under state["averaged_steps"]."""
-    if not payloads:
+    it averages under state["averaged_steps"]. `payloads` may be a generator: one checkpoint is
+    held at a time beside the float64 sums, whatever their number."""
+    first: dict[str, Any] | None = None
+    totals: dict[str, torch.Tensor] = {}
+    steps = []
+    # a plain loop, not zip: zip's reused result tuple would keep the previous checkpoint alive
+    # while the generator loads the next
+    for payload in payloads:
+        name = names[len(steps)]
+        if first is None:
+            first = {"name": name, "config": payload["config"], "tokenizer": payload["tokenizer"],
+                     "model": {key: (tensor.shape, tensor.dtype)
+                               for key, tensor in payload["model"].items()}}
+            totals = {key: tensor.to(torch.float64, copy=True) if tensor.is_floating_point()
+                      else tensor.clone() for key, tensor in payload["model"].items()}
+        else:
+            _check_same_model(first, payload, name)
+            for key, total in totals.items():
+                if total.is_floating_point():  # other tensors (counters): the first one's
+                    total += payload["model"][key].double()
+        steps.append(payload.get("state", {}).get("step"))
+        del payload  # the next checkpoint loads in its place
+    if first is None:
         raise CheckpointError("no checkpoint to average")
-    first, first_name = payloads[0], names[0]
-    for payload, name in zip(payloads[1:], names[1:], strict=True):
-        _check_same_model(first, payload, first_name, name)
-    averaged = {}
-    for key, tensor in first["model"].items():
-        if tensor.is_floating_point():
-            total = torch.zeros_like(tensor, dtype=torch.float64)
-            for payload in payloads:
-                total += payload["model"][key].double()
-            averaged[key] = (total / len(payloads)).to(tensor.dtype)
-        else:  # counters and the like: the first checkpoint's
-            averaged[key] = tensor.clone()
-    steps = [payload.get("state", {}).get("step") for payload in payloads]
+    if len(steps) != len(names):
+        raise ValueError(f"{len(steps)} checkpoints for {len(names)} names")
+    averaged = {key: (total / len(steps)).to(first["model"][key][1])
+                if total.is_floating_point() else total for key, total in totals.items()}
     return {"model": averaged, "config": first["config"], "tokenizer": first["tokenizer"],
             "state": {"averaged_steps": steps, "averaged_from": list(names)}}
 
 
-def _check_same_model(first: dict[str, Any], other: dict[str, Any], first_name: str,
-                      name: str) -> None:
+def _check_same_model(first: dict[str, Any], other: dict[str, Any], name: str) -> None:
+    """`first` holds the first checkpoint's config, tokenizer, name and parameter shapes."""
+    first_name = first["name"]
     for key in SAME_MODEL_KEYS:
         if _settings(first["config"], key) != _settings(other["config"], key):
             raise CheckpointError(
@@ -60,11 +73,11 @@ def _check_same_model(first: dict[str, Any], other: dict[str, Any], first_name: 
     if mine.keys() != theirs.keys():
         raise CheckpointError(f"{name} and {first_name} hold different parameters: only "
                               "checkpoints of one model (one run) can be averaged")
-    for key, tensor in mine.items():
-        if theirs[key].shape != tensor.shape:
+    for key, (shape, _) in mine.items():
+        if theirs[key].shape != shape:
             raise CheckpointError(
                 f"{name} and {first_name} differ in the shape of {key} "
-                f"({tuple(theirs[key].shape)} vs {tuple(tensor.shape)}): only checkpoints of "
+                f"({tuple(theirs[key].shape)} vs {tuple(shape)}): only checkpoints of "
                 "one model (one run) can be averaged")
 
 

@@ -445,7 +445,7 @@ class Trainer:
         cfg, state = self.cfg.train, self.state
         steps = [int(step) for step, _ in state.kept_evals]
         paths = [self._eval_checkpoint(step) for step in steps]
-        payload = average_payloads([load_checkpoint(path) for path in paths],
+        payload = average_payloads((load_checkpoint(path) for path in paths),
                                    [str(path) for path in paths])
         save_checkpoint(payload, self.checkpoint_dir / "averaged.pt")
         best_weights = {name: tensor.clone() for name, tensor in self.model.state_dict().items()}

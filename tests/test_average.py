@@ -3,6 +3,8 @@ like any other; checkpoints of different models are refused with one line."""
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
@@ -43,6 +45,28 @@ def test_weights_are_averaged_element_wise(trained_checkpoint):
     for name, tensor in first["model"].items():
         torch.testing.assert_close(averaged["model"][name], tensor + 0.5)
     assert averaged["state"]["averaged_steps"] == [first["state"]["step"], 99]
+
+
+class Payload(dict):
+    """A checkpoint payload that a weak reference can watch."""
+
+
+def test_one_checkpoint_at_a_time_is_held(trained_checkpoint):
+    """Averaging K checkpoints holds one of them beside the sums, not K (a generator's next
+    checkpoint loads after the previous one is dropped)."""
+    plain = load_checkpoint(trained_checkpoint)
+    alive = []
+
+    def load(step: int) -> Payload:
+        assert all(ref() is None for ref in alive), "a previous checkpoint is still held"
+        payload = Payload(load_checkpoint(trained_checkpoint))
+        payload["model"] = {name: t + step for name, t in payload["model"].items()}
+        alive.append(weakref.ref(payload))
+        return payload
+
+    averaged = average_payloads((load(step) for step in range(4)), list("abcd"))
+    for name, tensor in plain["model"].items():
+        torch.testing.assert_close(averaged["model"][name], tensor + 1.5)
 
 
 def mismatched(payload, kind: str):

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
         check_output_file(args.output, "--output")
         paths = [resolve_checkpoint(path) for path in args.checkpoints]
-        payload = average_payloads([load_checkpoint(path) for path in paths],
+        payload = average_payloads((load_checkpoint(path) for path in paths),
                                    [str(path) for path in paths])
         save_checkpoint(payload, args.output)
     steps = ", ".join(str(step) for step in payload["state"]["averaged_steps"])
