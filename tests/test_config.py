@@ -82,8 +82,9 @@ def test_every_default_lives_in_the_dataclasses(compose):
 
 def test_recipes_hold_only_what_changes(compose):
     cpu = compose(["experiment=cpu40"])
-    assert (cpu.model.hidden_size, cpu.attention.type, cpu.train.max_minutes) == \
-        (256, "general", 40)
+    assert (cpu.model.hidden_size, cpu.attention.type, cpu.train.max_minutes,
+            cpu.train.average_checkpoints, cpu.train.average_select.value) == \
+        (256, "general", 40, 5, "best")
     smoke = compose(["debug=smoke"])
     assert (smoke.model.hidden_size, smoke.train.max_steps, smoke.data.max_train_pairs) == \
         (64, 240, 4000)
