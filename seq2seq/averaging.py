@@ -39,12 +39,13 @@ def average_payloads(payloads: Iterable[dict[str, Any]], names: Sequence[str]
             first = {"name": name, "config": payload["config"], "tokenizer": payload["tokenizer"],
                      "model": {key: (tensor.shape, tensor.dtype)
                                for key, tensor in payload["model"].items()}}
+            # float sums; other tensors (counters and the like) keep the first checkpoint's
             totals = {key: tensor.to(torch.float64, copy=True) if tensor.is_floating_point()
                       else tensor.clone() for key, tensor in payload["model"].items()}
         else:
             _check_same_model(first, payload, name)
             for key, total in totals.items():
-                if total.is_floating_point():  # other tensors (counters): the first one's
+                if total.is_floating_point():
                     total += payload["model"][key].double()
         steps.append(payload.get("state", {}).get("step"))
         del payload  # the next checkpoint loads in its place
