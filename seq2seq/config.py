@@ -46,6 +46,7 @@ class Schedule(Enum):
     plateau = "plateau"
     inverse_sqrt = "inverse_sqrt"
     cosine = "cosine"
+    linear = "linear"
 
 
 class AverageSelect(Enum):
@@ -281,7 +282,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: Schedule = Schedule.plateau
-    warmup_steps: int = 0  # inverse_sqrt / cosine
+    warmup_steps: int = 0  # inverse_sqrt / cosine / linear
     plateau_factor: float = 0.5
     plateau_patience: int = 1  # evaluations without val BLEU gain before the lr is cut
     min_lr: float = 1e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -16,9 +17,19 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
                            weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+@dataclass
+class BudgetSpent:
+    """The share of the run's budget spent so far, 0 to 1 (`train_state.budget_spent`), which the
+    trainer sets before each scheduler step; the decaying schedules follow it."""
+
+    share: float = 0.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spent: BudgetSpent):
     """Step-based schedules are LambdaLR (stepped every update); plateau is stepped on val BLEU
-    (`is_plateau` tells which)."""
+    (`is_plateau` tells which). Cosine and linear decay over the budget's share `spent`, not over
+    a step count, so they reach min_lr where the run ends, whichever of max_steps, max_epochs and
+    max_minutes ends it (after max_minutes, on any machine's speed)."""
     warmup = max(cfg.warmup_steps, 1)
     floor = cfg.min_lr / cfg.lr
 
@@ -26,18 +37,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
         step = max(step, 1)
         return max(floor, min(step / warmup, math.sqrt(warmup / step)))
 
-    def cosine(step: int) -> float:  # linear warmup, then cosine decay to min_lr
-        if step < cfg.warmup_steps:
-            return max(step, 1) / warmup
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    def warmed_up(step: int) -> float:  # linear warmup over warmup_steps
+        return min(1.0, max(step, 1) / warmup)
+
+    def cosine(step: int) -> float:
+        return warmed_up(step) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * spent.share)))
+
+    def linear(step: int) -> float:  # the best decay for a fixed budget (Li et al. 2020)
+        return warmed_up(step) * (floor + (1 - floor) * (1 - spent.share))
 
     if cfg.schedule is Schedule.plateau:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
             min_lr=cfg.min_lr)
     schedules = {Schedule.constant: lambda step: 1.0, Schedule.inverse_sqrt: inverse_sqrt,
-                 Schedule.cosine: cosine}
+                 Schedule.cosine: cosine, Schedule.linear: linear}
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[cfg.schedule])
 
 

@@ -86,6 +86,20 @@ def check_not_done(state: TrainState, cfg: TrainConfig, run_dir: Path) -> None:
             raise AlreadyFinished(reason, state)
 
 
+def budget_spent(step: int, train_seconds: float, cfg: TrainConfig,
+                 batches_per_epoch: int) -> float:
+    """The share of the run's budget spent after `step` updates and `train_seconds` of training,
+    0 to 1: the largest spent share of max_steps, max_epochs (in steps at this epoch's batches)
+    and max_minutes. Early stopping may end the run sooner."""
+    steps = cfg.max_epochs * batches_per_epoch
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    spent = step / steps
+    if cfg.max_minutes is not None:
+        spent = max(spent, train_seconds / (cfg.max_minutes * 60))
+    return min(spent, 1.0)
+
+
 def seconds_left(state: TrainState, cfg: TrainConfig, batches_per_epoch: int) -> float:
     """Training time to the budget (max_steps, max_epochs or max_minutes, whichever comes
     first) at the speed so far; early stopping may end the run sooner."""

@@ -40,7 +40,7 @@ from seq2seq.evaluation import Scores, score, search_settings
 from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.optim import build_optimizer, build_scheduler, is_plateau
+from seq2seq.optim import BudgetSpent, build_optimizer, build_scheduler, is_plateau
 from seq2seq.report import format_duration, read_overrides
 from seq2seq.results import log_hparams, run_results, write_results
 from seq2seq.runtime import (
@@ -55,6 +55,7 @@ from seq2seq.runtime import (
 from seq2seq.train_state import (
     Interrupted,
     TrainState,
+    budget_spent,
     check_not_done,
     kept_for_averaging,
     seconds_left,
@@ -94,8 +95,8 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     # every rank builds the same batch list from (seed, epoch) and takes its own share of it
     sampler = training_sampler(data.train, cfg, dist)
     optimizer = build_optimizer(model, cfg.train)
-    total_steps = cfg.train.max_steps or cfg.train.max_epochs * len(sampler)
-    scheduler = build_scheduler(optimizer, cfg.train, total_steps)
+    spent = BudgetSpent()
+    scheduler = build_scheduler(optimizer, cfg.train, spent)
     autocast_dtype = training_autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     state = TrainState()
@@ -107,8 +108,8 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     writer = SummaryWriter(Path(run_dir) / "tb",
                            purge_step=state.step + 1 if resume is not None else None) \
         if dist.is_main else None
-    return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, scaler, sampler, state,
-                   dist, device, autocast_dtype, writer)
+    return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, spent, scaler, sampler,
+                   state, dist, device, autocast_dtype, writer)
 
 
 def training_sampler(train: PairDataset, cfg: Config, dist: Distributed) -> TokenBudgetSampler:
@@ -149,12 +150,13 @@ class Trainer:
     """Trains one model in one process; under torchrun, one of several DDP ranks (see README)."""
 
     def __init__(self, cfg: Config, run_dir: Path, data: PreparedData, model: Seq2Seq,
-                 optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-                 sampler: TokenBudgetSampler, state: TrainState, dist: Distributed,
-                 device: torch.device, autocast_dtype: torch.dtype | None,
+                 optimizer: torch.optim.Optimizer, scheduler, spent: BudgetSpent,
+                 scaler: torch.amp.GradScaler, sampler: TokenBudgetSampler, state: TrainState,
+                 dist: Distributed, device: torch.device, autocast_dtype: torch.dtype | None,
                  writer: SummaryWriter | None) -> None:
         self.cfg, self.run_dir, self.data, self.model = cfg, run_dir, data, model
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.spent = spent  # the budget share the decaying schedules follow
         self.sampler, self.state, self.dist, self.device = sampler, state, dist, device
         self.autocast_dtype, self.writer = autocast_dtype, writer
         self.tokenizer = data.tokenizer
@@ -304,9 +306,12 @@ class Trainer:
         # clipping bounds the update when an odd batch gives a huge gradient (Pascanu et al. 2013)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
         # one host sync per step: skipping a non-finite step needs the answer on the host. The
-        # mean over ranks is the loss per token of the union, and it makes every rank skip alike.
-        stats = self.dist.mean_over_ranks(torch.stack([loss.detach().float(), grad_norm.float()]))
-        loss_value, norm_value = (float(v) for v in stats.cpu())
+        # mean over ranks is the loss per token of the union, and it makes every rank skip alike;
+        # the ranks' mean training time gives them all the same budget share, hence the same lr.
+        stats = self.dist.mean_over_ranks(torch.stack([
+            loss.detach().float(), grad_norm.float(),
+            torch.tensor(state.train_seconds, device=loss.device)]))
+        loss_value, norm_value, train_seconds = (float(v) for v in stats.cpu())
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)) \
                 and self.autocast_dtype != torch.float16:
             return self._skip_non_finite(loss_value)
@@ -316,6 +321,7 @@ class Trainer:
         state.step += 1
         state.train_tokens += num_tokens
         if not is_plateau(self.scheduler):
+            self.spent.share = budget_spent(state.step, train_seconds, cfg, len(self.sampler))
             self.scheduler.step()
         if state.step % cfg.log_every == 0 and self.dist.is_main:
             self._log_train_scalars(loss_value, norm_value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -13,7 +14,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from seq2seq import trainer as trainer_module
 from seq2seq.checkpoint import load_checkpoint
+from seq2seq.config import Schedule
 from seq2seq.data import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
 from seq2seq.train_state import AlreadyFinished, Interrupted
@@ -81,9 +84,11 @@ def test_the_cpu_trains_in_fp32_with_amp_on_and_results_say_so(tiny_setup, tmp_p
         ["bf16 autocast", "fp16 autocast"]
 
 
+@pytest.mark.parametrize("schedule", [Schedule.plateau, Schedule.linear])
 def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp_path,
-                                                                 monkeypatch):
+                                                                 monkeypatch, schedule):
     cfg, data = tiny_setup
+    cfg = with_train(cfg, schedule=schedule)
     full = build_trainer(cfg, tmp_path / "full", data).fit()
 
     interrupted = build_trainer(cfg, tmp_path / "cut", data)
@@ -108,6 +113,35 @@ def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp
     full_weights = weights(tmp_path / "full" / "checkpoints" / "last.pt")
     for name, tensor in weights(tmp_path / "resumed" / "checkpoints" / "last.pt").items():
         torch.testing.assert_close(tensor, full_weights[name], rtol=0, atol=0)
+
+
+def test_a_linear_decay_ends_at_min_lr_when_the_time_budget_does(tiny_setup, tmp_path,
+                                                                monkeypatch):
+    """The decay follows max_minutes, not max_epochs: here a clock that reads one second later
+    each time makes every step take one second, so a one-minute budget is 60 steps."""
+    cfg, data = tiny_setup
+    cfg = with_train(cfg, schedule=Schedule.linear, max_steps=None, max_epochs=100_000,
+                     max_minutes=1.0, eval_every=30)
+    clock = itertools.count()
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    trainer = build_trainer(cfg, tmp_path, data)
+    lrs = []  # the lr of each step
+    real_step = trainer.train_step
+
+    def recording_step(batch):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        return real_step(batch)
+
+    monkeypatch.setattr(trainer, "train_step", recording_step)
+    assert trainer.fit()["steps"] == 60
+    # the share spent is that of the steps before the update: the lr falls by the same amount
+    # each second, from lr to min_lr, which the last step is within one second of
+    lr, min_lr = cfg.train.lr, cfg.train.min_lr
+    # (a step's share of max_epochs is under 1/10,000 of its share of the time budget)
+    assert lrs[0] == lr and lrs[1] == pytest.approx(lr, rel=1e-3)
+    falls = [before - after for before, after in itertools.pairwise(lrs[1:])]
+    assert falls == pytest.approx([(lr - min_lr) / 60] * 58, rel=1e-3)
+    assert lrs[-1] == pytest.approx(min_lr + (lr - min_lr) * 2 / 60)
 
 
 def scalar_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
