@@ -18,17 +18,17 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 @dataclass
-class BudgetSpent:
-    """The share of the run's budget spent so far, 0 to 1 (`train_state.budget_spent`), which the
+class BudgetShare:
+    """The share of the run's budget spent so far, 0 to 1 (`train_state.budget_share`), which the
     trainer sets before each scheduler step; the decaying schedules follow it."""
 
-    share: float = 0.0
+    spent: float = 0.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spent: BudgetSpent):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, budget: BudgetShare):
     """Step-based schedules are LambdaLR (stepped every update); plateau is stepped on val BLEU
-    (`is_plateau` tells which). Cosine and linear decay over the budget's share `spent`, not over
-    a step count, so they reach min_lr where the run ends, whichever of max_steps, max_epochs and
+    (`is_plateau` tells which). Cosine and linear decay over `budget.spent`, not over a step
+    count, so they reach min_lr where the run ends, whichever of max_steps, max_epochs and
     max_minutes ends it (after max_minutes, on any machine's speed)."""
     warmup = max(cfg.warmup_steps, 1)
     floor = cfg.min_lr / cfg.lr
@@ -41,10 +41,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, spent: B
         return min(1.0, max(step, 1) / warmup)
 
     def cosine(step: int) -> float:
-        return warmed_up(step) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * spent.share)))
+        decayed = 0.5 * (1 + math.cos(math.pi * budget.spent))
+        return warmed_up(step) * (floor + (1 - floor) * decayed)
 
     def linear(step: int) -> float:  # the best decay for a fixed budget (Li et al. 2020)
-        return warmed_up(step) * (floor + (1 - floor) * (1 - spent.share))
+        return warmed_up(step) * (floor + (1 - floor) * (1 - budget.spent))
 
     if cfg.schedule is Schedule.plateau:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -86,7 +86,7 @@ def check_not_done(state: TrainState, cfg: TrainConfig, run_dir: Path) -> None:
             raise AlreadyFinished(reason, state)
 
 
-def budget_spent(step: int, train_seconds: float, cfg: TrainConfig,
+def budget_share(step: int, train_seconds: float, cfg: TrainConfig,
                  batches_per_epoch: int) -> float:
     """The share of the run's budget spent after `step` updates and `train_seconds` of training,
     0 to 1: the largest spent share of max_steps, max_epochs (in steps at this epoch's batches)

@@ -40,7 +40,7 @@ from seq2seq.evaluation import Scores, score, search_settings
 from seq2seq.files import atomic_write_text
 from seq2seq.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.optim import BudgetSpent, build_optimizer, build_scheduler, is_plateau
+from seq2seq.optim import BudgetShare, build_optimizer, build_scheduler, is_plateau
 from seq2seq.report import format_duration, read_overrides
 from seq2seq.results import log_hparams, run_results, write_results
 from seq2seq.runtime import (
@@ -55,7 +55,7 @@ from seq2seq.runtime import (
 from seq2seq.train_state import (
     Interrupted,
     TrainState,
-    budget_spent,
+    budget_share,
     check_not_done,
     kept_for_averaging,
     seconds_left,
@@ -95,8 +95,8 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     # every rank builds the same batch list from (seed, epoch) and takes its own share of it
     sampler = training_sampler(data.train, cfg, dist)
     optimizer = build_optimizer(model, cfg.train)
-    spent = BudgetSpent()
-    scheduler = build_scheduler(optimizer, cfg.train, spent)
+    budget = BudgetShare()
+    scheduler = build_scheduler(optimizer, cfg.train, budget)
     autocast_dtype = training_autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     state = TrainState()
@@ -108,7 +108,7 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     writer = SummaryWriter(Path(run_dir) / "tb",
                            purge_step=state.step + 1 if resume is not None else None) \
         if dist.is_main else None
-    return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, spent, scaler, sampler,
+    return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, budget, scaler, sampler,
                    state, dist, device, autocast_dtype, writer)
 
 
@@ -150,13 +150,13 @@ class Trainer:
     """Trains one model in one process; under torchrun, one of several DDP ranks (see README)."""
 
     def __init__(self, cfg: Config, run_dir: Path, data: PreparedData, model: Seq2Seq,
-                 optimizer: torch.optim.Optimizer, scheduler, spent: BudgetSpent,
+                 optimizer: torch.optim.Optimizer, scheduler, budget: BudgetShare,
                  scaler: torch.amp.GradScaler, sampler: TokenBudgetSampler, state: TrainState,
                  dist: Distributed, device: torch.device, autocast_dtype: torch.dtype | None,
                  writer: SummaryWriter | None) -> None:
         self.cfg, self.run_dir, self.data, self.model = cfg, run_dir, data, model
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
-        self.spent = spent  # the budget share the decaying schedules follow
+        self.budget = budget  # the share spent, which the decaying schedules follow
         self.sampler, self.state, self.dist, self.device = sampler, state, dist, device
         self.autocast_dtype, self.writer = autocast_dtype, writer
         self.tokenizer = data.tokenizer
@@ -321,7 +321,7 @@ class Trainer:
         state.step += 1
         state.train_tokens += num_tokens
         if not is_plateau(self.scheduler):
-            self.spent.share = budget_spent(state.step, train_seconds, cfg, len(self.sampler))
+            self.budget.spent = budget_share(state.step, train_seconds, cfg, len(self.sampler))
             self.scheduler.step()
         if state.step % cfg.log_every == 0 and self.dist.is_main:
             self._log_train_scalars(loss_value, norm_value)

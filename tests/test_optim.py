@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from seq2seq.config import Schedule, TrainConfig
-from seq2seq.optim import BudgetSpent, build_scheduler
-from seq2seq.train_state import budget_spent
+from seq2seq.optim import BudgetShare, build_scheduler
+from seq2seq.train_state import budget_share
 
 LR, MIN_LR = 1e-3, 1e-5
 
@@ -18,11 +18,11 @@ def scheduler_at(schedule: Schedule, share: float, step: int, warmup_steps: int 
     """The lr a fresh `schedule` gives after `step` updates with `share` of the budget spent."""
     cfg = TrainConfig(schedule=schedule, lr=LR, min_lr=MIN_LR, warmup_steps=warmup_steps)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
-    spent = BudgetSpent()
-    scheduler = build_scheduler(optimizer, cfg, spent)
+    budget = BudgetShare()
+    scheduler = build_scheduler(optimizer, cfg, budget)
     for _ in range(step):
         optimizer.step()
-        spent.share = share
+        budget.spent = share
         scheduler.step()
     return optimizer.param_groups[0]["lr"]
 
@@ -48,11 +48,11 @@ def test_warmup_ramps_up_before_the_decay(schedule):
     assert scheduler_at(schedule, 0.0, step=20, warmup_steps=20) == pytest.approx(LR)
 
 
-def test_the_budget_spent_is_the_largest_share_of_steps_epochs_and_minutes():
+def test_the_budget_share_is_the_largest_share_of_steps_epochs_and_minutes():
     by_epochs = TrainConfig(max_epochs=10)
-    assert budget_spent(25, 1e6, by_epochs, batches_per_epoch=10) == 0.25  # no time budget
+    assert budget_share(25, 1e6, by_epochs, batches_per_epoch=10) == 0.25  # no time budget
     by_steps = TrainConfig(max_epochs=10, max_steps=50)
-    assert budget_spent(25, 0.0, by_steps, batches_per_epoch=10) == 0.5
+    assert budget_share(25, 0.0, by_steps, batches_per_epoch=10) == 0.5
     by_minutes = TrainConfig(max_epochs=10, max_minutes=2)
-    assert budget_spent(25, 90.0, by_minutes, batches_per_epoch=10) == 0.75
-    assert budget_spent(25, 600.0, by_minutes, batches_per_epoch=10) == 1.0  # never past the end
+    assert budget_share(25, 90.0, by_minutes, batches_per_epoch=10) == 0.75
+    assert budget_share(25, 600.0, by_minutes, batches_per_epoch=10) == 1.0  # never past the end
