@@ -187,6 +187,7 @@ class ModelConfig:
     rnn_dropout: float = 0.0  # between stacked GRU layers
     embedding_dropout: float = 0.3  # Multi30k is small: strong dropout on embeddings and outputs
     output_dropout: float = 0.5  # on the combined [h; c] vector before the output layer
+    word_dropout: float = 0.0  # whole source and target input tokens (seq2seq/word_dropout.py)
     decoder_style: DecoderStyle = DecoderStyle.luong  # set by the decoder group
     input_feeding: bool = False  # luong only; turns on the per-step training loop
     tie_embeddings: bool = True  # tie target embedding and output projection
@@ -198,7 +199,7 @@ class ModelConfig:
                     "self_attention_heads"):
             value = getattr(self, key)
             _check(isinstance(value, int) and value >= 1, f"model.{key}", value, "an int >= 1")
-        for key in ("rnn_dropout", "embedding_dropout", "output_dropout"):
+        for key in ("rnn_dropout", "embedding_dropout", "output_dropout", "word_dropout"):
             value = getattr(self, key)
             _check(0.0 <= value < 1.0, f"model.{key}", value, "a float in [0, 1)")
         _check(

@@ -27,6 +27,7 @@ from seq2seq.attention import CrossAttention
 from seq2seq.config import DecoderStyle
 from seq2seq.encoder import EncoderOutput, embedding_init_, run_gru
 from seq2seq.special_ids import PAD_ID
+from seq2seq.word_dropout import WordDropout
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Decoder(nn.Module):
         style: DecoderStyle = DecoderStyle.luong,
         input_feeding: bool = False,
         embedding_dropout: float = 0.0,
+        word_dropout: float = 0.0,
         output_dropout: float = 0.0,
         rnn_dropout: float = 0.0,
         tie_embeddings: bool = False,
@@ -93,6 +95,7 @@ class Decoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
         embedding_init_(self.embedding)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.word_dropout = WordDropout(word_dropout)
         self.rnn = nn.GRU(
             rnn_input_size,
             hidden_size,
@@ -137,7 +140,7 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """The attentional vectors (after output dropout) that the output layer reads:
         tgt_in (B, T) -> (B, T, P), weights (B, heads, T, S) or None."""
-        embedded = self.embedding_dropout(self.embedding(tgt_in))  # (B, T, E)
+        embedded = self._embed(tgt_in)  # (B, T, E)
         if self.style is DecoderStyle.luong and not self.input_feeding:
             outputs, _ = run_gru(self.rnn, embedded, state.hidden)  # (B, T, H), all steps
             context, weights = self._attend(outputs, memory, need_weights)  # (B, T, C)
@@ -167,9 +170,13 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """`step` up to the output layer: features (N, P), whose logits are
         `self.output_layer(features)`; search applies it a slice of rows at a time."""
-        embedded = self.embedding_dropout(self.embedding(prev[:, None]))  # (N, 1, E)
+        embedded = self._embed(prev[:, None])  # (N, 1, E)
         attentional, state, weights = self._step(embedded, state, memory, need_weights)
         return attentional.squeeze(1), state, None if weights is None else weights.squeeze(2)
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        """ids (B, T) -> embeddings (B, T, E), after word and element dropout."""
+        return self.embedding_dropout(self.word_dropout(self.embedding(ids)))
 
     def _step(
         self, embedded: Tensor, state: DecoderState, memory: Memory, need_weights: bool

@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.attention import MultiHeadCrossAttention
 from seq2seq.special_ids import PAD_ID
+from seq2seq.word_dropout import WordDropout
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Encoder(nn.Module):
         decoder_hidden_size: int,
         decoder_layers: int,
         embedding_dropout: float = 0.0,
+        word_dropout: float = 0.0,
         rnn_dropout: float = 0.0,
         self_attention_heads: int | None = None,
     ):
@@ -92,6 +94,7 @@ class Encoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
         embedding_init_(self.embedding)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.word_dropout = WordDropout(word_dropout)
         self.rnn = nn.GRU(
             embedding_size,
             hidden_size,
@@ -112,7 +115,7 @@ class Encoder(nn.Module):
         """src (B, S) ids, src_lengths (B,) -> EncoderOutput."""
         B, S = src.shape
         mask = torch.arange(S, device=src.device)[None, :] < src_lengths[:, None]  # (B, S)
-        embedded = self.embedding_dropout(self.embedding(src))  # (B, S, E)
+        embedded = self.embedding_dropout(self.word_dropout(self.embedding(src)))  # (B, S, E)
         packed = pack_padded_sequence(
             embedded.to(gru_dtype(self.rnn)),
             src_lengths.cpu(),

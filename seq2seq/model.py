@@ -86,6 +86,7 @@ def build_model(
         decoder_hidden_size=hidden,
         decoder_layers=model_cfg.decoder_layers,
         embedding_dropout=model_cfg.embedding_dropout,
+        word_dropout=model_cfg.word_dropout,
         rnn_dropout=model_cfg.rnn_dropout,
         self_attention_heads=heads,
     )
@@ -99,6 +100,7 @@ def build_model(
         style=model_cfg.decoder_style,
         input_feeding=model_cfg.input_feeding,
         embedding_dropout=model_cfg.embedding_dropout,
+        word_dropout=model_cfg.word_dropout,
         output_dropout=model_cfg.output_dropout,
         rnn_dropout=model_cfg.rnn_dropout,
         tie_embeddings=model_cfg.tie_embeddings,

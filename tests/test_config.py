@@ -95,6 +95,7 @@ def test_recipes_hold_only_what_changes(compose):
 @pytest.mark.parametrize("override,words", [
     (["train.lr=-1"], ["train.lr", "-1"]),
     (["model.embedding_dropout=1.5"], ["model.embedding_dropout", "1.5"]),
+    (["model.word_dropout=1.0"], ["model.word_dropout", "1.0"]),
     (["attention=multihead", "attention.num_heads=0"], ["attention.num_heads"]),
     (["data.max_len=0"], ["data.max_len"]),
     (["decoder=bahdanau", "model.input_feeding=true"], ["model.input_feeding"]),

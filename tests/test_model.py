@@ -130,3 +130,14 @@ def test_bfloat16_autocast_trains(attention_config):
     assert weights[:, :, :, 4:][0].eq(0).all()
     logits.float().logsumexp(-1).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_word_dropout_reaches_both_sides_in_training_only():
+    no_dropout = dict(rnn_dropout=0.0, embedding_dropout=0.0, output_dropout=0.0)
+    plain, dropped = make_model(**no_dropout), make_model(**no_dropout, word_dropout=0.5)
+    assert dropped.encoder.word_dropout.p == dropped.decoder.word_dropout.p == 0.5
+    src, src_lengths, tgt_in, _ = make_batch()
+    expected, _ = plain.eval()(src, src_lengths, tgt_in)
+    torch.testing.assert_close(dropped.eval()(src, src_lengths, tgt_in)[0], expected)
+    torch.manual_seed(1)
+    assert not torch.allclose(dropped.train()(src, src_lengths, tgt_in)[0], expected)
