@@ -26,8 +26,8 @@ class WordDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return embedded
         B, T, _ = embedded.shape
-        keep = embedded.new_empty(B, T, 1).bernoulli_(1.0 - self.p)  # (B, T, 1)
-        return embedded * keep / (1.0 - self.p)
+        keep = embedded.new_empty(B, T, 1).bernoulli_(1.0 - self.p).div_(1.0 - self.p)  # (B, T, 1)
+        return embedded * keep  # one pass over (B, T, E), the scale rides on the mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
