@@ -15,6 +15,7 @@ identical inputs or taken by rank 0 and broadcast.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -149,8 +150,14 @@ def shutdown_distributed(wait_for_peers: bool = False) -> None:
     """Leave the job. After a normal finish, first wait for every rank to get here: a rank that
     tears gloo down while a peer still uses its connections can abort at exit ("terminate called
     without an active exception", about 1 run in 8 of the 2-process test). After an error, leave
-    at once: a dead peer would never arrive."""
+    at once: a dead peer would never arrive.
+
+    A DistributedDataParallel wrapper sits in a reference cycle, so its reducer keeps the process
+    group alive after the trainer is gone, until the cycle collector runs: perhaps only while the
+    interpreter shuts down, when gloo's threads abort the same way (1 run in ~80 with the
+    barrier). Collecting first lets the group die here, while the interpreter is whole."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         if wait_for_peers:
             dist.barrier()
         dist.destroy_process_group()

@@ -7,6 +7,7 @@ port; workers write what they saw to files that the test then reads.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.batching import TokenBudgetSampler, collate
 from seq2seq.checkpoint import load_checkpoint
@@ -117,6 +119,34 @@ def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_set
         second = {i for batch in seen[1] for i in batch}
         assert not first & second
         assert first | second == set(range(len(data.train)))
+
+
+# ---- leaving the job ---------------------------------------------------------------------------
+
+def ddp_left_behind(rank: int, port: int, out: Path) -> None:
+    """Train one DDP step and drop the wrapper, as the trainer does at its end, then leave."""
+    join_job(rank, 2, port)
+    gc.disable()  # no automatic collection between the drop and the shutdown
+    try:
+        init_distributed()
+        model = DistributedDataParallel(torch.nn.Linear(3, 3))
+        model(torch.randn(2, 3)).sum().backward()
+        del model
+        left = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+        shutdown_distributed(wait_for_peers=True)
+        after = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+        (out / f"rank{rank}.json").write_text(json.dumps({"left": left, "after": after}))
+    finally:
+        gc.enable()
+
+
+def test_shutdown_frees_a_dropped_ddp_wrapper_before_it_destroys_the_group(tmp_path):
+    """A wrapper's reducer holds the process group; freed only at interpreter exit, gloo's threads
+    can abort the process ("terminate called without an active exception")."""
+    spawn(ddp_left_behind, tmp_path)
+    for rank in (0, 1):
+        counts = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert counts == {"left": 1, "after": 0}  # a reference cycle kept it; shutdown freed it
 
 
 # ---- gradients: 2-process DDP on A and B equals one process on A + B ------------------------
