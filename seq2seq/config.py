@@ -309,7 +309,8 @@ class TrainConfig:
     num_plot_sentences: int = 4  # validation sentences whose attention is plotted
     resume: str | None = None  # a run dir or checkpoint file to continue from
     # checkpoint averaging: keep the weights of this many evaluations (0: none) and finish by
-    # testing their average beside best.pt; the final model is the one with the higher val BLEU
+    # testing their average beside best.pt; the final model is the one with the higher val BLEU,
+    # both decoded with the test's beam (train.beam_size)
     average_checkpoints: int = 0
     average_select: AverageSelect = AverageSelect.last
 

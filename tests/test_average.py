@@ -13,6 +13,7 @@ from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpo
 from seq2seq.cli import average
 from seq2seq.config import AverageSelect, ConfigError
 from seq2seq.errors import CheckpointError
+from seq2seq.evaluation import score
 from seq2seq.train_state import kept_for_averaging
 from seq2seq.translator import Translator
 
@@ -132,9 +133,10 @@ def test_averaging_one_checkpoint_is_refused_at_once(compose, tiny_run):
 def test_a_run_tests_the_average_of_its_kept_evaluations(compose, tiny_run, tmp_path, select):
     from seq2seq.trainer import build_trainer
 
-    cfg = compose([*tiny_run, "train.max_steps=20", "train.eval_every=5",
+    cfg = compose([*tiny_run, "train.max_steps=20", "train.eval_every=5", "train.beam_size=3",
                    "train.average_checkpoints=3", f"train.average_select={select}"])
-    results = build_trainer(cfg, tmp_path).fit()
+    trainer = build_trainer(cfg, tmp_path)
+    results = trainer.fit()
     checkpoints = tmp_path / "checkpoints"
     kept = load_checkpoint(checkpoints / "last.pt")["state"]["kept_evals"]
     steps = [int(step) for step, _ in kept]
@@ -149,6 +151,12 @@ def test_a_run_tests_the_average_of_its_kept_evaluations(compose, tiny_run, tmp_
     averaged = load_checkpoint(checkpoints / "averaged.pt")
     for name, tensor in expected["model"].items():
         assert torch.equal(averaged["model"][name], tensor)
+    # both are validated as the final model decodes: with the test's beam, not greedy
+    valid = trainer.data.valid
+    for name, scored in (("best.pt", averaging["single"]), ("averaged.pt", averaging)):
+        translator = Translator.from_checkpoint(checkpoints / name, device="cpu")
+        hypotheses = translator.translate(valid.src, translator.settings(beam_size=3))
+        assert scored["valid"] == {"bleu": score(hypotheses, valid.ref).bleu, "beam_size": 3}
     final = averaging if averaging["final"] else averaging["single"]
     assert averaging["final"] == (averaging["valid"]["bleu"] > averaging["single"]["valid"]["bleu"])
     assert results["test"]["bleu"] == final["test"]["bleu"]
