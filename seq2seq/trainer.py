@@ -33,7 +33,7 @@ from seq2seq.checkpoint import (
     training_payload,
 )
 from seq2seq.config import Config, to_plain
-from seq2seq.data import PreparedData, prepare_data_on_all_ranks, sampled_train
+from seq2seq.data import EvalSplit, PreparedData, prepare_data_on_all_ranks, sampled_train
 from seq2seq.distributed import Distributed, batch_trace_path, init_distributed, trace_batch
 from seq2seq.errors import TrainingError
 from seq2seq.evaluation import Scores, score, search_settings
@@ -61,7 +61,7 @@ from seq2seq.train_state import (
     seconds_left,
     spent_budget,
 )
-from seq2seq.translator import Translation, Translator
+from seq2seq.translator import Translator
 from seq2seq.visualize import log_translation
 
 log = logging.getLogger(__name__)
@@ -430,8 +430,7 @@ class Trainer:
         val_loss = mean_token_loss(self.loss, valid.src_ids, valid.tgt_ids,
                                    self.cfg.train.batch_tokens, self.device, self.autocast_dtype)
         beam_size = self.cfg.train.valid_beam_size
-        found = self._translate(valid.src, beam_size)
-        scores = score([translation.text for translation in found], valid.ref)
+        _, scores = self._decode(valid, beam_size)
         for tag, value in (("loss", val_loss), ("perplexity", math.exp(min(val_loss, 50.0))),
                            ("bleu", scores.bleu), ("chrf", scores.chrf)):
             self.writer.add_scalar(f"val/{tag}", value, step)
@@ -441,9 +440,12 @@ class Trainer:
             log_translation(self.writer, number, step, translation, valid.ref[number])
         return val_loss, scores.bleu, scores.chrf
 
-    def _translate(self, lines: list[str], beam_size: int) -> list[Translation]:
-        """Exactly what translate.py and evaluate.py do with this model (empty lines give "")."""
-        return list(self.translator.iter_search(lines, search_settings(self.cfg, beam_size)))
+    def _decode(self, split: EvalSplit, beam_size: int) -> tuple[list[str], Scores]:
+        """The model's translations of a val or test split, and their scores: exactly what
+        translate.py and evaluate.py do with this model (empty lines give "")."""
+        found = self.translator.iter_search(split.src, search_settings(self.cfg, beam_size))
+        hypotheses = [translation.text for translation in found]
+        return hypotheses, score(hypotheses, split.ref)
 
     def _test_average(self, best_val: Scores, best_test: Scores) -> _Averaged:
         """Average the kept evaluations' weights into checkpoints/averaged.pt, validate and test
@@ -460,12 +462,10 @@ class Trainer:
         save_checkpoint(payload, self.checkpoint_dir / "averaged.pt")
         best_weights = {name: tensor.clone() for name, tensor in self.model.state_dict().items()}
         self.model.load_state_dict(payload["model"])
-        valid = self.data.valid
-        val_scores = score([t.text for t in self._translate(valid.src, cfg.beam_size)],
-                           valid.ref)
-        hypotheses = [t.text for t in self._translate(self.data.test.src, cfg.beam_size)]
-        averaged = _Averaged(steps, val_scores, score(hypotheses, self.data.test.ref),
-                             hypotheses, final=val_scores.bleu > best_val.bleu)
+        _, val_scores = self._decode(self.data.valid, cfg.beam_size)
+        hypotheses, test_scores = self._decode(self.data.test, cfg.beam_size)
+        averaged = _Averaged(steps, val_scores, test_scores, hypotheses,
+                             final=val_scores.bleu > best_val.bleu)
         if not averaged.final:
             self.model.load_state_dict(best_weights)
         log.info("averaged the weights of %d evaluations (%s, steps %s): val BLEU %.2f (best.pt "
@@ -505,15 +505,12 @@ class Trainer:
             self.model.load_state_dict(load_checkpoint(best)["model"])
         test, cfg, state = self.data.test, self.cfg.train, self.state
         started = time.perf_counter()
-        hypotheses = [translation.text for translation in self._translate(test.src, cfg.beam_size)]
-        scores = score(hypotheses, test.ref)
+        hypotheses, scores = self._decode(test, cfg.beam_size)
         valid = {"split": self.data.valid.name, "bleu": state.best_bleu, "chrf": state.best_chrf,
                  "beam_size": cfg.valid_beam_size}
         averaging = None
         if len(state.kept_evals) >= 2:
-            best_val = score([t.text for t in self._translate(self.data.valid.src,
-                                                                cfg.beam_size)],
-                             self.data.valid.ref)
+            _, best_val = self._decode(self.data.valid, cfg.beam_size)
             averaged = self._test_average(best_val, scores)
             averaging = {"select": cfg.average_select.value, "steps": averaged.steps,
                          "final": averaged.final,

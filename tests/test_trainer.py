@@ -199,14 +199,14 @@ def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tiny_se
     cfg = with_train(cfg, max_steps=6, eval_every=3)
     full = build_trainer(cfg, tmp_path / "full", data).fit()
     cut = build_trainer(cfg, tmp_path / "cut", data)
-    real_translate = cut._translate
+    real_decode = cut._decode
 
-    def sigterm_in_the_test(lines, beam_size):
-        if lines == data.test.src:
+    def sigterm_in_the_test(split, beam_size):
+        if split.src == data.test.src:
             os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, at once
-        return real_translate(lines, beam_size)
+        return real_decode(split, beam_size)
 
-    monkeypatch.setattr(cut, "_translate", sigterm_in_the_test)
+    monkeypatch.setattr(cut, "_decode", sigterm_in_the_test)
     with pytest.raises(Interrupted) as stop:
         cut.fit()
     assert stop.value.signum == signal.SIGTERM
