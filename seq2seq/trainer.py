@@ -506,6 +506,7 @@ class Trainer:
         test, cfg, state = self.data.test, self.cfg.train, self.state
         started = time.perf_counter()
         hypotheses, scores = self._decode(test, cfg.beam_size)
+        test_seconds = time.perf_counter() - started  # one decode of test, not the averaging's
         valid = {"split": self.data.valid.name, "bleu": state.best_bleu, "chrf": state.best_chrf,
                  "beam_size": cfg.valid_beam_size}
         averaging = None
@@ -529,8 +530,7 @@ class Trainer:
                  "in %.1fs", test.name, len(test),
                  " (data.max_eval_pairs: not the whole split)"
                  if self.cfg.data.max_eval_pairs is not None else "",
-                 cfg.beam_size, scores.bleu, scores.chrf, scores.bleu_lowercase,
-                 time.perf_counter() - started)
+                 cfg.beam_size, scores.bleu, scores.chrf, scores.bleu_lowercase, test_seconds)
         log.info("BLEU signature: %s", scores.signatures["bleu"])
         results = run_results(
             config=to_plain(self.cfg), parameters=self.model.parameter_counts(),
