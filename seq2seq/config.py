@@ -191,6 +191,9 @@ class ModelConfig:
     decoder_style: DecoderStyle = DecoderStyle.luong  # set by the decoder group
     input_feeding: bool = False  # luong only; turns on the per-step training loop
     tie_embeddings: bool = True  # tie target embedding and output projection
+    # one embedding table for source and target words (and, tied, the output layer): the joint
+    # vocabulary gives a subword one id on both sides (Press and Wolf 2017, three-way tying)
+    share_embeddings: bool = False
     encoder_self_attention: bool = False
     self_attention_heads: int = 4
 
@@ -374,6 +377,9 @@ class Config:
         _check(ATTENTION_CONFIGS.get(attention.type) is type(attention), "attention.type",
                attention.type, f"the scorer of these settings ({type(attention).__name__}): "
                "choose a scorer with attention=NAME, not attention.type")
+        _check(not self.model.share_embeddings or self.data.tokenizer.joint,
+               "model.share_embeddings", self.model.share_embeddings,
+               "false unless data.tokenizer.joint=true (one vocabulary for both languages)")
         if isinstance(attention, MultiHeadAttentionConfig) and attention.head_dim is None:
             _check(hidden % attention.num_heads == 0, "attention.num_heads", attention.num_heads,
                    f"a divisor of model.hidden_size={hidden} (or set attention.head_dim)")

@@ -110,6 +110,13 @@ class Decoder(nn.Module):
         if tie_embeddings:
             self.output_layer.weight = self.embedding.weight
 
+    def share_embedding(self, embedding: nn.Embedding) -> None:
+        """Read target words from `embedding` (the encoder's), and write them with it too if the
+        output layer was tied to this decoder's own table."""
+        if self.output_layer.weight is self.embedding.weight:
+            self.output_layer.weight = embedding.weight
+        self.embedding = embedding
+
     def init(self, encoded: EncoderOutput) -> tuple[Memory, DecoderState]:
         """Memory (with key/value projections) and the first state for a batch of sources."""
         states = encoded.states

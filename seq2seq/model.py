@@ -105,4 +105,9 @@ def build_model(
         rnn_dropout=model_cfg.rnn_dropout,
         tie_embeddings=model_cfg.tie_embeddings,
     )
+    if model_cfg.share_embeddings:
+        if src_vocab_size != tgt_vocab_size:
+            raise ValueError(f"model.share_embeddings needs one vocabulary, not {src_vocab_size} "
+                             f"source and {tgt_vocab_size} target subwords")
+        decoder.share_embedding(encoder.embedding)
     return Seq2Seq(encoder, decoder)

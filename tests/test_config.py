@@ -100,6 +100,8 @@ def test_recipes_hold_only_what_changes(compose):
     (["data.max_len=0"], ["data.max_len"]),
     (["decoder=bahdanau", "model.input_feeding=true"], ["model.input_feeding"]),
     (["data.tgt_lang=de"], ["data.tgt_lang"]),
+    (["model.share_embeddings=true", "data.tokenizer.joint=false"],
+     ["model.share_embeddings=True", "data.tokenizer.joint"]),
     (["attention=multihead", "attention.num_heads=3"], ["attention.num_heads=3", "512"]),
     (["model.encoder_self_attention=true", "model.self_attention_heads=3"],
      ["model.self_attention_heads=3", "1024"]),

@@ -96,6 +96,43 @@ def test_parameter_counts_match_the_closed_form(tie):
     assert counts["total"] == sum(p.numel() for p in model.parameters())
 
 
+def test_shared_embeddings_are_one_table_for_source_target_and_output():
+    E, H, V = 12, 8, SRC_VOCAB
+    model = build_model(ModelConfig(embedding_size=E, hidden_size=H, share_embeddings=True),
+                        AdditiveAttentionConfig(), V, V)
+    table = model.encoder.embedding.weight
+    assert model.decoder.embedding.weight is table and model.decoder.output_layer.weight is table
+    expected = closed_form_counts(E, H, V, V, tie=True)
+    expected["embeddings"] = V * E  # counted once
+    expected["total"] = sum(expected.values())
+    assert model.parameter_counts() == expected
+
+    # one gradient: source reading, target reading and output writing all train the table
+    src, src_lengths, tgt_in, _ = make_batch()
+    logits, _ = model(src, src_lengths, tgt_in)
+    logits.sum().backward()
+    assert table.grad[src[0, 0]].abs().sum() > 0 and table.grad[tgt_in[0, 1]].abs().sum() > 0
+
+
+def test_shared_embeddings_survive_a_checkpoint_round_trip(tmp_path):
+    settings = ModelConfig(embedding_size=12, hidden_size=8, share_embeddings=True)
+    model = build_model(settings, AdditiveAttentionConfig(), SRC_VOCAB, SRC_VOCAB).eval()
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    torch.manual_seed(7)  # other initial weights, so the load has to bring the table
+    loaded = build_model(settings, AdditiveAttentionConfig(), SRC_VOCAB, SRC_VOCAB).eval()
+    loaded.load_state_dict(torch.load(tmp_path / "model.pt"))
+    assert loaded.decoder.embedding.weight is loaded.encoder.embedding.weight
+    src, src_lengths, tgt_in, _ = make_batch()
+    torch.testing.assert_close(loaded(src, src_lengths, tgt_in)[0],
+                               model(src, src_lengths, tgt_in)[0], atol=0, rtol=0)
+
+
+def test_shared_embeddings_refuse_two_vocabularies():
+    with pytest.raises(ValueError, match="29 source and 31 target"):
+        build_model(ModelConfig(embedding_size=12, hidden_size=8, share_embeddings=True),
+                    AdditiveAttentionConfig(), SRC_VOCAB, TGT_VOCAB)
+
+
 def test_parts_add_up_to_the_total(attention_config, decoder):
     model = make_model(attention_config, decoder.style, decoder.input_feeding,
                        encoder_self_attention=True, self_attention_heads=4)
