@@ -30,15 +30,15 @@ from typing import Any
 
 import torch
 
-from seq2seq.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.cli.common import compose_config, user_errors
 from seq2seq.config import ATTENTION_CONFIGS, Config, DataConfig, TokenizerConfig, to_object
-from seq2seq.data import PreparedData, prepare_data
-from seq2seq.evaluation import SearchSettings, translate_ids
-from seq2seq.model import build_model
+from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
+from seq2seq.data.prepare import PreparedData, prepare_data
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.inference.decoding import SearchSettings, translate_ids
+from seq2seq.nn.model import build_model
 from seq2seq.runtime import select_device
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import build_trainer
+from seq2seq.training.setup import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DECODERS = sorted(path.name.removesuffix(".yaml")
@@ -144,7 +144,7 @@ def time_training(scorer: str, decoder: str, data: PreparedData, batches: list[B
             trainer.train_step(batch)
         synchronize(device)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-        trainer.writer.close()
+        trainer.board.close()
     return {
         "scorer": scorer,
         "decoder": decoder,

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from server_process import ServerError, ServerProcess, request_json
+
 from seq2seq.files import read_lines
-from seq2seq.server_process import ServerError, ServerProcess, request_json
 
 BATCHED: list[str] = []  # the server's defaults
 ONE_AT_A_TIME = ["--max-batch-tokens", "1", "--batch-window-ms", "0"]

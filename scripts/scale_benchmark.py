@@ -102,17 +102,17 @@ def corpus_overrides(source: Path, corpus: Path, root: Path, name: str) -> list[
 
 def first_step(overrides: list[str]) -> None:
     """(Child mode) build the trainer on the prepared corpus and take one training step."""
-    from seq2seq.batching import collate
     from seq2seq.cli.common import compose_config
     from seq2seq.config import to_object
-    from seq2seq.trainer import build_trainer
+    from seq2seq.data.batching import collate
+    from seq2seq.training.setup import build_trainer
 
     cfg = to_object(compose_config(overrides))
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = build_trainer(cfg, Path(run_dir))
         indices = next(iter(trainer.sampler))
         trainer.train_step(collate([trainer.data.train[i] for i in indices]).to(trainer.device))
-        trainer.writer.close()
+        trainer.board.close()
     print(f"first step done: {len(indices)} pairs", flush=True)
 
 

@@ -19,8 +19,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-
-from seq2seq.server_process import ServerError, ServerProcess, headless_chromium
+from server_process import ServerError, ServerProcess, headless_chromium
 
 DEFAULT_SENTENCE = "Ein Mann mit einem orangefarbenen Hut starrt auf etwas."
 TRANSLATE_TIMEOUT_S = 120

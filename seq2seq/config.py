@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per config group and one per attention scorer.
 
-Every default lives here, once; the YAML files of ``seq2seq/conf/`` state only what differs.
+Every default lives here, once; the YAML files of ``conf/`` state only what differs.
 Hydra composes them over these schemas (registered in its ConfigStore), so a value of the wrong
 type or an unknown key fails at composition time, and choices are Enums that list the valid names.
 Range checks (``train.lr=-1``) live in ``__post_init__``; checks that join two groups (heads that
@@ -61,9 +61,29 @@ class DeviceName(Enum):
     mps = "mps"
 
 
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a float setting may take, as the config, the CLIs and the Translator check
+    them: [low, high], or (low, high] when `low_open`."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (self.low < value if self.low_open else self.low <= value) and value <= self.high
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+# GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows past this
+LENGTH_PENALTY = Range(0.0, 10.0)
 # decoding stops at ratio * source length + offset tokens; a larger ratio only overflows
-MAX_LEN_RATIO = 100.0
-MAX_LENGTH_PENALTY = 10.0  # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows
+MAX_LEN_RATIO = Range(0.0, 100.0, low_open=True)
+DEFAULT_BATCH_SIZE = 128  # sentences per decoding batch in translate, evaluate and serve
 QUANTIZATIONS = ("int8",)  # what translate, evaluate and serve accept as --quantize
 
 
@@ -156,7 +176,7 @@ class DataConfig:
     train_split: str = "train"
     valid_split: str = "val"
     test_split: str = "test_2016_flickr"
-    # custom corpora: files per split (see seq2seq/conf/data/custom.yaml)
+    # custom corpora: files per split (see conf/data/custom.yaml)
     train_files: SplitFiles = field(default_factory=SplitFiles)
     valid_files: SplitFiles = field(default_factory=SplitFiles)
     test_files: SplitFiles = field(default_factory=SplitFiles)
@@ -187,7 +207,7 @@ class ModelConfig:
     rnn_dropout: float = 0.0  # between stacked GRU layers
     embedding_dropout: float = 0.3  # Multi30k is small: strong dropout on embeddings and outputs
     output_dropout: float = 0.5  # on the combined [h; c] vector before the output layer
-    word_dropout: float = 0.0  # whole source and target input tokens (seq2seq/word_dropout.py)
+    word_dropout: float = 0.0  # whole source and target input tokens (seq2seq/nn/word_dropout.py)
     decoder_style: DecoderStyle = DecoderStyle.luong  # set by the decoder group
     input_feeding: bool = False  # luong only; turns on the per-step training loop
     tie_embeddings: bool = True  # tie target embedding and output projection
@@ -268,14 +288,11 @@ class MultiHeadAttentionConfig(AttentionConfig):
             _check(value is None or value >= 1, f"attention.{key}", value, "null or an int >= 1")
 
 
-# Scorer name -> its settings. The name is what `attention=NAME` and a checkpoint's config say;
-# seq2seq.attention.build_attention maps the same names to modules.
+# Scorer name -> its settings, from the subclasses above (their `type`): the name is what
+# `attention=NAME` and a checkpoint's config say; seq2seq.nn.attention.build_attention maps each
+# settings class to its module, the one registration of a scorer.
 ATTENTION_CONFIGS: dict[str, type[AttentionConfig]] = {
-    "additive": AdditiveAttentionConfig,
-    "dot": DotAttentionConfig,
-    "general": GeneralAttentionConfig,
-    "multihead": MultiHeadAttentionConfig,
-}
+    schema.type: schema for schema in AttentionConfig.__subclasses__()}
 
 
 @dataclass
@@ -354,10 +371,10 @@ class TrainConfig:
                "an int >= 0")
         _check(self.average_checkpoints == 0 or self.average_checkpoints >= 2,
                "train.average_checkpoints", self.average_checkpoints, "0 (off) or an int >= 2")
-        _check(0 <= self.length_penalty <= MAX_LENGTH_PENALTY, "train.length_penalty",
-               self.length_penalty, f"a float in [0, {MAX_LENGTH_PENALTY:g}]")
-        _check(0 < self.max_len_ratio <= MAX_LEN_RATIO, "train.max_len_ratio", self.max_len_ratio,
-               f"a float in (0, {MAX_LEN_RATIO:g}]")
+        _check(self.length_penalty in LENGTH_PENALTY, "train.length_penalty",
+               self.length_penalty, f"a float in {LENGTH_PENALTY}")
+        _check(self.max_len_ratio in MAX_LEN_RATIO, "train.max_len_ratio", self.max_len_ratio,
+               f"a float in {MAX_LEN_RATIO}")
         _check(self.max_len_offset >= 0, "train.max_len_offset", self.max_len_offset,
                "an int >= 0")
 
@@ -385,13 +402,39 @@ class Config:
                    f"a divisor of model.hidden_size={hidden} (or set attention.head_dim)")
 
 
+# Settings that say where things are, not what is trained: left out of a sweep job's folder name
+# (conf/config.yaml takes them from here), of the report's settings and of TensorBoard's HParams.
+PATH_KEYS = ("data.source", "data.root", "train.resume", "data.train_files", "data.valid_files",
+             "data.test_files")
+
+
+def is_path_key(key: str) -> bool:
+    return any(key == path or key.startswith(f"{path}.") for path in PATH_KEYS)
+
+
+def override_key(override: str) -> str:
+    """The key a Hydra override sets: `+a.b=1`, `~a.b` and `a.b=1` all set `a.b`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def unnamed_keys() -> list[str]:
+    """What a sweep job's folder name leaves out: the experiment (every job has it) and each
+    path key as an override spells it (the per-split files by their fields)."""
+    split_fields = [f.name for f in dataclasses.fields(SplitFiles)]
+    return ["experiment", *(f"{key}.{name}" if key.endswith("_files") else key
+                            for key in PATH_KEYS
+                            for name in (split_fields if key.endswith("_files") else [""]))]
+
+
 def register_configs() -> None:
     """Register the schemas the YAML files extend: `schema`, the root (first in config.yaml's
-    defaults list), and `schema/attention/NAME`, which attention/NAME.yaml names."""
+    defaults list), and `schema/attention/NAME`, which attention/NAME.yaml names; and the
+    resolver config.yaml names the path keys with."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
+    OmegaConf.register_new_resolver("seq2seq_unnamed_keys", unnamed_keys, replace=True)
     for name, schema in ATTENTION_CONFIGS.items():
         store.store(group="schema/attention", name=name, node=schema)
 

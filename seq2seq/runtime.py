@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
+from seq2seq.config import DeviceName
 from seq2seq.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = tuple(device.value for device in DeviceName)
 
 
 def select_device(name: str) -> torch.device:

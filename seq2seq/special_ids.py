@@ -1,7 +1,7 @@
 """Fixed ids of the special tokens in every subword model this project trains.
 
 Padding is 0 so that ``ne(PAD_ID)`` finds real tokens. The model, batching, loss and search use
-these without importing sentencepiece; ``seq2seq.tokenizer`` trains its models with them.
+these without importing sentencepiece; ``seq2seq.data.tokenizer`` trains its models with them.
 """
 
 PAD_ID = 0

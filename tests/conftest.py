@@ -116,7 +116,7 @@ def multi30k_prepared(multi30k_dir, tmp_path_factory):
 
     Training the tokenizer takes seconds, so the session shares one.
     """
-    from seq2seq.data import prepare_data
+    from seq2seq.data.prepare import prepare_data
 
     root = tmp_path_factory.mktemp("multi30k_root")
     return prepare_data(DataConfig(source=str(multi30k_dir), root=str(root)))
@@ -186,7 +186,7 @@ def trained_checkpoint(tiny_run, tmp_path_factory) -> Path:
     Its `checkpoints/best.pt` is what the translate and evaluate commands load; it takes a few
     seconds to train, once per session.
     """
-    from seq2seq.trainer import build_trainer
+    from seq2seq.training.setup import build_trainer
 
     cfg = compose_overrides([*tiny_run, "train.max_steps=30", "train.eval_every=30"])
     run_dir = tmp_path_factory.mktemp("trained_run")
@@ -204,9 +204,9 @@ def untrained_translator(trained_checkpoint):
 
     from seq2seq.checkpoint import load_checkpoint
     from seq2seq.config import to_object
-    from seq2seq.model import build_model
-    from seq2seq.tokenizer import Tokenizer
-    from seq2seq.translator import Translator
+    from seq2seq.data.tokenizer import Tokenizer
+    from seq2seq.inference.translator import Translator
+    from seq2seq.nn.model import build_model
 
     def make(attention: AttentionConfig) -> Translator:
         payload = load_checkpoint(trained_checkpoint)
@@ -224,7 +224,7 @@ def untrained_translator(trained_checkpoint):
 def serve(tmp_path_factory):
     """`serve("--checkpoint", RUN, ...)`: the serve command on a free loopback port, healthy
     (a ServerProcess: `.url`, `.process`, `.output()`); every server is stopped at the end."""
-    from seq2seq.server_process import ServerError, ServerProcess
+    from server_process import ServerError, ServerProcess
 
     logs = tmp_path_factory.mktemp("serve_logs")
     started: list[ServerProcess] = []

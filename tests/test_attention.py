@@ -8,20 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.attention import (
-    AdditiveAttention,
-    CrossAttention,
-    DotProductAttention,
-    GeneralAttention,
-    MultiHeadCrossAttention,
-    build_attention,
-)
 from seq2seq.config import (
     ATTENTION_CONFIGS,
     AdditiveAttentionConfig,
     DotAttentionConfig,
     GeneralAttentionConfig,
     MultiHeadAttentionConfig,
+)
+from seq2seq.nn.attention import (
+    AdditiveAttention,
+    CrossAttention,
+    DotProductAttention,
+    GeneralAttention,
+    MultiHeadCrossAttention,
+    build_attention,
 )
 
 # keys as a bidirectional encoder makes them: twice the query (decoder) size

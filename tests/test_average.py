@@ -8,14 +8,13 @@ import weakref
 import pytest
 import torch
 
-from seq2seq.averaging import average_payloads
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from seq2seq.cli import average
 from seq2seq.config import AverageSelect, ConfigError
 from seq2seq.errors import CheckpointError
-from seq2seq.evaluation import score
-from seq2seq.train_state import kept_for_averaging
-from seq2seq.translator import Translator
+from seq2seq.inference.scores import score
+from seq2seq.inference.translator import Translator
+from seq2seq.training.averaging import average_payloads, kept_for_averaging
 
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", ""]
 
@@ -102,7 +101,7 @@ def test_checkpoints_of_different_models_are_refused_with_one_line(trained_check
 
 def test_an_averaged_checkpoint_cannot_be_resumed(trained_checkpoint, tmp_path, compose,
                                                   tiny_run):
-    from seq2seq.checkpoint import load_resume_payload
+    from seq2seq.training.resume import load_resume_payload
 
     save_checkpoint(average_payloads([load_checkpoint(trained_checkpoint)], ["a"]),
                     tmp_path / "avg.pt")
@@ -131,7 +130,7 @@ def test_averaging_one_checkpoint_is_refused_at_once(compose, tiny_run):
 
 @pytest.mark.parametrize("select", ["last", "best"])
 def test_a_run_tests_the_average_of_its_kept_evaluations(compose, tiny_run, tmp_path, select):
-    from seq2seq.trainer import build_trainer
+    from seq2seq.training.setup import build_trainer
 
     cfg = compose([*tiny_run, "train.max_steps=20", "train.eval_every=5", "train.beam_size=3",
                    "train.average_checkpoints=3", f"train.average_select={select}"])

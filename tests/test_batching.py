@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.batching import (
+from seq2seq.data.batching import (
     Batch,
     PairDataset,
     TokenBudgetSampler,

@@ -15,10 +15,10 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
+from server_process import ServerError, headless_chromium, request_json
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import MultiHeadAttentionConfig, to_plain
-from seq2seq.server_process import ServerError, headless_chromium, request_json
 
 SENTENCE = "Ein Mann fährt Fahrrad."
 PAGE_TIMEOUT_S = 60  # a translation on a machine busy with other work

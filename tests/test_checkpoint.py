@@ -7,15 +7,9 @@ import shutil
 import pytest
 import torch
 
-from seq2seq.checkpoint import (
-    FORMAT_VERSION,
-    load_checkpoint,
-    resolve_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
+from seq2seq.checkpoint import FORMAT_VERSION, load_checkpoint, resolve_checkpoint, save_checkpoint
 from seq2seq.errors import CheckpointError
+from seq2seq.training.resume import restore_rng_states, rng_states
 
 
 def payload(value: float = 1.0) -> dict:

@@ -11,8 +11,8 @@ import urllib.error
 
 import pytest
 
-from seq2seq import corpus
-from seq2seq.corpus import (
+from seq2seq.data import corpus
+from seq2seq.data.corpus import (
     MULTI30K_SHA256,
     fetch_multi30k,
     multi30k_filename,

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from seq2seq.config import CorpusKind, DataConfig, SplitFiles, TokenizerConfig
-from seq2seq.data import prepare_data
+from seq2seq.data.prepare import prepare_data
 from seq2seq.errors import DataError
 
 LONG_DE = "Ein großer Hund läuft im Park und lacht " * 8
@@ -42,7 +42,7 @@ def test_training_filters_empty_and_long_pairs_with_a_logged_count(corpus, tmp_p
     append(corpus / "train.de", "", "   ", "Ein Hund.", LONG_DE, "Ein Hund.")
     append(corpus / "train.en", "A dog.", "\t", "", "A dog.", LONG_EN)
     cfg = custom_config(corpus, tmp_path / "root", max_len=40)
-    with caplog.at_level(logging.INFO, logger="seq2seq.data"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.data.prepare"):
         data = prepare_data(cfg)
     assert len(data.train) == 400
     assert data.train_dropped == 5

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.attention import build_attention
 from seq2seq.config import (
     ATTENTION_CONFIGS,
     AdditiveAttentionConfig,
@@ -14,8 +13,9 @@ from seq2seq.config import (
     DotAttentionConfig,
     GeneralAttentionConfig,
 )
-from seq2seq.decoder import Decoder, DecoderState, Memory
-from seq2seq.encoder import EncoderOutput
+from seq2seq.nn.attention import build_attention
+from seq2seq.nn.decoder import Decoder, DecoderState, Memory
+from seq2seq.nn.encoder import EncoderOutput
 from seq2seq.special_ids import PAD_ID
 
 # DE: encoder state size, both directions of a bidirectional encoder of the decoder's width

@@ -21,21 +21,22 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from server_process import free_port
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.batching import TokenBudgetSampler, collate
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.data import prepare_data, prepare_data_on_all_ranks
-from seq2seq.distributed import (
+from seq2seq.data.batching import TokenBudgetSampler, collate
+from seq2seq.data.prepare import prepare_data
+from seq2seq.training.distributed import (
     TIMEOUT_ENV,
     TRACE_ENV,
     Distributed,
     init_distributed,
+    prepare_data_on_all_ranks,
     shutdown_distributed,
 )
-from seq2seq.server_process import free_port
-from seq2seq.train_state import Interrupted
-from seq2seq.trainer import build_trainer
+from seq2seq.training.setup import build_trainer
+from seq2seq.training.state import Interrupted
 
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTED_RUN = ["train.max_steps=20", "train.eval_every=10", "train.log_every=5",
@@ -254,8 +255,8 @@ def cache_worker(rank: int, port: int, cfg, out: Path) -> None:
     messages: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: messages.append(record.getMessage())
-    logging.getLogger("seq2seq.data").addHandler(handler)
-    logging.getLogger("seq2seq.data").setLevel(logging.INFO)
+    logging.getLogger("seq2seq.data.prepare").addHandler(handler)
+    logging.getLogger("seq2seq.data.prepare").setLevel(logging.INFO)
     try:
         data = prepare_data_on_all_ranks(cfg, init_distributed())
         (out / f"rank{rank}.json").write_text(json.dumps(

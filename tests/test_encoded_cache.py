@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import pytest
 
-from seq2seq import data as data_module
-from seq2seq.data import prepare_data
+from seq2seq.data import prepare as data_module
+from seq2seq.data.prepare import prepare_data
 
 
 def encoded_dirs(data):

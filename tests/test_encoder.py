@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.encoder import Encoder, run_gru
+from seq2seq.nn.encoder import Encoder, run_gru
 from seq2seq.special_ids import PAD_ID
 
 VOCAB, E, H = 20, 6, 5

@@ -10,12 +10,12 @@ import torch
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import translate
 from seq2seq.config import SubwordModel
-from seq2seq.corpus import read_aligned
-from seq2seq.ensemble import Ensemble
+from seq2seq.data.corpus import read_aligned
+from seq2seq.data.tokenizer import load_or_train_tokenizer
+from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import CheckpointError
-from seq2seq.tokenizer import load_or_train_tokenizer
-from seq2seq.training_pairs import TrainingPairs
-from seq2seq.translator import Translator
+from seq2seq.inference.ensemble import Ensemble
+from seq2seq.inference.translator import Translator
 
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "", "Zwei Hunde spielen.",
              "Eine alte Katze schläft in der Küche und ein Kind springt."]
@@ -24,7 +24,7 @@ SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "", "Zwei Hund
 @pytest.fixture(scope="module")
 def other_seed(tiny_run, compose, tmp_path_factory):
     """A second tiny model: the same data and settings as trained_checkpoint, another seed."""
-    from seq2seq.trainer import build_trainer
+    from seq2seq.training.setup import build_trainer
 
     run_dir = tmp_path_factory.mktemp("other_seed")
     build_trainer(compose([*tiny_run, "train.max_steps=30", "train.eval_every=30", "seed=7"]),

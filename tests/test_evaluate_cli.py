@@ -14,7 +14,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import evaluate, translate
-from seq2seq.trainer import build_trainer
+from seq2seq.training.setup import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

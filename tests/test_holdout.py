@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from seq2seq.config import ConfigError, HoldoutConfig, SplitFiles
-from seq2seq.data import prepare_data, read_split
+from seq2seq.data.holdout import hold_out
+from seq2seq.data.prepare import prepare_data, read_split
 from seq2seq.errors import DataError
-from seq2seq.holdout import hold_out
 
 PAIRS = [(f"Satz {i % 150}.", f"Sentence {i}.") for i in range(300)] + [("", "leer"), (" ", "")]
 

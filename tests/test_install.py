@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from seq2seq.server_process import ServerProcess
+from server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 

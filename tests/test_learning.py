@@ -19,7 +19,7 @@ from seq2seq.config import (
     DotAttentionConfig,
     ModelConfig,
 )
-from seq2seq.model import Seq2Seq, build_model
+from seq2seq.nn.model import Seq2Seq, build_model
 from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 DIGITS = 10

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import seq2seq.loss as loss_module
+import seq2seq.training.loss as loss_module
 from seq2seq.config import (
     AdditiveAttentionConfig,
     AttentionConfig,
@@ -14,9 +14,9 @@ from seq2seq.config import (
     GeneralAttentionConfig,
     ModelConfig,
 )
-from seq2seq.loss import SequenceLoss, linear_cross_entropy
-from seq2seq.model import build_model
+from seq2seq.nn.model import build_model
 from seq2seq.special_ids import BOS_ID, PAD_ID
+from seq2seq.training.loss import SequenceLoss, linear_cross_entropy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,7 @@ from seq2seq.config import (
     ModelConfig,
 )
 from seq2seq.errors import ConfigError
-from seq2seq.model import Seq2Seq, build_model
+from seq2seq.nn.model import Seq2Seq, build_model
 from seq2seq.special_ids import BOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 29, 31

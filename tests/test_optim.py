@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from seq2seq.config import Schedule, TrainConfig
-from seq2seq.optim import BudgetShare, build_scheduler
-from seq2seq.train_state import budget_share
+from seq2seq.training.optim import BudgetShare, build_scheduler
+from seq2seq.training.state import budget_share
 
 LR, MIN_LR = 1e-3, 1e-5
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from seq2seq.cli import evaluate, translate
 from seq2seq.errors import DeviceError
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 LINES = ["Eine Frau singt.", "", "Ein Mann läuft vor dem Haus.", "Zwei Hunde spielen im Schnee."]
 
@@ -40,7 +40,7 @@ def test_int8_scores_stay_close_to_fp32(translators, tiny_corpus_dir):
     fp32, int8 = translators
     lines = (tiny_corpus_dir / "tiny" / "test.de").read_text(encoding="utf-8").splitlines()
     src_ids = fp32.tokenizer.encode_src(lines[:16])
-    from seq2seq.batching import pad_source
+    from seq2seq.data.batching import pad_source
 
     src, src_lengths, _ = pad_source(src_ids)
     tgt_in = src[:, :8].clamp(max=fp32.tokenizer.tgt_vocab_size - 1)

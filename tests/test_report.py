@@ -1,4 +1,4 @@
-"""seq2seq.report and scripts/report.py on synthetic sweep dirs (no training)."""
+"""seq2seq.analysis.report and scripts/report.py on synthetic sweep dirs (no training)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.cli.report import main
-from seq2seq.errors import ReportError
-from seq2seq.report import (
+from seq2seq.analysis.report import (
     build_report,
     find_jobs,
     markdown_report,
     markdown_table,
     report_figure,
 )
+from seq2seq.cli.report import main
+from seq2seq.errors import ReportError
 
 SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
 
@@ -110,7 +110,8 @@ def test_settings_keep_the_sweep_order(tmp_path):
 def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
     sweep(tmp_path, {"additive": [30.0, 31.0]})
     failed = make_job(tmp_path, "2_attention=dot,seed=1", ["attention=dot", "seed=1"])
-    (failed / "train.log").write_text("[2026-01-01 10:00:00,000][seq2seq.trainer][INFO] - step 20\n"
+    (failed / "train.log").write_text("[2026-01-01 10:00:00,000][seq2seq.training.trainer][INFO] "
+                                      "- step 20\n"
                                       "[2026-01-01 10:00:01,000][seq2seq.train][ERROR] - 5 "
                                       "consecutive non-finite losses at step 21\n")
     make_job(tmp_path, "4_attention=dot,seed=3", ["attention=dot", "seed=3"])

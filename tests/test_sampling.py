@@ -12,9 +12,9 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import ConfigError, SamplingConfig, SubwordModel
-from seq2seq.data import prepare_data, sampled_train
-from seq2seq.train_state import Interrupted
-from seq2seq.trainer import build_trainer
+from seq2seq.data.prepare import prepare_data, sampled_train
+from seq2seq.training.setup import build_trainer
+from seq2seq.training.state import Interrupted
 
 
 def with_sampling(cfg, model_type: SubwordModel = SubwordModel.unigram):
@@ -64,7 +64,7 @@ def test_a_resumed_run_samples_what_the_uninterrupted_one_did(compose, tiny_run,
     cfg = compose([*tiny_run, "train.max_steps=40", "train.eval_every=20",
                    "data.tokenizer.sampling.enabled=true"])
     data = prepare_data(cfg.data, cfg.train.batch_tokens)
-    with caplog.at_level("INFO", logger="seq2seq.trainer"):
+    with caplog.at_level("INFO", logger="seq2seq.training"):
         full = build_trainer(cfg, tmp_path / "full", data)
         full.fit()
     assert "epoch 2: sampled the segmentation" in caplog.text  # the run spans epochs

@@ -12,7 +12,6 @@ from functools import partial
 import pytest
 import torch
 
-from seq2seq.batching import pad_source
 from seq2seq.config import (
     ATTENTION_CONFIGS,
     AttentionConfig,
@@ -20,13 +19,14 @@ from seq2seq.config import (
     DotAttentionConfig,
     ModelConfig,
 )
-from seq2seq.model import build_model
-from seq2seq.search import (
+from seq2seq.data.batching import pad_source
+from seq2seq.inference.search import (
     beam_search,
     gnmt_length_penalty,
     greedy,
     max_output_lengths,
 )
+from seq2seq.nn.model import build_model
 from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 VOCAB = 24

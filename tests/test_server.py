@@ -13,14 +13,14 @@ import urllib.request
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from server_process import request_json
 
-from seq2seq.batcher import Batcher, Unavailable
 from seq2seq.cli import serve as serve_command
 from seq2seq.config import MultiHeadAttentionConfig
-from seq2seq.server import ServedModel, create_app, model_ids
-from seq2seq.server_process import request_json
-from seq2seq.server_settings import Batching, Limits
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
+from seq2seq.serving.app import ServedModel, create_app, model_ids
+from seq2seq.serving.request_batcher import Batcher, Unavailable
+from seq2seq.serving.settings import Batching, Limits
 
 LINES = ["Eine Frau singt.", "", "Ein Mann läuft vor dem Haus.", "Zwei Hunde spielen."]
 

@@ -26,7 +26,7 @@ from seq2seq.cli.common import compose_config
 from seq2seq.config import ATTENTION_CONFIGS, Config, DecoderStyle, to_object
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "seq2seq" / "conf"
+CONF = REPO / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 

@@ -8,13 +8,13 @@ import unicodedata
 
 import pytest
 
-from seq2seq import tokenizer as tokenizer_module
 from seq2seq.config import SubwordModel, TokenizerConfig
-from seq2seq.corpus import read_aligned
+from seq2seq.data import tokenizer as tokenizer_module
+from seq2seq.data.corpus import read_aligned
+from seq2seq.data.tokenizer import Tokenizer, load_or_train_tokenizer
+from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import DataError
 from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from seq2seq.tokenizer import Tokenizer, load_or_train_tokenizer
-from seq2seq.training_pairs import TrainingPairs
 
 
 def normalized(text: str) -> str:
@@ -146,7 +146,7 @@ def test_corrupt_model_bytes_are_a_data_error():
 def test_past_max_sentences_a_seeded_sample_trains_the_model(tiny_data_config, tiny_pairs,
                                                               tmp_path, caplog):
     sampled = with_tokenizer(tiny_data_config, max_sentences=300, vocab_size=100)
-    with caplog.at_level(logging.INFO, logger="seq2seq.tokenizer"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.data.tokenizer"):
         first = load_or_train_tokenizer(sampled, tiny_pairs, tmp_path / "a")
     assert "sample of 300 of 800 sentences" in caplog.text  # joint: both sides count
     (key,) = (p.name for p in (tmp_path / "a").iterdir())

@@ -14,13 +14,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seq2seq import trainer as trainer_module
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Schedule
-from seq2seq.data import prepare_data
+from seq2seq.data.prepare import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
-from seq2seq.train_state import AlreadyFinished, Interrupted
-from seq2seq.trainer import build_trainer, precision_name
+from seq2seq.training import trainer as trainer_module
+from seq2seq.training.precision import precision_name
+from seq2seq.training.setup import build_trainer
+from seq2seq.training.state import AlreadyFinished, Interrupted
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
@@ -177,7 +178,7 @@ def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_se
 def test_the_log_says_the_run_dir_and_how_long_an_epoch_and_the_run_take(tiny_setup, tmp_path,
                                                                           caplog):
     cfg, data = tiny_setup
-    with caplog.at_level(logging.INFO, logger="seq2seq.trainer"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.training"):
         build_trainer(with_train(cfg, max_steps=6, eval_every=6), tmp_path, data).fit()
     messages = [r.getMessage() for r in caplog.records]
     assert f"run dir {tmp_path.resolve()}" in messages
@@ -188,7 +189,7 @@ def test_a_gpu_sized_model_on_the_cpu_points_at_the_cpu_recipe(tiny_setup, tmp_p
     cfg, data = tiny_setup
     big = replace(cfg, model=replace(cfg.model, hidden_size=288, embedding_size=32),
                   train=replace(cfg.train, max_steps=1, eval_every=1))
-    with caplog.at_level(logging.WARNING, logger="seq2seq.trainer"):
+    with caplog.at_level(logging.WARNING, logger="seq2seq.training"):
         build_trainer(big, tmp_path, data).fit()
     assert any("experiment=cpu40 is the CPU recipe" in r.getMessage() for r in caplog.records)
 

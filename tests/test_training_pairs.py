@@ -7,9 +7,9 @@ import gzip
 
 import pytest
 
-from seq2seq.corpus import AlignedFiles
+from seq2seq.data.corpus import AlignedFiles
+from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import DataError
-from seq2seq.training_pairs import TrainingPairs
 
 PAIRS = [("a", "A"), ("", "B"), ("c", "C"), ("d", "  "), ("e", "E"), ("f", "F"), ("g", "G")]
 

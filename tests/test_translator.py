@@ -8,13 +8,14 @@ import matplotlib.image
 import pytest
 import torch
 
+from seq2seq.analysis.plots import save_attention_pngs
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import (
     AdditiveAttentionConfig,
     MultiHeadAttentionConfig,
 )
 from seq2seq.errors import CheckpointError
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "Zwei Hunde spielen.",
              "Eine alte Katze schläft in der Küche und ein Kind springt."]
@@ -107,7 +108,9 @@ def test_attention_plots_are_images_one_per_head(untrained_translator, tmp_path,
     translator = untrained_translator(attention)
     assert translator.model.decoder.attention.num_heads == heads
     (found,) = translator.search([SENTENCES[0]], translator.settings(beam_size=2, attention=True))
-    paths = found.plot_attention(tmp_path / "0000", title="0: " + SENTENCES[0])
+    src, tgt = found.attention_labels()
+    paths = save_attention_pngs(found.weights(), src, tgt, tmp_path / "0000",
+                                title="0: " + SENTENCES[0])
     expected = ["0000.png"] if heads == 1 else [f"0000.head{k}.png" for k in range(1, heads + 1)]
     assert sorted(p.name for p in paths) == sorted(expected)
     for path in paths:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from seq2seq.search import Hypothesis
-from seq2seq.translator import Translation
-from seq2seq.visualize import CARD_PIXELS, attention_figures, log_translation
+from seq2seq.analysis.plots import CARD_PIXELS, attention_figures
+from seq2seq.inference.search import Hypothesis
+from seq2seq.inference.translator import Translation
+from seq2seq.training.tensorboard import log_translation
 
 
 class RecordingWriter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.word_dropout import WordDropout
+from seq2seq.nn.word_dropout import WordDropout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

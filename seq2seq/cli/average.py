@@ -2,7 +2,8 @@
 
 Writes a new self-contained checkpoint (config, subword models, weights; no optimizer state)
 whose weights are the element-wise mean of the given checkpoints', which must be of one model
-(see seq2seq.averaging). `translate.py`, `evaluate.py` and `serve.py` load it like any other.
+(see seq2seq.training.averaging). `translate.py`, `evaluate.py` and `serve.py` load it like any
+other.
 A mismatch, a missing or corrupt checkpoint prints one line on stderr and exits with code 1.
 """
 
@@ -28,9 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with user_errors():
-        from seq2seq.averaging import average_payloads
         from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
         from seq2seq.files import check_output_file
+        from seq2seq.training.averaging import average_payloads
 
         check_output_file(args.output, "--output")
         paths = [resolve_checkpoint(path) for path in args.checkpoints]

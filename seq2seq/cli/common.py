@@ -17,19 +17,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seq2seq.config import MAX_LEN_RATIO, MAX_LENGTH_PENALTY, QUANTIZATIONS
+from seq2seq.config import (
+    DEFAULT_BATCH_SIZE,
+    LENGTH_PENALTY,
+    MAX_LEN_RATIO,
+    QUANTIZATIONS,
+    DeviceName,
+    Range,
+)
 from seq2seq.errors import Seq2SeqError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from seq2seq.translator import Translator
+    from seq2seq.inference.translator import Translator
 
 # The Hydra configs ship inside the package, so an installed seq2seq finds them from any directory.
 CONFIG_PATH = "pkg://seq2seq.conf"
 CONFIG_NAME = "config"
-DEVICES = ("auto", "cpu", "cuda", "mps")  # the same as seq2seq.runtime.DEVICES (no torch here)
-DEFAULT_BATCH_SIZE = 128  # the same as seq2seq.translator.DEFAULT_BATCH_SIZE (no torch here)
 
 
 def run_cli(command: Callable[[], None]) -> None:
@@ -235,7 +240,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_device_arguments(group: argparse._ActionsContainer) -> None:
     """Where and how the model runs: shared by translate, evaluate and serve."""
-    group.add_argument("--device", choices=DEVICES, default="auto",
+    group.add_argument("--device", choices=[device.value for device in DeviceName],
+                       default=DeviceName.auto.value,
                        help="auto takes cuda, then mps, then cpu (default: %(default)s)")
     group.add_argument("--threads", type=positive_int, metavar="N",
                        help="CPU threads (default: torch's, one per core)")
@@ -252,24 +258,25 @@ def positive_int(text: str) -> int:
 
 
 def length_penalty(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= MAX_LENGTH_PENALTY:
-        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_LENGTH_PENALTY:g}], got {text}")
-    return value
+    return in_range(text, LENGTH_PENALTY)
 
 
 def length_ratio(text: str) -> float:
+    return in_range(text, MAX_LEN_RATIO)
+
+
+def in_range(text: str, allowed: Range) -> float:
     value = float(text)
-    if not 0 < value <= MAX_LEN_RATIO:
-        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_LEN_RATIO:g}], got {text}")
+    if value not in allowed:
+        raise argparse.ArgumentTypeError(f"must be in {allowed}, got {text}")
     return value
 
 
 def load_translator(args: argparse.Namespace) -> Translator:
     """The checkpoint's model (or the checkpoints' ensemble) on its device, with `--threads`
     CPU threads."""
+    from seq2seq.inference.translator import Translator
     from seq2seq.runtime import set_threads
-    from seq2seq.translator import Translator
 
     set_threads(args.threads)
     return Translator.from_checkpoint(args.checkpoint, args.device, quantize=args.quantize)

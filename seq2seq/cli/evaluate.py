@@ -61,10 +61,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from seq2seq.data import read_split
+    from seq2seq.data.prepare import read_split
     from seq2seq.errors import DataError
-    from seq2seq.evaluation import score
     from seq2seq.files import check_output_file, read_lines
+    from seq2seq.inference.scores import score
 
     for path, option in ((args.output, "--output"), (args.json, "--json")):
         if path is not None:

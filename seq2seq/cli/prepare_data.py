@@ -34,7 +34,7 @@ _NO_RUN_DIR = {
 
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def prepare(cfg: DictConfig) -> None:
-    from seq2seq.data import prepare_data  # after Hydra: `--help` stays fast
+    from seq2seq.data.prepare import prepare_data  # after Hydra: `--help` stays fast
     from seq2seq.runtime import peak_rss_mb
 
     with user_errors():

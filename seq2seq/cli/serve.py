@@ -1,6 +1,6 @@
 """`python scripts/serve.py --checkpoint RUN [--checkpoint RUN2 ...]`: the translation server.
 
-Serves the HTTP API and the attention page of `seq2seq.server` with uvicorn, on loopback unless
+Serves the HTTP API and the attention page of `seq2seq.serving.app` with uvicorn, on loopback unless
 `--host` says otherwise. SIGTERM (or Ctrl-C) shuts it down cleanly: it stops accepting
 connections, finishes the requests in flight, then exits 0.
 
@@ -21,7 +21,7 @@ log = logging.getLogger("seq2seq.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from seq2seq.server_settings import Batching, Limits
+    from seq2seq.serving.settings import Batching, Limits
 
     parser = argparse.ArgumentParser(
         prog="serve",
@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from seq2seq.inference.translator import Translator
     from seq2seq.runtime import set_threads
-    from seq2seq.server import ServedModel, create_app, model_ids
-    from seq2seq.server_settings import Batching, Limits
-    from seq2seq.translator import Translator
+    from seq2seq.serving.app import ServedModel, create_app, model_ids
+    from seq2seq.serving.settings import Batching, Limits
 
     setup_logging(logging.INFO)
     set_threads(args.threads)

@@ -1,6 +1,6 @@
 """`python scripts/train.py [overrides]`: train a model, then test its best checkpoint.
 
-Every setting is a Hydra override (see seq2seq/conf/); `-m` runs sweeps. A bad key or value stops
+Every setting is a Hydra override (see conf/); `-m` runs sweeps. A bad key or value stops
 a run at once with one line on stderr and exit code 1, before any data work; so do errors in the
 data. Ctrl-C or SIGTERM save last.pt first.
 
@@ -36,11 +36,11 @@ from seq2seq.cli.common import (
     plain_overrides,
     user_errors,
 )
-from seq2seq.config import register_configs, to_object
+from seq2seq.config import override_key, register_configs, to_object
 from seq2seq.errors import ConfigError, Seq2SeqError
 
 if TYPE_CHECKING:  # torch is imported in main(), after the OpenMP wait policy is set
-    from seq2seq.distributed import Distributed
+    from seq2seq.training.distributed import Distributed
 
 log = logging.getLogger("seq2seq.train")
 
@@ -48,8 +48,8 @@ log = logging.getLogger("seq2seq.train")
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def train(cfg: DictConfig) -> float:
     """Returns the best val BLEU, so Hydra sweepers can optimise it."""
-    from seq2seq.train_state import AlreadyFinished, Interrupted  # after Hydra: fast --help
-    from seq2seq.trainer import build_trainer
+    from seq2seq.training.setup import build_trainer
+    from seq2seq.training.state import AlreadyFinished, Interrupted  # after Hydra: fast --help
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("idle OpenMP threads: %s", ", ".join(
@@ -183,10 +183,6 @@ def resume_in_place(args: Sequence[str]) -> list[str]:
     return [*previous, *args, *place]
 
 
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def main() -> None:
     register_configs()
     if "-m" not in sys.argv and "--multirun" not in sys.argv:
@@ -197,7 +193,7 @@ def main() -> None:
         if overrides is not None:  # a single run: a bad config fails here, in one line
             check_overrides(overrides)
     choose_omp_wait_policy()
-    from seq2seq.distributed import init_distributed, shutdown_distributed  # imports torch
+    from seq2seq.training.distributed import init_distributed, shutdown_distributed  # imports torch
 
     with user_errors():
         context = init_distributed()  # under torchrun: join the job before Hydra picks a run dir

@@ -32,8 +32,8 @@ from seq2seq.cli.common import (
 from seq2seq.files import check_output_dir, check_output_file, decode_line
 
 if TYPE_CHECKING:
-    from seq2seq.evaluation import SearchSettings
-    from seq2seq.translator import Translation, Translator
+    from seq2seq.inference.decoding import SearchSettings
+    from seq2seq.inference.translator import Translation, Translator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +87,7 @@ def translate(args: argparse.Namespace) -> None:
         check_output_file(args.output, "--output")
     if args.plot_attention:
         check_output_dir(args.plot_attention, "--plot-attention")
+        from seq2seq.analysis.plots import save_attention_pngs  # matplotlib only when plotting
     translator = load_translator(args)
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio,
                                    args.nbest, attention=bool(args.show_attention
@@ -108,8 +109,10 @@ def translate(args: argparse.Namespace) -> None:
             if args.show_attention:
                 print(format_attention(index, translation), file=sys.stderr, flush=True)
             if args.plot_attention and translation.hypotheses:
-                translation.plot_attention(args.plot_attention / f"{index:04d}",
-                                           title=f"{index}: {shorten(translation.source)}")
+                src, tgt = translation.attention_labels()
+                save_attention_pngs(translation.weights(), src, tgt,
+                                    args.plot_attention / f"{index:04d}",
+                                    title=f"{index}: {shorten(translation.source)}")
 
 
 def check_arguments(sentences: Sequence[str]) -> list[str]:

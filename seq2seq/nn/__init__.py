@@ -1,0 +1,6 @@
+"""The model: attention (one class per scorer), the bidirectional GRU encoder, the attention
+decoder, word dropout and `Seq2Seq`, which joins them.
+
+Imports only the shared ground (``seq2seq.config``, ``seq2seq.special_ids``, ...) and torch:
+nothing here knows about corpora, search, training or serving.
+"""

@@ -1,0 +1,86 @@
+"""Assembling a run: `build_trainer(cfg, run_dir)` makes everything a run needs (device, data,
+model, optimizer, schedule, a resumed run's state, TensorBoard), in an order that makes it
+reproducible, and hands it to the `Trainer`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from seq2seq.config import Config
+from seq2seq.data.prepare import PreparedData
+from seq2seq.nn.model import Seq2Seq, build_model
+from seq2seq.runtime import make_deterministic, seed_everything, select_device, set_threads
+from seq2seq.training.batches import training_sampler
+from seq2seq.training.distributed import init_distributed, prepare_data_on_all_ranks
+from seq2seq.training.optim import BudgetShare, build_optimizer, build_scheduler
+from seq2seq.training.precision import precision_name, training_autocast_dtype
+from seq2seq.training.progress import ETA_STEP
+from seq2seq.training.resume import load_resume_payload, restore_training
+from seq2seq.training.state import TrainState, check_not_done
+from seq2seq.training.tensorboard import Board
+from seq2seq.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+CPU_HIDDEN_SIZE = 256  # larger models are sized for a GPU: training one on a CPU gets a warning
+
+
+def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) -> Trainer:
+    """Everything a run needs, in an order that makes it reproducible: seed, then data, then the
+    model (its initial weights are the first draws), then a resumed run's saved state.
+
+    `data` skips preparing the corpus (tests share one). Under torchrun this joins the process
+    group, and rank 0 prepares the corpus before the others read its cache.
+    """
+    set_threads(cfg.train.num_threads)
+    dist = init_distributed()  # a single process unless run by torchrun
+    device = dist.device(select_device(cfg.device.value))
+    make_deterministic(device)
+    seed_everything(cfg.seed)
+    resume = None
+    if found := load_resume_payload(cfg):  # before any data work: a mismatch fails at once
+        resume, path = found
+        check_not_done(TrainState(**resume["state"]), cfg.train, run_dir=path.parent.parent)
+    data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
+    model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
+                        data.tokenizer.tgt_vocab_size).to(device)
+    if dist.enabled:
+        # one dropout stream per rank (the weights are the same: DDP copies rank 0's)
+        seed_everything(cfg.seed + dist.rank)
+    # every rank builds the same batch list from (seed, epoch) and takes its own share of it
+    sampler = training_sampler(data.train, cfg, dist)
+    optimizer = build_optimizer(model, cfg.train)
+    budget = BudgetShare()
+    scheduler = build_scheduler(optimizer, cfg.train, budget)
+    autocast_dtype = training_autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    state = TrainState()
+    if resume is not None:  # every rank loads the same weights and counters, its own RNG states
+        state = TrainState(**restore_training(resume, model, optimizer, scheduler, scaler,
+                                              dist.rank, dist.world_size))
+    # a resumed run drops what was logged after its checkpoint (steps past state.step), and
+    # keeps the evaluation logged at that step just before the checkpoint was written
+    board = Board(run_dir, purge_step=state.step + 1 if resume is not None else None) \
+        if dist.is_main else None
+    log_run_start(cfg, run_dir, model, device, autocast_dtype, len(sampler))
+    return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, budget, scaler, sampler,
+                   state, dist, device, autocast_dtype, board)
+
+
+def log_run_start(cfg: Config, run_dir: Path, model: Seq2Seq, device: torch.device,
+                  autocast_dtype: torch.dtype | None, batches_per_epoch: int) -> None:
+    """What the run is: where it writes, its size, its device; and a warning when a model sized
+    for a GPU is about to train on a CPU."""
+    counts = model.parameter_counts()
+    log.info("run dir %s", Path(run_dir).resolve())
+    log.info("model parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    log.info("device %s (%s), %d training batches per epoch", device,
+             precision_name(autocast_dtype), batches_per_epoch)
+    if device.type == "cpu" and cfg.model.hidden_size > CPU_HIDDEN_SIZE:
+        log.warning("training the %s-parameter model (hidden size %d, sized for a GPU) on "
+                    "the CPU: slow (after %d steps the log says how slow); experiment=cpu40 "
+                    "is the CPU recipe (256/256, 40 minutes, test BLEU ~42 on Multi30k)",
+                    f"{counts['total']:,}", cfg.model.hidden_size, ETA_STEP)

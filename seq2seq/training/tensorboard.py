@@ -1,0 +1,109 @@
+"""TensorBoard logging of a run: training and validation curves, translations with their
+attention maps, and the HParams row at the end. Only rank 0 has a `Board`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from seq2seq.analysis.plots import CARD_PIXELS, attention_figures, heads_side_by_side
+from seq2seq.config import is_path_key, override_key
+from seq2seq.inference.translator import Translation
+
+# what every run shows in TensorBoard's HParams table, whatever it overrode
+CHOSEN_HPARAMS = ("attention.type", "model.decoder_style", "model.input_feeding",
+                  "model.embedding_size", "model.hidden_size", "train.lr", "seed")
+# the metrics: the curves the run already logs, so the table links to them
+HPARAM_METRICS = ("val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf")
+
+
+class Board:
+    """The run's event file under RUN/tb; `purge_step` drops what a resumed run logged after
+    its checkpoint (steps from there on), keeping the evaluation logged just before it."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(Path(run_dir) / "tb", purge_step=purge_step)
+
+    def train_scalars(self, step: int, loss: float, grad_norm: float, lr: float,
+                      tokens_per_s: float) -> None:
+        for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),
+                           ("learning_rate", lr), ("grad_norm", grad_norm),
+                           ("tokens_per_s", tokens_per_s)):
+            self.writer.add_scalar(f"train/{tag}", value, step)
+
+    def val_scalars(self, step: int, loss: float, bleu: float, chrf: float) -> None:
+        for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),
+                           ("bleu", bleu), ("chrf", chrf)):
+            self.writer.add_scalar(f"val/{tag}", value, step)
+
+    def translations(self, step: int, translations: Sequence[Translation],
+                     references: Sequence[str]) -> None:
+        pairs = zip(translations, references, strict=False)  # references of every val line
+        for number, (translation, reference) in enumerate(pairs):
+            log_translation(self.writer, number, step, translation, reference)
+
+    def hparams(self, config: dict[str, Any], overrides: Sequence[str], step: int,
+                test_bleu: float, test_chrf: float) -> None:
+        log_hparams(self.writer, config, overrides, step, test_bleu, test_chrf)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def log_translation(writer, number: int, step: int, translation: Translation,
+                    reference: str) -> None:
+    """TensorBoard cards of validation sentence `number` at `step`: its translation (Text tab)
+    and the attention of the best one, sized for a card (Images tab: `attention/sentence_N`, or
+    `.../head_k` per head and `.../all_heads` side by side); an empty line has no attention."""
+    writer.add_text(f"translation/sentence_{number}",
+                    f"src: {translation.source}  \nhyp: {translation.text}  \nref: {reference}",
+                    step)
+    if not translation.hypotheses:
+        return
+    src_tokens, tgt_tokens = translation.attention_labels()
+    weights = translation.weights()[:, : len(tgt_tokens), : len(src_tokens)]
+    title = f"val {number} step {step}"
+    figures = attention_figures(weights, src_tokens, tgt_tokens, title, fit=CARD_PIXELS)
+    for head, figure in enumerate(figures):
+        tag = f"attention/sentence_{number}" + (f"/head_{head + 1}" if len(figures) > 1 else "")
+        writer.add_figure(tag, figure, step, close=True)
+    if len(figures) > 1:
+        writer.add_figure(f"attention/sentence_{number}/all_heads",
+                          heads_side_by_side(weights, title), step, close=True)
+
+
+def log_hparams(writer, config: dict[str, Any], overrides: list[str], step: int,
+                test_bleu: float, test_chrf: float) -> None:
+    """One HParams row per run: the chosen settings and those the run overrode (not paths),
+    with the val and test curves as its metrics; test/bleu and test/chrf are logged at the
+    final step. Written into the run's own event file (no extra run folder, no extra points on
+    the val curves)."""
+    flat = flat_scalars(config)
+    keys = [*CHOSEN_HPARAMS, *(override_key(override) for override in overrides)]
+    chosen = {key: flat[key] for key in dict.fromkeys(keys) if key in flat and not is_path_key(key)}
+    writer.add_scalar("test/bleu", test_bleu, step)
+    writer.add_scalar("test/chrf", test_chrf, step)
+    for summary in hparams(chosen, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        writer.file_writer.add_summary(summary)
+
+
+def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A flat dict of scalars for add_hparams (None and lists become strings)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_scalars(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
