@@ -11,7 +11,6 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from seq2seq.analysis.plots import CARD_PIXELS, attention_figures, heads_side_by_side
 from seq2seq.config import is_path_key, override_key
 from seq2seq.inference.translator import Translation
 
@@ -63,6 +62,9 @@ def log_translation(writer, number: int, step: int, translation: Translation,
     """TensorBoard cards of validation sentence `number` at `step`: its translation (Text tab)
     and the attention of the best one, sized for a card (Images tab: `attention/sentence_N`, or
     `.../head_k` per head and `.../all_heads` side by side); an empty line has no attention."""
+    # matplotlib (~1 s to import) only for a run that plots: train.num_plot_sentences > 0
+    from seq2seq.analysis.plots import CARD_PIXELS, attention_figures, heads_side_by_side
+
     writer.add_text(f"translation/sentence_{number}",
                     f"src: {translation.source}  \nhyp: {translation.text}  \nref: {reference}",
                     step)
