@@ -14,11 +14,13 @@ SEQ2SEQ_REQUIRE_CORPUS=1), where a missing corpus fails them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from filelock import FileLock
 
 from seq2seq.config import (
     ATTENTION_CONFIGS,
@@ -61,6 +63,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("scorer", list(ATTENTION_CONFIGS))
     if "decoder" in metafunc.fixturenames and "decoder" not in explicit:
         metafunc.parametrize("decoder", DECODERS, ids=[d.name for d in DECODERS])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort: otherwise in file order), so that the parallel workers
+    do not end with one of them still running a long test while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
@@ -110,16 +118,39 @@ def multi30k_dir() -> Path:
     return path
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], object]) -> Path:
+    """A folder that `build` fills once per test run. Under pytest-xdist every worker runs the
+    session fixtures; here the first worker to arrive builds the folder (in the run's temp dir,
+    above the workers' own) while the others wait for it, then all of them read it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: its own temp dir
+        path = tmp_path_factory.mktemp(name)
+        build(path)
+        return path
+    shared = tmp_path_factory.getbasetemp().parent
+    path, built = shared / name, shared / f"{name}.built"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not built.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            build(path)
+            built.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def multi30k_prepared(multi30k_dir, tmp_path_factory):
     """Multi30k de-en prepared with the default settings (joint unigram 8k) in a temp data.root.
 
-    Training the tokenizer takes seconds, so the session shares one.
+    Training the tokenizer takes seconds, so the test run shares one (the other workers read its
+    cache).
     """
     from seq2seq.data.prepare import prepare_data
 
-    root = tmp_path_factory.mktemp("multi30k_root")
-    return prepare_data(DataConfig(source=str(multi30k_dir), root=str(root)))
+    def prepare(root: Path) -> object:
+        return prepare_data(DataConfig(source=str(multi30k_dir), root=str(root)))
+
+    return prepare(built_once(tmp_path_factory, "multi30k_root", prepare))
 
 
 @pytest.fixture(scope="session")
@@ -184,14 +215,13 @@ def trained_checkpoint(tiny_run, tmp_path_factory) -> Path:
     """The run dir of a tiny model (hidden 32) trained for 30 steps on the tiny corpus.
 
     Its `checkpoints/best.pt` is what the translate and evaluate commands load; it takes a few
-    seconds to train, once per session.
+    seconds to train, once per test run (tests only read it).
     """
     from seq2seq.training.setup import build_trainer
 
     cfg = compose_overrides([*tiny_run, "train.max_steps=30", "train.eval_every=30"])
-    run_dir = tmp_path_factory.mktemp("trained_run")
-    build_trainer(cfg, run_dir).fit()
-    return run_dir
+    return built_once(tmp_path_factory, "trained_run",
+                      lambda run_dir: build_trainer(cfg, run_dir).fit())
 
 
 @pytest.fixture(scope="session")

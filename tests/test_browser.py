@@ -20,6 +20,8 @@ from server_process import ServerError, headless_chromium, request_json
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import MultiHeadAttentionConfig, to_plain
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+
 SENTENCE = "Ein Mann fährt Fahrrad."
 PAGE_TIMEOUT_S = 60  # a translation on a machine busy with other work
 
@@ -45,6 +47,15 @@ def visible_error(driver: WebDriver) -> str:
     """The text of the page's error box, "" while it is hidden."""
     box = driver.find_element(By.ID, "error")
     return box.text if box.is_displayed() else ""
+
+
+def shown_weights(driver: WebDriver) -> list[list[float]]:
+    """The heatmap's cells as drawn, row by row (one script call: a WebDriver call per cell
+    is one HTTP round trip each, seconds for a few hundred cells)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#heatmap g.row')].map(row => "
+        "[...row.querySelectorAll('rect.cell')].map(cell => "
+        "parseFloat(cell.getAttribute('data-weight'))));")
 
 
 def translate_on_page(driver: WebDriver, url: str, text: str) -> None:
@@ -132,8 +143,5 @@ def test_a_multi_head_model_gets_a_tab_per_head_showing_that_heads_weights(brows
         WebDriverWait(browser, 10).until(
             lambda driver, index=index: driver.find_elements(
                 By.CSS_SELECTOR, "button.head-tab")[index].get_attribute("aria-selected") == "true")
-        rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
-        shown = torch.tensor([[float(cell.get_attribute("data-weight"))
-                               for cell in row.find_elements(By.CSS_SELECTOR, "rect.cell")]
-                              for row in rows])
+        shown = torch.tensor(shown_weights(browser))
         torch.testing.assert_close(shown, expected, atol=1e-3, rtol=0)

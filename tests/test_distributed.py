@@ -38,6 +38,8 @@ from seq2seq.training.distributed import (
 from seq2seq.training.setup import build_trainer
 from seq2seq.training.state import Interrupted
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTED_RUN = ["train.max_steps=20", "train.eval_every=10", "train.log_every=5",
                    "data.max_eval_pairs=20"]

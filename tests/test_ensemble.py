@@ -17,6 +17,8 @@ from seq2seq.errors import CheckpointError
 from seq2seq.inference.ensemble import Ensemble
 from seq2seq.inference.translator import Translator
 
+pytestmark = pytest.mark.xdist_group("ensemble")
+
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "", "Zwei Hunde spielen.",
              "Eine alte Katze schläft in der Küche und ein Kind springt."]
 

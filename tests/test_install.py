@@ -9,7 +9,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ MIN_LEN, MAX_LEN = 3, 10
 STEPS = 250  # of 64 strings; every case reaches 100% by ~200 (about 5 s of one CPU core)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def make_batch(size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -25,6 +25,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from seq2seq.cli.common import compose_config
 from seq2seq.config import ATTENTION_CONFIGS, Config, DecoderStyle, to_object
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

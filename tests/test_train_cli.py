@@ -32,6 +32,7 @@ def assert_complete_run_dir(run_dir: Path) -> dict:
     return results
 
 
+@pytest.mark.slow
 def test_smoke_run_on_multi30k(multi30k_dir, tmp_path):
     """The acceptance command: the smoke config on the real corpus leaves a complete run dir."""
     run_dir = tmp_path / "smoke"
@@ -53,10 +54,12 @@ def train_variant(variant: list[str], tiny_run: list[str], tmp_path: Path) -> No
     assert_complete_run_dir(run_dir)
 
 
+@pytest.mark.slow
 def test_every_scorer_trains_through_the_cli(scorer, tiny_run, tmp_path):
     train_variant([f"attention={scorer}"], tiny_run, tmp_path)
 
 
+@pytest.mark.slow
 def test_every_decoder_trains_through_the_cli(decoder, tiny_run, tmp_path):
     train_variant([f"decoder={decoder.name}"], tiny_run, tmp_path)
 
@@ -93,6 +96,7 @@ def test_an_output_folder_under_a_file_is_one_line_before_any_work(override, wor
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_train_resume_alone_continues_the_run_in_place_with_its_overrides(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     first = run_train([*tiny_run, "train.max_steps=6", "train.eval_every=6",
