@@ -36,6 +36,10 @@ def test_a_wheel_trains_translates_reports_and_serves_from_another_directory(tin
     # the installed copy is the one that runs, not this checkout
     where = run([sys.executable, "-c", "import seq2seq; print(seq2seq.__file__)"], work, env)
     assert where.stdout.startswith(str(site))
+    # every config file ships (pyproject.toml lists the conf/ group folders by hand)
+    shipped = sorted(p.relative_to(site / "seq2seq" / "conf") for p in
+                     (site / "seq2seq" / "conf").rglob("*.yaml"))
+    assert shipped == sorted(p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml"))
 
     bin_dir = site / "bin"
     run([str(bin_dir / "seq2seq-train"), *tiny_run, "train.max_steps=10", "train.eval_every=10",

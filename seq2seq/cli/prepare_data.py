@@ -22,7 +22,7 @@ from seq2seq.cli.common import (
     plain_overrides,
     user_errors,
 )
-from seq2seq.config import register_configs, to_object
+from seq2seq.config import override_key, register_configs, to_object
 
 # This command writes no run directory: no outputs/<date>/, no .hydra/, no log file.
 _NO_RUN_DIR = {
@@ -82,7 +82,7 @@ def main() -> None:
     if overrides is not None:
         with user_errors():
             check_overrides(overrides)
-    given = {arg.split("=", 1)[0].lstrip("+~") for arg in sys.argv[1:]}
+    given = {override_key(arg) for arg in sys.argv[1:]}
     sys.argv += [f"{key}={value}" for key, value in _NO_RUN_DIR.items() if key not in given]
     prepare()
 

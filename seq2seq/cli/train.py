@@ -151,9 +151,9 @@ def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
                             defaults[kind]["dir"])
             overrides.append(f"hydra.{kind}.dir={frozen}")
     if not context.is_main:
-        given = {arg.split("=", 1)[0] for arg in args}
+        given = {override_key(arg) for arg in args}
         overrides += [o for o in ("hydra.output_subdir=null", "hydra/job_logging=none",
-                                  "hydra/hydra_logging=none") if o.split("=")[0] not in given]
+                                  "hydra/hydra_logging=none") if override_key(o) not in given]
     return overrides
 
 
