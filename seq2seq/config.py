@@ -61,8 +61,6 @@ class DeviceName(Enum):
     mps = "mps"
 
 
-
-
 @dataclass(frozen=True)
 class Range:
     """The values a float setting may take, as the config, the CLIs and the Translator check
@@ -77,6 +75,10 @@ class Range:
 
     def __str__(self) -> str:
         return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+    def refusal(self, value: float) -> str | None:
+        """None for an allowed value, else why not (the CLIs and the Translator say it)."""
+        return None if value in self else f"must be in {self}, got {value:g}"
 
 
 # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows past this

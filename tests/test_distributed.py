@@ -32,10 +32,9 @@ from seq2seq.training.distributed import (
     TRACE_ENV,
     Distributed,
     init_distributed,
-    prepare_data_on_all_ranks,
     shutdown_distributed,
 )
-from seq2seq.training.setup import build_trainer
+from seq2seq.training.setup import build_trainer, prepare_data_on_all_ranks
 from seq2seq.training.state import Interrupted
 
 pytestmark = pytest.mark.slow

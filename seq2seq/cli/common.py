@@ -267,8 +267,8 @@ def length_ratio(text: str) -> float:
 
 def in_range(text: str, allowed: Range) -> float:
     value = float(text)
-    if value not in allowed:
-        raise argparse.ArgumentTypeError(f"must be in {allowed}, got {text}")
+    if refusal := allowed.refusal(value):
+        raise argparse.ArgumentTypeError(refusal)
     return value
 
 

@@ -143,8 +143,8 @@ class Translator:
         check_beam(beam_size, nbest)
         for name, value, allowed in (("length_penalty", length_penalty, LENGTH_PENALTY),
                                      ("max_len_ratio", max_len_ratio, MAX_LEN_RATIO)):
-            if value is not None and value not in allowed:
-                raise ValueError(f"{name} must be in {allowed}, got {value}")
+            if value is not None and (refusal := allowed.refusal(value)):
+                raise ValueError(f"{name} {refusal}")
         return search_settings(self.config, beam_size, length_penalty, max_len_ratio, nbest,
                                attention)
 

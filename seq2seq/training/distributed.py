@@ -16,7 +16,6 @@ identical inputs or taken by rank 0 and broadcast.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from seq2seq.config import Config
-from seq2seq.data.prepare import PreparedData, prepare_data
 from seq2seq.errors import TrainingError
 from seq2seq.runtime import StopRequest
 
@@ -184,24 +181,6 @@ def trace_batch(path: Path, epoch: int, indices: list[int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as trace:
         trace.write(json.dumps({"epoch": epoch, "indices": indices}) + "\n")
-
-
-def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:
-    """prepare_data for every rank of a torchrun job: rank 0 fetches the corpus and trains the
-    tokenizer first; the others then read its cache (or, on a node that does not share
-    data.root, prepare their own copy, which must come out the same)."""
-    if not dist.is_main:
-        dist.barrier()
-    data = prepare_data(cfg.data, cfg.train.batch_tokens)
-    if dist.is_main:
-        dist.barrier()
-    models = data.tokenizer.to_bytes()
-    digest = hashlib.sha256(models["src"] + models["tgt"]).hexdigest()
-    if len(set(dist.gather(digest))) > 1:
-        raise TrainingError(
-            "the ranks prepared different sentencepiece models; put data.root on a file "
-            "system that every node shares, or prepare the data once and copy it to each node")
-    return data
 
 
 def agree_on_stopping(context: Distributed, request: StopRequest, out_of_time: bool) -> bool:

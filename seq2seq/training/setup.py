@@ -4,17 +4,19 @@ reproducible, and hands it to the `Trainer`."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
 from seq2seq.config import Config
-from seq2seq.data.prepare import PreparedData
+from seq2seq.data.prepare import PreparedData, prepare_data
+from seq2seq.errors import TrainingError
 from seq2seq.nn.model import Seq2Seq, build_model
 from seq2seq.runtime import make_deterministic, seed_everything, select_device, set_threads
 from seq2seq.training.batches import training_sampler
-from seq2seq.training.distributed import init_distributed, prepare_data_on_all_ranks
+from seq2seq.training.distributed import Distributed, init_distributed
 from seq2seq.training.optim import BudgetShare, build_optimizer, build_scheduler
 from seq2seq.training.precision import precision_name, training_autocast_dtype
 from seq2seq.training.progress import ETA_STEP
@@ -68,6 +70,24 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     log_run_start(cfg, run_dir, model, device, autocast_dtype, len(sampler))
     return Trainer(cfg, Path(run_dir), data, model, optimizer, scheduler, budget, scaler, sampler,
                    state, dist, device, autocast_dtype, board)
+
+
+def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:
+    """prepare_data for every rank of a torchrun job: rank 0 fetches the corpus and trains the
+    tokenizer first; the others then read its cache (or, on a node that does not share
+    data.root, prepare their own copy, which must come out the same)."""
+    if not dist.is_main:
+        dist.barrier()
+    data = prepare_data(cfg.data, cfg.train.batch_tokens)
+    if dist.is_main:
+        dist.barrier()
+    models = data.tokenizer.to_bytes()
+    digest = hashlib.sha256(models["src"] + models["tgt"]).hexdigest()
+    if len(set(dist.gather(digest))) > 1:
+        raise TrainingError(
+            "the ranks prepared different sentencepiece models; put data.root on a file "
+            "system that every node shares, or prepare the data once and copy it to each node")
+    return data
 
 
 def log_run_start(cfg: Config, run_dir: Path, model: Seq2Seq, device: torch.device,
