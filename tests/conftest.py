@@ -139,6 +139,13 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 
 @pytest.fixture(scope="session")
+def build_once(tmp_path_factory):
+    """`build_once(name, build) -> Path`: `built_once` for module fixtures whose output is a
+    folder that tests only read (a trained run, a sweep), so that workers share it."""
+    return lambda name, build: built_once(tmp_path_factory, name, build)
+
+
+@pytest.fixture(scope="session")
 def multi30k_prepared(multi30k_dir, tmp_path_factory):
     """Multi30k de-en prepared with the default settings (joint unigram 8k) in a temp data.root.
 

@@ -20,7 +20,7 @@ from server_process import ServerError, headless_chromium, request_json
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import MultiHeadAttentionConfig, to_plain
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+pytestmark = pytest.mark.slow
 
 SENTENCE = "Ein Mann fährt Fahrrad."
 PAGE_TIMEOUT_S = 60  # a translation on a machine busy with other work

@@ -17,21 +17,17 @@ from seq2seq.errors import CheckpointError
 from seq2seq.inference.ensemble import Ensemble
 from seq2seq.inference.translator import Translator
 
-pytestmark = pytest.mark.xdist_group("ensemble")
-
 SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", "", "Zwei Hunde spielen.",
              "Eine alte Katze schläft in der Küche und ein Kind springt."]
 
 
 @pytest.fixture(scope="module")
-def other_seed(tiny_run, compose, tmp_path_factory):
+def other_seed(tiny_run, compose, build_once):
     """A second tiny model: the same data and settings as trained_checkpoint, another seed."""
     from seq2seq.training.setup import build_trainer
 
-    run_dir = tmp_path_factory.mktemp("other_seed")
-    build_trainer(compose([*tiny_run, "train.max_steps=30", "train.eval_every=30", "seed=7"]),
-                  run_dir).fit()
-    return run_dir
+    cfg = compose([*tiny_run, "train.max_steps=30", "train.eval_every=30", "seed=7"])
+    return build_once("other_seed", lambda run_dir: build_trainer(cfg, run_dir).fit())
 
 
 def hypotheses(translator: Translator, beam: int) -> list[tuple[list[int], float]]:

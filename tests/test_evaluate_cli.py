@@ -16,8 +16,6 @@ from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import evaluate, translate
 from seq2seq.training.setup import build_trainer
 
-pytestmark = pytest.mark.xdist_group("evaluate_cli")
-
 REPO = Path(__file__).resolve().parents[1]
 
 

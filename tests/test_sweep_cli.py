@@ -25,7 +25,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from seq2seq.cli.common import compose_config
 from seq2seq.config import ATTENTION_CONFIGS, Config, DecoderStyle, to_object
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -146,15 +146,17 @@ def run_script(script: str, args: list[str], cwd: Path) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def tiny_sweep(tiny_run, tmp_path_factory) -> Path:
+def tiny_sweep(tiny_run, build_once) -> Path:
     """`train.py -m experiment=attention_ablation` shrunk to 2 scorers x 2 seeds, 10 steps each."""
-    sweep_dir = tmp_path_factory.mktemp("sweep") / "multirun"
-    done = run_script("train.py", [
-        "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2", *tiny_run,
-        "train.max_steps=10", "train.num_plot_sentences=1", f"hydra.sweep.dir={sweep_dir}",
-    ], cwd=sweep_dir.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return sweep_dir
+    def sweep(root: Path) -> None:
+        done = run_script("train.py", [
+            "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2",
+            *tiny_run, "train.max_steps=10", "train.num_plot_sentences=1",
+            f"hydra.sweep.dir={root / 'multirun'}",
+        ], cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return build_once("tiny_sweep", sweep) / "multirun"
 
 
 JOBS = ["0_attention=additive,seed=1", "1_attention=additive,seed=2", "2_attention=dot,seed=1",

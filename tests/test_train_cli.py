@@ -45,23 +45,36 @@ def test_smoke_run_on_multi30k(multi30k_dir, tmp_path):
     assert results["valid"]["bleu"] > 0.5  # 240 steps of a tiny model already translate a little
 
 
-def train_variant(variant: list[str], tiny_run: list[str], tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    done = run_train([*tiny_run, *variant, "train.max_steps=20", "train.eval_every=10",
-                      "data.max_eval_pairs=20", "train.num_plot_sentences=1",
-                      f"data.root={tmp_path}/data", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+def train_variants(group: str, tiny_run: list[str], root: Path) -> None:
+    """`train.py -m GROUP=<every option>`: one short run per option of a config group, in one
+    process (each Python start costs seconds), in ROOT/multirun/<option>/."""
+    options = sorted(path.stem for path in (REPO / "conf" / group).glob("*.yaml"))
+    done = run_train(["-m", f"{group}={','.join(options)}", *tiny_run, "train.max_steps=20",
+                      "train.eval_every=10", "data.max_eval_pairs=20",
+                      "train.num_plot_sentences=1", f"data.root={root}/data",
+                      f"hydra.sweep.dir={root / 'multirun'}",
+                      f"hydra.sweep.subdir=${{hydra.runtime.choices.{group}}}"], cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_complete_run_dir(run_dir)
+
+
+@pytest.fixture(scope="module")
+def scorer_runs(tiny_run, build_once) -> Path:
+    return build_once("scorer_runs", lambda root: train_variants("attention", tiny_run, root))
+
+
+@pytest.fixture(scope="module")
+def decoder_runs(tiny_run, build_once) -> Path:
+    return build_once("decoder_runs", lambda root: train_variants("decoder", tiny_run, root))
 
 
 @pytest.mark.slow
-def test_every_scorer_trains_through_the_cli(scorer, tiny_run, tmp_path):
-    train_variant([f"attention={scorer}"], tiny_run, tmp_path)
+def test_every_scorer_trains_through_the_cli(scorer, scorer_runs):
+    assert_complete_run_dir(scorer_runs / "multirun" / scorer)
 
 
 @pytest.mark.slow
-def test_every_decoder_trains_through_the_cli(decoder, tiny_run, tmp_path):
-    train_variant([f"decoder={decoder.name}"], tiny_run, tmp_path)
+def test_every_decoder_trains_through_the_cli(decoder, decoder_runs):
+    assert_complete_run_dir(decoder_runs / "multirun" / decoder.name)
 
 
 @pytest.mark.parametrize("override,words", [
