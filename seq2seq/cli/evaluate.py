@@ -4,7 +4,8 @@ Prints cased BLEU and chrF with their sacreBLEU signatures, and lowercased BLEU 
 (only for comparison with older papers). The source is translated exactly as translate.py does
 with the same options (same batches, same output). `--split` reads a split of the corpus the
 checkpoint was trained on, as its config describes it; the checkpoint's own tokenizer encodes it,
-so nothing is retrained.
+so nothing is retrained. A split held out of a one-file corpus is the one the checkpoint recorded,
+found again by content in the training file.
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from seq2seq.data.prepare import read_split
     from seq2seq.errors import DataError
     from seq2seq.files import check_output_file, read_lines
     from seq2seq.inference.scores import score
@@ -71,15 +71,7 @@ def evaluate(args: argparse.Namespace) -> None:
             check_output_file(path, option)
     translator = load_translator(args)
     if args.split is not None:
-        data_cfg = with_data_location(translator.config.data, args.data_source, args.data_root)
-        try:
-            pairs = read_split(data_cfg, args.split)
-        except DataError as error:
-            moved = "not found" in str(error) or "not a directory" in str(error)
-            if args.data_source is not None or not moved:
-                raise
-            raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
-                            "--data-source DIR points at where its files are now)") from None
+        pairs = checkpoint_split(args, translator.config.data, translator.checkpoints[0])
         sources, references = [s for s, _ in pairs], [t for _, t in pairs]
         name = args.split
     else:
@@ -124,6 +116,35 @@ def evaluate(args: argparse.Namespace) -> None:
         }
         with open_output(args.json) as write:
             write([json.dumps(report, indent=2)])
+
+
+def checkpoint_split(args: argparse.Namespace, cfg: DataConfig, checkpoint: Path
+                     ) -> list[tuple[str, str]]:
+    """The pairs of `--split` of the corpus the checkpoint was trained on, read where its
+    config (or --data-source and --data-root) says the files are."""
+    from seq2seq.config import CorpusKind
+    from seq2seq.data.prepare import read_split
+    from seq2seq.errors import DataError
+
+    cfg = with_data_location(cfg, args.data_source, args.data_root)
+    try:
+        held_out = held_out_pairs(checkpoint) if cfg.corpus is CorpusKind.custom else {}
+        return read_split(cfg, args.split, held_out)
+    except DataError as error:
+        moved = "not found" in str(error) or "not a directory" in str(error)
+        if args.data_source is not None or not moved:
+            raise
+        raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
+                        "--data-source DIR points at where its files are now)") from None
+
+
+def held_out_pairs(path: Path) -> dict[str, bytes] | None:
+    """The splits that a checkpoint recorded as held out of its training file, by content;
+    None for a checkpoint of an older seq2seq, which kept no record."""
+    from seq2seq.checkpoint import load_checkpoint
+
+    record = load_checkpoint(path).get("training_data")
+    return record["held_out"] if record else None
 
 
 def with_data_location(cfg: DataConfig, source: str | None, root: str | None) -> DataConfig:

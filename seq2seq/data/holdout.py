@@ -7,6 +7,10 @@ in `evaluate.py --split`), and keeps the evaluation honest: a held-out source se
 once in all held-out sets, and every training pair with that source is dropped, so no test
 sentence is also a training sentence (corpora like Tatoeba repeat sources with other
 translations).
+
+A trained model keeps its held-out pairs by content (`Holdout.keys`, in its checkpoint), and
+`find_held_out` picks them out of the training file again: evaluating it later gives the pairs it
+never saw even after the file was edited, and refuses when some of them are gone.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ class Holdout:
     def removed(self) -> frozenset[int]:
         """The indices of the pairs that training must skip: held out or dropped."""
         return frozenset(self.dropped).union(*self.indices.values())
+
+    def keys(self) -> dict[str, bytes]:
+        """Each split's pairs by content (`pair_key`s, in file order), for the checkpoint."""
+        return {name: b"".join(pair_key(*pair) for pair in pairs)
+                for name, pairs in self.splits.items()}
 
     def record(self) -> dict[str, list[int]]:
         """Which lines went where, 1-based, for the prepared-data folder."""
@@ -95,3 +104,32 @@ def _source_hashes(pairs: Iterable[tuple[str, str]]) -> tuple[np.ndarray, np.nda
         hashes += hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
         usable.append(bool(key and tgt.strip()))
     return np.frombuffer(hashes, dtype="<u8"), np.frombuffer(usable, dtype=bool)
+
+
+PAIR_KEY_BYTES = 16
+
+
+def pair_key(src: str, tgt: str) -> bytes:
+    """A pair's content in 16 bytes: 8 of a hash of each side, so no two splits of one string
+    into source and target share a key."""
+    return b"".join(hashlib.blake2b(side.encode("utf-8"), digest_size=PAIR_KEY_BYTES // 2).digest()
+                    for side in (src, tgt))
+
+
+def find_held_out(pairs: Iterable[tuple[str, str]], keys: bytes, split: str, where: str) -> Pairs:
+    """The pairs whose content `keys` (a checkpoint's `Holdout.keys()[split]`) names, in file
+    order, each once; a DataError when some of them are no longer in `pairs` (read from
+    `where`)."""
+    wanted = {keys[i:i + PAIR_KEY_BYTES] for i in range(0, len(keys), PAIR_KEY_BYTES)}
+    found: Pairs = []
+    for pair in pairs:
+        key = pair_key(*pair)
+        if key in wanted:
+            found.append(pair)
+            wanted.discard(key)
+    if wanted:
+        raise DataError(
+            f"{len(wanted):,} of the {len(found) + len(wanted):,} pairs held out as the {split} "
+            f"split when this model was trained are no longer in {where}: the file changed, so "
+            f"its {split} split cannot be read again; evaluate with --src FILE --ref FILE")
+    return found

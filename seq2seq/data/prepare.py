@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from seq2seq.config import CorpusKind, DataConfig, SplitFiles, SubwordModel
 from seq2seq.data import encoded_cache
 from seq2seq.data.batching import PairDataset, TokenBudgetSampler, padding_efficiency
 from seq2seq.data.corpus import AlignedFiles, Pairs, TsvFile, fetch_multi30k, multi30k_filename
-from seq2seq.data.holdout import Holdout, hold_out
+from seq2seq.data.holdout import Holdout, find_held_out, hold_out
 from seq2seq.data.tokenizer import Tokenizer, load_or_train_tokenizer, sample_seed
 from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import DataError
@@ -57,6 +57,13 @@ class PreparedData:
     train_pairs: TrainingPairs
     drop_counts: dict[str, int] = field(default_factory=dict)  # train_dropped by reason
     batch_tokens: int = 6000  # the budget padding_efficiency is measured with
+    held_out: dict[str, bytes] = field(default_factory=dict)  # split -> Holdout.keys()
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of its data: the training pairs' digest (a resumed run must
+        train on the same pairs) and the held-out splits' pairs by content (evaluate's --split
+        finds them again in the training file)."""
+        return {"train_digest": self.train_pairs.digest, "held_out": dict(self.held_out)}
 
     def stats(self) -> dict[str, Any]:
         """Corpus statistics: pairs, tokens and lengths per split, vocab sizes, padding."""
@@ -94,17 +101,18 @@ def _split_stats(src_lengths: Sequence[int], tgt_lengths: Sequence[int]) -> dict
     return stats
 
 
-def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
+def prepare_data(cfg: DataConfig, batch_tokens: int = 6000,
+                 train_digest: str | None = None) -> PreparedData:
     """Fetch or read the corpus, train or load the tokenizer, encode and filter the pairs.
 
     Relative paths in ``cfg`` (root, source, custom files) are resolved against the current
-    directory. Raises DataError with a message for the user when anything is wrong.
+    directory. `train_digest` (a resumed run's `record()`) is the digest the training pairs must
+    have: other pairs stop here, before a tokenizer is trained for them. Raises DataError with a
+    message for the user when anything is wrong.
     """
     root = Path(cfg.root).expanduser().resolve()
     directory = root / f"{cfg.name}.{cfg.src_lang}-{cfg.tgt_lang}"
     train_source, valid_pairs, test_pairs, names, holdout = _read_splits(cfg, root)
-    if holdout is not None:
-        _record_holdout(holdout, cfg, directory)
 
     if cfg.max_eval_pairs is not None:
         valid_pairs = valid_pairs[: cfg.max_eval_pairs]
@@ -120,6 +128,10 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
                                 limit=cfg.max_train_pairs)
     if not len(train_pairs):
         raise DataError(f"the {names[0]} split has no pair with text on both sides")
+    if train_digest is not None:
+        _check_digest(train_pairs, train_digest, train_source)
+    if holdout is not None:
+        _record_holdout(holdout, cfg, directory)
     tokenizer = load_or_train_tokenizer(cfg, train_pairs, cache_dir=directory)
     train = _encoded_train(cfg, train_pairs, tokenizer, directory)
     empty, too_long = train_pairs.empty, len(train_pairs) - len(train)
@@ -144,7 +156,19 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000) -> PreparedData:
         drop_counts={"empty": empty, "too_long": too_long},
         batch_tokens=batch_tokens,
         train_pairs=train_pairs,
+        held_out=holdout.keys() if holdout is not None else {},
     )
+
+
+def _check_digest(train_pairs: TrainingPairs, expected: str, files: AlignedFiles | TsvFile
+                  ) -> None:
+    """A resumed run trains on the pairs it was trained on, never under a new tokenizer."""
+    if train_pairs.digest != expected:
+        raise DataError(
+            f"the training pairs ({_describe(files)}) are not the ones the checkpoint was trained "
+            f"on: their digest is {train_pairs.digest[:16]} here but {expected[:16]} in the "
+            "checkpoint (the file changed); resume with the data it was trained on, or start a "
+            "new run")
 
 
 def _encoded_train(cfg: DataConfig, train_pairs: TrainingPairs, tokenizer: Tokenizer,
@@ -215,12 +239,15 @@ ENCODE_CHUNK_PAIRS = 100_000  # training pairs encoded at a time
 LENGTH_PERCENTILES = (50, 95, 99)  # subword lengths that the statistics show
 
 
-def read_split(cfg: DataConfig, split: str) -> Pairs:
+def read_split(cfg: DataConfig, split: str, held_out: dict[str, bytes] | None = None) -> Pairs:
     """The raw sentence pairs of one split, without training or loading a tokenizer.
 
     For evaluating a saved model, whose tokenizer comes from its checkpoint. Multi30k: any
     published split name (fetched and verified as prepare_data does); custom corpora: train,
-    valid (or val) or test, from data.{split}_files. Nothing is filtered or sliced.
+    valid (or val) or test, from data.{split}_files. Nothing is filtered or sliced. A split that
+    was held out of the training file is found there by content when `held_out` (the
+    checkpoint's `PreparedData.record()["held_out"]`) has it, so that an edited file still gives
+    the pairs the model never saw; without a record (None) it is drawn again, with a warning.
     """
     root = Path(cfg.root).expanduser().resolve()
     if cfg.corpus is CorpusKind.multi30k:
@@ -232,7 +259,14 @@ def read_split(cfg: DataConfig, split: str) -> Pairs:
     files = getattr(cfg, f"{name}_files")
     if name != "train" and not _unset(files):
         return list(_custom_files(f"data.{name}_files", files))
+    if name != "train" and held_out is not None and name in held_out:
+        train = _custom_files("data.train_files", cfg.train_files)
+        return find_held_out(train, held_out[name], name, _describe(train))
     train, valid, test, holdout = _read_custom_splits(cfg)
+    if holdout is not None and held_out is None and name in holdout.splits:
+        logger.warning("no record of the pairs held out as the %s split: drawn again from %s "
+                       "(data.holdout.seed=%d), the same pairs only if the file is unchanged "
+                       "since training", name, _describe(train), cfg.holdout.seed)
     if name == "train":
         removed = holdout.removed if holdout else frozenset()
         return [pair for index, pair in enumerate(train) if index not in removed]
@@ -256,7 +290,7 @@ def _multi30k_files(cfg: DataConfig, root: Path, names: tuple[str, ...]) -> list
 
 
 def _read_splits(cfg: DataConfig, root: Path) -> tuple[
-        Iterable[tuple[str, str]], Pairs, Pairs, tuple[str, ...], Holdout | None]:
+        AlignedFiles | TsvFile, Pairs, Pairs, tuple[str, ...], Holdout | None]:
     """The configured corpus: its training files (read as a stream), the valid and test pairs,
     the three split names, and what was held out of the training file (custom corpora without
     valid or test files)."""
@@ -281,6 +315,12 @@ def _read_custom_splits(cfg: DataConfig
                    else list(_custom_files(f"data.{name}_files", getattr(cfg, f"{name}_files")))
                    for name in CUSTOM_SPLITS[1:])
     return train, valid, test, holdout
+
+
+def _describe(files: AlignedFiles | TsvFile) -> str:
+    """The file(s) of a split, for messages."""
+    paths = [files.path] if isinstance(files, TsvFile) else [files.src, files.tgt]
+    return " and ".join(str(path) for path in paths)
 
 
 def _unset(files: SplitFiles) -> bool:

@@ -40,6 +40,7 @@ def average_payloads(payloads: Iterable[dict[str, Any]], names: Sequence[str]
         name = names[len(steps)]
         if first is None:
             first = {"name": name, "config": payload["config"], "tokenizer": payload["tokenizer"],
+                     "training_data": payload.get("training_data"),  # None: an older file
                      "model": {key: (tensor.shape, tensor.dtype)
                                for key, tensor in payload["model"].items()}}
             # float sums; other tensors (counters and the like) keep the first checkpoint's
@@ -59,6 +60,7 @@ def average_payloads(payloads: Iterable[dict[str, Any]], names: Sequence[str]
     averaged = {key: (total / len(steps)).to(first["model"][key][1])
                 if total.is_floating_point() else total for key, total in totals.items()}
     return {"model": averaged, "config": first["config"], "tokenizer": first["tokenizer"],
+            "training_data": first["training_data"],
             "state": {"averaged_steps": steps, "averaged_from": list(names)}}
 
 

@@ -15,20 +15,22 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from seq2seq.config import Config, to_plain
+from seq2seq.data.prepare import PreparedData
 from seq2seq.errors import CheckpointError, TrainingError
 from seq2seq.training.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
 
-def training_payload(model: torch.nn.Module, config: Config, tokenizer_models: dict[str, bytes],
+def training_payload(model: torch.nn.Module, config: Config, data: PreparedData,
                      optimizer, scheduler, scaler, state: dict[str, Any],
                      rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything needed to translate with the model or to resume its training exactly."""
     payload = {
         "model": model.state_dict(),
         "config": to_plain(config),
-        "tokenizer": tokenizer_models,
+        "tokenizer": data.tokenizer.to_bytes(),
+        "training_data": data.record(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -41,9 +43,8 @@ def training_payload(model: torch.nn.Module, config: Config, tokenizer_models: d
     return payload
 
 
-def save_training(path: Path, model: torch.nn.Module, config: Config,
-                  tokenizer_models: dict[str, bytes], optimizer, scheduler, scaler,
-                  state: dict[str, Any], dist: Distributed) -> None:
+def save_training(path: Path, model: torch.nn.Module, config: Config, data: PreparedData,
+                  optimizer, scheduler, scaler, state: dict[str, Any], dist: Distributed) -> None:
     """Checkpoint everything needed to translate or to resume exactly; never a NaN model.
 
     Every rank calls it (their RNG states are gathered); only rank 0 writes the file, and the
@@ -54,8 +55,8 @@ def save_training(path: Path, model: torch.nn.Module, config: Config,
                             f"{path.name} was not overwritten")
     rng_per_rank = dist.gather(rng_states())
     if dist.is_main:
-        save_checkpoint(training_payload(model, config, tokenizer_models, optimizer, scheduler,
-                                         scaler, state, rng_per_rank), path)
+        save_checkpoint(training_payload(model, config, data, optimizer, scheduler, scaler, state,
+                                         rng_per_rank), path)
     dist.barrier()
 
 
@@ -71,6 +72,9 @@ def load_resume_payload(config: Config) -> tuple[dict[str, Any], Path] | None:
                               "training state; translate or evaluate with it, and resume from "
                               "the run's own last.pt")
     check_resumable(payload["config"], to_plain(config), path)
+    if not payload.get("training_data"):
+        log.warning("%s does not record the digest of its training pairs (an older seq2seq wrote "
+                    "it): that the data is unchanged cannot be checked", path)
     log.info("resuming from %s (step %d)", path, payload["state"]["step"])
     return payload, path
 

@@ -42,11 +42,12 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     device = dist.device(select_device(cfg.device.value))
     make_deterministic(device)
     seed_everything(cfg.seed)
-    resume = None
+    resume, train_digest = None, None
     if found := load_resume_payload(cfg):  # before any data work: a mismatch fails at once
         resume, path = found
         check_not_done(TrainState(**resume["state"]), cfg.train, run_dir=path.parent.parent)
-    data = data if data is not None else prepare_data_on_all_ranks(cfg, dist)
+        train_digest = (resume.get("training_data") or {}).get("train_digest")
+    data = data if data is not None else prepare_data_on_all_ranks(cfg, dist, train_digest)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
                         data.tokenizer.tgt_vocab_size).to(device)
     if dist.enabled:
@@ -72,13 +73,15 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
                    state, dist, device, autocast_dtype, board)
 
 
-def prepare_data_on_all_ranks(cfg: Config, dist: Distributed) -> PreparedData:
+def prepare_data_on_all_ranks(cfg: Config, dist: Distributed,
+                              train_digest: str | None = None) -> PreparedData:
     """prepare_data for every rank of a torchrun job: rank 0 fetches the corpus and trains the
     tokenizer first; the others then read its cache (or, on a node that does not share
-    data.root, prepare their own copy, which must come out the same)."""
+    data.root, prepare their own copy, which must come out the same). `train_digest`: a resumed
+    run's, which the training pairs must have."""
     if not dist.is_main:
         dist.barrier()
-    data = prepare_data(cfg.data, cfg.train.batch_tokens)
+    data = prepare_data(cfg.data, cfg.train.batch_tokens, train_digest)
     if dist.is_main:
         dist.barrier()
     models = data.tokenizer.to_bytes()

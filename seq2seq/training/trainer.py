@@ -260,7 +260,7 @@ class Trainer:
     def _eval_payload(self, bleu: float) -> dict[str, Any]:
         """This evaluation's weights as a self-contained checkpoint, kept for averaging."""
         return {"model": self.model.state_dict(), "config": to_plain(self.cfg),
-                "tokenizer": self.tokenizer.to_bytes(),
+                "tokenizer": self.tokenizer.to_bytes(), "training_data": self.data.record(),
                 "state": {"step": self.state.step, "val_bleu": bleu}}
 
     def _validate(self) -> tuple[float, float, float]:
@@ -287,8 +287,8 @@ class Trainer:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
 
     def _save(self, name: str) -> None:
-        save_training(self.checkpoint_dir / name, self.model, self.cfg, self.tokenizer.to_bytes(),
-                      self.optimizer, self.scheduler, self.scaler, asdict(self.state), self.dist)
+        save_training(self.checkpoint_dir / name, self.model, self.cfg, self.data, self.optimizer,
+                      self.scheduler, self.scaler, asdict(self.state), self.dist)
 
     def _test_and_report(self, stop_reason: str) -> dict[str, Any]:
         facts = {"device": self.device, "precision": precision_name(self.autocast_dtype),
