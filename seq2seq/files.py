@@ -163,19 +163,31 @@ def check_output_file(path: str | Path, what: str) -> None:
 
 
 def check_output_dir(path: str | Path, what: str) -> None:
-    """Fail before any work when `path` cannot be a folder to write into."""
+    """Fail before any work when `path` cannot be a folder to write into: the folder itself
+    when it exists (a read-only run dir), else the nearest folder above it that exists."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a directory")
-    _check_writable_parent(path, what)
+    _check_writable(path.absolute(), path, what)
 
 
 def _check_writable_parent(path: Path, what: str) -> None:
-    existing = path.absolute().parent
+    _check_writable(path.absolute().parent, path, what)
+
+
+def _check_writable(folder: Path, path: Path, what: str) -> None:
+    """`folder`, or the nearest folder above it that exists, takes a new file. Tried, not
+    judged from permission bits: root passes every os.access check, and /proc or a read-only
+    mount still refuse."""
+    existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{what} {path} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path} cannot be written: {existing} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise OutputError(f"{what} {path} cannot be written: {existing} does not take new "
+                          f"files ({error.strerror or error})") from None
 

@@ -68,6 +68,15 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         check_output_dir(a_file / "run", "data.root")
 
 
+
+def test_a_folder_that_takes_no_new_files_is_refused_even_for_root(tmp_path):
+    # /proc refuses new files whatever the permission bits say (root passes os.access)
+    with pytest.raises(OutputError, match="/proc/self does not take new files"):
+        check_output_dir("/proc/self", "the run dir (hydra.run.dir)")  # an existing folder
+    with pytest.raises(OutputError, match="/proc does not take new files"):
+        check_output_dir("/proc/nope/run", "data.root")  # the nearest existing one above
+
+
 def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "out.txt"
     path.write_text("old\n")

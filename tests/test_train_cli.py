@@ -165,6 +165,16 @@ def test_a_new_run_may_not_overwrite_a_run_dir_that_holds_a_run(two_step_run, ti
     empty = run_train(["hydra.run.dir=''"], cwd=tmp_path)
     assert empty.returncode == 1 and "hydra.run.dir) is empty" in empty.stderr
 
+    # without last.pt, its best.pt, results.json and settings are still a run's
+    (run_dir / "checkpoints" / "last.pt").unlink()
+    kept = {name: (run_dir / name).read_bytes()
+            for name in ("checkpoints/best.pt", "results.json", ".hydra/overrides.yaml")}
+    again = run_train([*tiny_run, "train.max_steps=4", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+    assert "already holds a run (checkpoints/best.pt, results.json): choose another" \
+        in again.stderr
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
+
 
 def test_a_refused_resume_leaves_the_runs_settings_alone(two_step_run, tmp_path):
     run_dir = two_step_run
@@ -177,3 +187,34 @@ def test_a_refused_resume_leaves_the_runs_settings_alone(two_step_run, tmp_path)
     assert broken.returncode == 1 and broken.stderr.count("\n") == 1
     assert "overrides.yaml is unreadable" in broken.stderr and "Traceback" not in broken.stderr
 
+
+
+def test_a_failed_resume_of_a_run_without_checkpoints_keeps_its_records(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    records = {".hydra/overrides.yaml": "- debug=smoke\n", ".hydra/config.yaml": "seed: 1\n",
+               "train.log": "the first try's log\n"}
+    for name, text in records.items():
+        (run_dir / name).write_text(text)
+    done = run_train([f"train.resume={run_dir}"], cwd=tmp_path)
+    assert done.returncode == 1 and "no checkpoint 'last.pt'" in done.stderr, done.stderr
+    for name, text in records.items():
+        assert (run_dir / name).read_text().startswith(text), name
+
+
+def test_a_failed_run_in_a_users_folder_removes_only_what_it_made(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "train.log").write_text("my notes\n")
+    (tmp_path / "empty").mkdir()
+    done = run_train(["debug=smoke", f"data.source={tmp_path / 'empty'}",
+                      f"data.root={tmp_path / 'data'}", f"hydra.run.dir={folder}"], cwd=tmp_path)
+    assert done.returncode == 1 and "data.source must be a directory holding" in done.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["train.log"]  # no .hydra/ left
+    assert (folder / "train.log").read_text().startswith("my notes\n")
+
+
+def test_a_run_dir_that_takes_no_files_is_one_line_before_any_work(tmp_path):
+    done = run_train(["debug=smoke", "hydra.run.dir=/proc/nope"], cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "/proc/nope cannot be written: /proc does not take new files" in done.stderr

@@ -193,17 +193,24 @@ def check_overrides(overrides: Sequence[str]) -> None:
 
 
 def check_run_dir(run_dir: Path | None, resume: str | None) -> None:
-    """A run dir must be a writable folder, and not one that holds another run (which a new run
-    would overwrite) unless this run resumes it."""
+    """A run dir must be a writable folder, and not one that holds another run's checkpoints or
+    results (which a new run would overwrite) unless this run resumes it."""
     from seq2seq.errors import OutputError
     from seq2seq.files import check_output_dir
 
     if run_dir is None:
         raise OutputError("the run dir (hydra.run.dir) is empty: name a folder")
     check_output_dir(run_dir, "the run dir (hydra.run.dir)")
-    if (run_dir / "checkpoints" / "last.pt").exists() and not resume:
-        raise OutputError(f"{run_dir} already holds a run (checkpoints/last.pt): continue it "
-                          f"with train.resume={run_dir}, or choose another hydra.run.dir")
+    if resume:
+        return
+    held = sorted(path.relative_to(run_dir).as_posix()
+                  for path in [*(run_dir / "checkpoints").glob("*.pt"), run_dir / "results.json"]
+                  if path.is_file())
+    if held:
+        go_on = f"continue it with train.resume={run_dir}, or " \
+            if (run_dir / "checkpoints" / "last.pt").is_file() else ""
+        raise OutputError(f"{run_dir} already holds a run ({', '.join(held)}): {go_on}choose "
+                          "another hydra.run.dir")
 
 
 def plain_overrides(argv: Sequence[str]) -> list[str] | None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> float:
     except SystemExit:
         if HydraConfig.get().mode is RunMode.MULTIRUN:
             return float("nan")  # one failed job must not cancel the rest of a sweep
-        remove_if_empty(run_dir)
+        RunDirGuard.remove_what_the_run_made(run_dir)
         raise
     except AlreadyFinished as done:
         log.info("%s", done)
@@ -87,23 +87,50 @@ def log_to_file(level: int, message: str) -> None:
             handler.handle(record)
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove what Hydra wrote for a run that failed before it saved anything (.hydra/ and
-    train.log), and the folders left empty, up to the current directory: a failed first try
-    leaves no empty outputs/DATE/TIME/ behind. A folder holding anything else is kept."""
-    if (run_dir / "checkpoints").exists():
-        return
-    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
-        (run_dir / ".hydra" / name).unlink(missing_ok=True)
-    (run_dir / "train.log").unlink(missing_ok=True)
-    cwd = Path.cwd().resolve()
-    run_dir = run_dir.resolve()
-    parents = [p for p in run_dir.parents if cwd in p.parents]  # e.g. outputs/DATE, outputs
-    for folder in (run_dir / ".hydra", run_dir, *parents):
-        try:
-            folder.rmdir()  # only when empty
-        except OSError:
-            break
+class RunDirGuard(Callback):
+    """A Hydra callback (config.yaml, hydra.callbacks) that notes, before Hydra writes a single
+    run's folder, which of what Hydra writes there already exists: a run that fails before it
+    saves anything then removes only what it made (a user's folder, a resumed run's .hydra/ and
+    train.log stay)."""
+
+    existed: ClassVar[frozenset[Path]] = frozenset()
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # the config Hydra makes the run dir from: ${now:...} resolves to the same moment
+        files, folders = RunDirGuard._hydra_outputs(Path(config.hydra.run.dir))
+        RunDirGuard.existed = frozenset(path for path in files + folders if path.exists())
+
+    @staticmethod
+    def remove_what_the_run_made(run_dir: Path) -> None:
+        """Remove what Hydra wrote for a run that failed before it saved anything (.hydra/ and
+        train.log) and had not been there before, then the folders left empty that it made, up
+        to the current directory: a failed first try leaves no empty outputs/DATE/TIME/."""
+        if (run_dir / "checkpoints").exists():
+            return
+        files, folders = RunDirGuard._hydra_outputs(run_dir)
+        for path in files:
+            if path not in RunDirGuard.existed:
+                path.unlink(missing_ok=True)
+        for folder in folders:
+            if folder in RunDirGuard.existed:
+                break
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+
+    @staticmethod
+    def _hydra_outputs(run_dir: Path) -> tuple[list[Path], list[Path]]:
+        """The files Hydra writes for a run, and its folders from the deepest up to the current
+        directory (e.g. outputs/DATE/TIME/.hydra, outputs/DATE/TIME, outputs/DATE, outputs)."""
+        run_dir = run_dir.resolve()
+        cwd = Path.cwd().resolve()
+        files = [run_dir / ".hydra" / name for name in HYDRA_FILES] + [run_dir / "train.log"]
+        parents = [path for path in run_dir.parents if cwd in path.parents]
+        return files, [run_dir / ".hydra", run_dir, *parents]
+
+
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # in .hydra/
 
 
 class SweepOutcome(Callback):
