@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import stat
 
 import numpy as np
 import pytest
@@ -94,3 +95,11 @@ def _log_of(function, config, caplog) -> str:
     with caplog.at_level(logging.INFO, logger="seq2seq"):
         function(config)
     return caplog.text
+
+
+def test_the_cache_follows_the_umask_like_every_other_file(config, umask_022):
+    data = prepare_data(config)
+    (cache,) = data.directory.glob("encoded-train-*")
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (cache, *cache.iterdir())}
+    assert modes.pop(cache.name) == stat.S_IMODE(data.directory.stat().st_mode) == 0o755
+    assert set(modes.values()) == {0o644} and len(modes) == 5  # four arrays and meta.json

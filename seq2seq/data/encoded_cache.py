@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -75,7 +75,10 @@ def save(path: Path, chunks: Iterable[EncodedChunk]) -> None:
     """Write the encoded pairs of `chunks` at `path`, one chunk at a time, atomically (into a
     temporary directory renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    # made with mkdir, as every folder, so that the umask decides its permissions (mkdtemp's
+    # are 0700, whatever the umask)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    temporary.mkdir()
     try:
         records = {}
         lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
