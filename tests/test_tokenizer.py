@@ -114,6 +114,7 @@ def test_a_corrupt_cached_model_is_trained_again(tiny_data_config, tiny_pairs, t
 @pytest.mark.parametrize(
     "change",
     [{"vocab_size": 100}, {"model_type": SubwordModel.bpe}, {"character_coverage": 0.9999},
+     {"character_coverage": 0.9999999},  # the same as 1.0 in 6 digits
      {"joint": False, "vocab_size": 60}],
 )
 def test_cache_is_keyed_by_settings(tiny_data_config, tiny_pairs, tmp_path, change):

@@ -27,6 +27,14 @@ def test_the_digest_is_that_of_the_pairs_kept():
     assert TrainingPairs(PAIRS).digest != TrainingPairs([*kept[:-1], ("g", "G!")]).digest
 
 
+@pytest.mark.parametrize("one,other", [
+    ([("a\tb", "c")], [("a", "b\tc")]),  # a TAB may sit in either side of aligned files
+    ([("a", "b"), ("c", "d")], [("a", "b\nc\td")]),  # two pairs, or one (given as a list)
+])
+def test_pairs_that_differ_only_in_where_a_separator_sits_differ_in_digest(one, other):
+    assert TrainingPairs(one).digest != TrainingPairs(other).digest
+
+
 def test_chunks_hold_every_pair_in_order():
     pairs = TrainingPairs(PAIRS)
     chunks = list(pairs.chunks(2))

@@ -44,7 +44,8 @@ def cache_path(directory: Path, train_digest: str, tokenizer: Tokenizer, max_len
     """Where the encoded training set of these pairs (their digest), models and max_len lives."""
     digest = hashlib.sha256(f"v{CACHE_VERSION} max_len={max_len} {train_digest}\n".encode())
     models = tokenizer.to_bytes()
-    digest.update(hashlib.sha256(models["src"] + b"\0" + models["tgt"]).digest())
+    for side in ("src", "tgt"):  # one fixed-size hash each: model bytes hold any byte, NUL too
+        digest.update(hashlib.sha256(models[side]).digest())
     return directory / f"encoded-train-{digest.hexdigest()[:16]}"
 
 

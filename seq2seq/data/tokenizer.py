@@ -152,7 +152,7 @@ def _cache_key(cfg: DataConfig, train: TrainingPairs) -> str:
         > tok.max_sentences else ""
     return (
         f"spm-{'joint' if tok.joint else 'separate'}-{tok.model_type.value}-{tok.vocab_size}"
-        f"-cc{tok.character_coverage:g}{sampled}-{train.digest[:12]}"
+        f"-cc{tok.character_coverage!r}{sampled}-{train.digest[:12]}"  # !r: every digit
     )
 
 
