@@ -43,9 +43,9 @@ def test_chunks_hold_every_pair_in_order():
 
 
 def test_files_are_read_again_at_every_pass(tmp_path):
-    (tmp_path / "a.de").write_bytes(gzip.compress(b"eins\nzwei\n\ndrei\n"))
+    (tmp_path / "a.de.gz").write_bytes(gzip.compress(b"eins\nzwei\n\ndrei\n"))
     (tmp_path / "a.en").write_text("one\ntwo\nthree\n\n", encoding="utf-8")
-    pairs = TrainingPairs(AlignedFiles(tmp_path / "a.de", tmp_path / "a.en"))
+    pairs = TrainingPairs(AlignedFiles(tmp_path / "a.de.gz", tmp_path / "a.en"))
     assert len(pairs) == 2 and pairs.empty == 2
     assert list(pairs) == list(pairs) == [("eins", "one"), ("zwei", "two")]
 
