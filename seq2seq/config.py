@@ -85,8 +85,13 @@ class Range:
 LENGTH_PENALTY = Range(0.0, 10.0)
 # decoding stops at ratio * source length + offset tokens; a larger ratio only overflows
 MAX_LEN_RATIO = Range(0.0, 100.0, low_open=True)
+# sentencepiece's trainer refuses a character coverage outside this (trainer_interface.cc)
+CHARACTER_COVERAGE = Range(0.98, 1.0)
 DEFAULT_BATCH_SIZE = 128  # sentences per decoding batch in translate, evaluate and serve
 QUANTIZATIONS = ("int8",)  # what translate, evaluate and serve accept as --quantize
+# data.name and the languages name a folder under data.root: path separators (POSIX, Windows)
+# would place it elsewhere, and the OS refuses NUL
+UNSAFE_IN_NAMES = ("/", "\\", "\0")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -135,12 +140,8 @@ class TokenizerConfig:
         _check(self.vocab_size >= 16, "data.tokenizer.vocab_size", self.vocab_size, "an int >= 16")
         _check(self.max_sentences >= 1, "data.tokenizer.max_sentences", self.max_sentences,
                "an int >= 1")
-        _check(
-            0.0 < self.character_coverage <= 1.0,
-            "data.tokenizer.character_coverage",
-            self.character_coverage,
-            "a float in (0, 1]",
-        )
+        _check(self.character_coverage in CHARACTER_COVERAGE, "data.tokenizer.character_coverage",
+               self.character_coverage, f"a float in {CHARACTER_COVERAGE}")
 
 
 @dataclass
@@ -191,6 +192,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.max_len >= 1, "data.max_len", self.max_len, "an int >= 1")
         _check(bool(self.root.strip()), "data.root", self.root, "a folder (not empty)")
+        for key in ("name", "src_lang", "tgt_lang"):  # they name the prepared-data folder
+            value = getattr(self, key)
+            _check(value.strip() not in ("", ".", "..") and not set(value) & set(UNSAFE_IN_NAMES),
+                   f"data.{key}", value, "a folder name inside data.root: not empty, '.' or "
+                   f"'..', and without {', '.join(map(repr, UNSAFE_IN_NAMES))}")
         for key in ("max_train_pairs", "max_eval_pairs"):
             value = getattr(self, key)
             _check(value is None or value >= 1, f"data.{key}", value, "null or an int >= 1")

@@ -23,9 +23,11 @@ from typing import BinaryIO
 
 from seq2seq.errors import DataError, OutputError
 
-# compressed formats, told apart by their first bytes (not the file name)
-_COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"\xfd7zXZ\x00": ("xz", lzma.open),
-               b"BZh": ("bzip2", bz2.open)}
+# Compressed formats, by the suffix of the file name; any other file is plain text, whatever its
+# first bytes (a German line may begin "BZh"). Their magic bytes only say what a misnamed
+# compressed file is.
+_COMPRESSED = {".gz": ("gzip", gzip.open, b"\x1f\x8b"), ".xz": ("xz", lzma.open, b"\xfd7zXZ\x00"),
+               ".bz2": ("bzip2", bz2.open, b"BZh")}
 FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 
@@ -101,44 +103,68 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def decode_line(raw: bytes, number: int, source: str | Path) -> str:
     """One line of bytes as text, strictly UTF-8 (a BOM on line 1 is dropped), without its line
-    end; invalid bytes are a DataError naming the source and the line."""
+    end (\\n or \\r\\n).
+
+    Invalid bytes are a DataError naming the source and the line, and so is a carriage return
+    inside the line: lines are split at \\n only, so a file with CR-only (old Mac) line endings
+    would be one line, its sentences run together.
+    """
     try:
-        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as error:
         raise DataError(f"{source}, line {number}: invalid UTF-8 (byte {error.start}: "
                         f"{error.reason}); convert it to UTF-8") from None
-    return text.rstrip("\r\n")
+    if "\r" in text:
+        if number == 1 and not raw.endswith(b"\n"):  # no \n at all: each \r ends a line
+            raise DataError(f"{source} has CR-only (old Mac) line endings: lines must end in "
+                            "\\n or \\r\\n; convert it, e.g. with tr '\\r' '\\n' < OLD > NEW")
+        raise DataError(f"{source}, line {number}: a carriage return (\\r) inside the line; "
+                        "lines must end in \\n or \\r\\n: remove it, or convert CR-only line "
+                        "endings with tr '\\r' '\\n'")
+    return text
 
 
 def iter_lines(path: str | Path) -> Iterator[str]:
-    """The lines of a plain, gzip, xz or bzip2 text file (told apart by their first bytes),
-    without line ends.
+    """The lines of a plain, gzip (.gz), xz (.xz) or bzip2 (.bz2) text file, told apart by the
+    name's suffix, without line ends.
 
-    Raises DataError for a missing or unreadable file, invalid UTF-8 (with the line number) and a
-    truncated or corrupt compressed stream.
+    Raises DataError for a missing or unreadable file, invalid UTF-8 or a carriage return inside
+    a line (with the line number), a truncated or corrupt compressed stream, and a compressed
+    file whose name does not say so.
     """
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a directory, not a text file")
     if not path.is_file():
         raise DataError(f"{path} not found")
-    with open_binary(path) as raw:
-        head = raw.read(6)
-    kind, opener = next(((kind, opener) for magic, (kind, opener) in _COMPRESSED.items()
-                         if head.startswith(magic)), ("plain", None))
-    opened = opener(path, "rb") if opener else open_binary(path)
+    kind, opener, _ = _COMPRESSED.get(path.suffix.lower(), ("plain", None, b""))
     number = 0
     try:
-        with opened as stream:
+        with open_binary(path) as raw, (opener(raw) if opener else raw) as stream:
             for number, line in enumerate(stream, start=1):
+                if number == 1 and kind == "plain":
+                    _check_not_compressed(line, path)
                 yield decode_line(line, number, path)
-    except (EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, OSError) as error:
+    except (EOFError, zlib.error, lzma.LZMAError, OSError) as error:  # BadGzipFile: an OSError
         if kind == "plain":
             raise
         raise DataError(
             f"{path} is a truncated or corrupt {kind} file (after line {number}: {error}); "
             "fetch or compress it again"
         ) from None
+
+
+def _check_not_compressed(first_line: bytes, path: Path) -> None:
+    """Name the format of a compressed file read as plain text because of its name: one whose
+    first line starts with a format's magic bytes and is not UTF-8."""
+    for suffix, (kind, _, magic) in _COMPRESSED.items():
+        if first_line.startswith(magic):
+            try:
+                first_line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path} holds {kind} data but its name does not end in "
+                                f"{suffix}: compressed files are told by their name; rename it "
+                                f"{path.name}{suffix}") from None
 
 
 def read_lines(path: str | Path) -> list[str]:

@@ -280,6 +280,14 @@ def serve(tmp_path_factory):
 
 
 @pytest.fixture
+def umask_022():
+    """The usual umask, whatever the test process was started with (files 0644, folders 0755)."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
 def one_thread():
     """Tiny models gain nothing from threads, and on a busy machine waiting workers slow them."""
     import torch

@@ -118,6 +118,11 @@ def test_recipes_hold_only_what_changes(compose):
     (["train.length_penalty=nan"], ["train.length_penalty"]),
     (["train.length_penalty=1e308"], ["train.length_penalty", "[0, 10]"]),
     (["data.root=''"], ["data.root"]),
+    # sentencepiece's own range, refused here instead of by an internal check in its trainer
+    (["data.tokenizer.character_coverage=0.01"],
+     ["data.tokenizer.character_coverage=0.01", "[0.98, 1]"]),
+    (["data.name=../../escape"], ["data.name='../../escape'", "inside data.root"]),
+    (["data.src_lang=de/../.."], ["data.src_lang='de/../..'", "inside data.root"]),
     (["train.weight_decay=inf"], ["train.weight_decay"]),
 ])
 def test_out_of_range_values_name_the_key(compose, override, words):
@@ -125,6 +130,13 @@ def test_out_of_range_values_name_the_key(compose, override, words):
         compose(override)
     for word in words:
         assert word in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/x", "a\\b", "a\0b", "", " ", ".", ".."])
+def test_a_data_name_is_one_folder_inside_the_data_root(name):
+    with pytest.raises(ConfigError, match=r"data.name=.* is invalid: expected a folder name "):
+        DataConfig(name=name)
+    assert DataConfig(name="my..corpus v2").name == "my..corpus v2"  # dots inside are a name
 
 
 def test_heads_may_not_divide_the_hidden_size_with_an_explicit_head_dim(compose):

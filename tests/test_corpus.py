@@ -32,16 +32,59 @@ def test_plain_and_compressed_files_read_the_same(tmp_path, kind):
     text = "Ein Mädchen läuft über die Straße.\r\nZwei Männer.\n\n  \nLetzte Zeile ohne Ende"
     plain = tmp_path / "a.de"
     plain.write_bytes(("\ufeff" + text).encode("utf-8"))  # a BOM is dropped
-    zipped = tmp_path / f"b.de{suffix}"
+    zipped = tmp_path / f"b.de{suffix.upper()}"  # told by the suffix, in any case
     zipped.write_bytes(compress(text.encode("utf-8")))
-    unnamed = tmp_path / "without-suffix"  # recognised by content, not name
-    unnamed.write_bytes(zipped.read_bytes())
 
     expected = ["Ein Mädchen läuft über die Straße.", "Zwei Männer.", "", "  ",
                 "Letzte Zeile ohne Ende"]
     assert read_lines(plain) == expected
     assert read_lines(zipped) == expected
-    assert read_lines(unnamed) == expected
+
+
+def test_a_plain_file_is_plain_whatever_its_first_bytes(tmp_path):
+    """Told by the name, not the content: "BZh ist ein Wort." is German, not bzip2."""
+    path = tmp_path / "satz.de"
+    path.write_text("BZh ist ein Wort.\nZwei.\n", encoding="utf-8")
+    assert read_lines(path) == ["BZh ist ein Wort.", "Zwei."]
+
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_a_compressed_file_without_its_suffix_is_named_as_such(tmp_path, kind):
+    compress, suffix = COMPRESSORS[kind]
+    path = tmp_path / "train.de"
+    path.write_bytes(compress(("Ein Satz.\n" * 50).encode()))
+    with pytest.raises(DataError) as error:
+        read_lines(path)
+    assert str(error.value) == (f"{path} holds {kind} data but its name does not end in "
+                                f"{suffix}: compressed files are told by their name; rename it "
+                                f"train.de{suffix}")
+
+
+@pytest.mark.parametrize("kind", COMPRESSORS)
+def test_a_plain_file_named_as_compressed_is_refused_as_such(tmp_path, kind):
+    _, suffix = COMPRESSORS[kind]
+    path = tmp_path / f"satz.de{suffix}"
+    path.write_text("Ein Satz.\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"satz.de{suffix} is a truncated or corrupt {kind} "):
+        read_lines(path)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_cr_only_line_endings_are_named_with_what_to_do(tmp_path, suffix):
+    path = tmp_path / f"mac.de{suffix}"
+    data = "Ein Hund.\rEine Katze.\rZwei Männer.\r".encode()
+    path.write_bytes(gzip.compress(data) if suffix else data)
+    with pytest.raises(DataError) as error:
+        read_lines(path)
+    assert str(error.value) == (f"{path} has CR-only (old Mac) line endings: lines must end in "
+                                "\\n or \\r\\n; convert it, e.g. with tr '\\r' '\\n' < OLD > NEW")
+
+
+def test_a_carriage_return_inside_a_line_names_the_line(tmp_path):
+    path = tmp_path / "a.de"
+    path.write_bytes(b"eins\r\nzwei\rdrei\r\n")
+    with pytest.raises(DataError, match=r"a.de, line 2: a carriage return \(\\r\) inside the "):
+        read_lines(path)
 
 
 def test_line_separators_inside_a_line_do_not_split_it(tmp_path):

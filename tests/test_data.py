@@ -51,6 +51,20 @@ def test_training_filters_empty_and_long_pairs_with_a_logged_count(corpus, tmp_p
     assert max(data.train.src_lengths.max(), data.train.tgt_lengths.max()) <= 40
 
 
+def test_corpora_that_differ_only_in_where_a_tab_sits_share_no_cache(corpus, tmp_path):
+    cfg = custom_config(corpus, tmp_path / "root")
+    prepared = []
+    for src, tgt in (("Ein\tHund.", "A dog."), ("Ein", "Hund.\tA dog.")):  # edited in place
+        for path, line in ((corpus / "train.de", src), (corpus / "train.en", tgt)):
+            rest = path.read_text(encoding="utf-8").split("\n", 1)[1]
+            path.write_text(f"{line}\n{rest}", encoding="utf-8")
+        prepared.append(prepare_data(cfg))
+    directory = prepared[0].directory
+    assert len(list(directory.glob("spm-*"))) == len(list(directory.glob("encoded-train-*"))) == 2
+    _, src, _ = prepared[1].train[0]
+    assert prepared[1].tokenizer.decode_src([src.tolist()]) == ["Ein"]
+
+
 def test_evaluation_data_is_never_filtered(corpus, tmp_path):
     append(corpus / "test.de", "", LONG_DE)
     append(corpus / "test.en", "An empty source.", LONG_EN)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import stat
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from seq2seq.data import encoded_cache
 from seq2seq.data import prepare as data_module
 from seq2seq.data.prepare import prepare_data
 
@@ -45,6 +48,17 @@ def test_a_second_start_maps_what_the_first_encoded(config, caplog, monkeypatch)
             if len(s) <= 30 and len(t) <= 30]
     assert [x[1].tolist() for x in second.train] == [s for s, _ in kept]
     assert [x[2].tolist() for x in second.train] == [t for _, t in kept]
+
+
+def test_the_key_tells_models_apart_whatever_bytes_they_hold(tmp_path):
+    """A cache path hashes each model on its own: joined by a NUL, as before, the two pairs of
+    model bytes here had one path (any byte, NUL too, occurs in a serialized model)."""
+    def path(src: bytes, tgt: bytes):
+        models = SimpleNamespace(to_bytes=lambda: {"src": src, "tgt": tgt})
+        return encoded_cache.cache_path(tmp_path, "digest", models, max_len=100)
+
+    assert path(b"a\0b", b"c") != path(b"a", b"b\0c")
+    assert path(b"a", b"b") == path(b"a", b"b")
 
 
 def train_sources(config):
@@ -94,3 +108,11 @@ def _log_of(function, config, caplog) -> str:
     with caplog.at_level(logging.INFO, logger="seq2seq"):
         function(config)
     return caplog.text
+
+
+def test_the_cache_follows_the_umask_like_every_other_file(config, umask_022):
+    data = prepare_data(config)
+    (cache,) = data.directory.glob("encoded-train-*")
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (cache, *cache.iterdir())}
+    assert modes.pop(cache.name) == stat.S_IMODE(data.directory.stat().st_mode) == 0o755
+    assert set(modes.values()) == {0o644} and len(modes) == 5  # four arrays and meta.json

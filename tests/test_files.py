@@ -19,13 +19,6 @@ from seq2seq.files import (
 )
 
 
-@pytest.fixture
-def umask_022():
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
 def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 

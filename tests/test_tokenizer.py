@@ -83,7 +83,7 @@ def test_separate_vocabularies(tiny_data_config, tiny_pairs, tmp_path):
     ]
     model_dir = next(tmp_path.iterdir())
     assert model_dir.name.startswith("spm-separate-bpe-60-")
-    assert sorted(p.name for p in model_dir.iterdir()) == ["src.model", "tgt.model"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["sha256.json", "src.model", "tgt.model"]
 
 
 def test_second_call_reuses_the_cache(tiny_data_config, tiny_pairs, tmp_path, monkeypatch):
@@ -96,24 +96,49 @@ def test_second_call_reuses_the_cache(tiny_data_config, tiny_pairs, tmp_path, mo
     again = load_or_train_tokenizer(tiny_data_config, tiny_pairs, tmp_path)
     assert again.to_bytes() == first.to_bytes()
     # no temp files are left beside the cached model
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["joint.model"]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["joint.model",
+                                                                          "sha256.json"]
 
 
-def test_a_corrupt_cached_model_is_trained_again(tiny_data_config, tiny_pairs, tmp_path,
-                                                caplog):
+def changed_piece(model: bytes) -> bytes:
+    """The model with one byte of its longest ASCII word piece changed: it still parses, as
+    another model."""
+    tokenizer = Tokenizer(model, model)
+    pieces = tokenizer.src_pieces(range(tokenizer.src_vocab_size))
+    words = pieces[max(PAD_ID, UNK_ID, BOS_ID, EOS_ID) + 1:]  # after the special pieces
+    piece = max((p for p in words if p.isascii()), key=len).encode()
+    index = model.index(piece) + len(piece) - 1
+    changed = model[:index] + (b"Q" if piece[-1:] != b"Q" else b"q") + model[index + 1:]
+    assert Tokenizer(changed, changed).src_pieces(range(len(pieces))) != pieces
+    return changed
+
+
+@pytest.mark.parametrize("damage", ["not_a_model", "changed_piece", "no_checksums"])
+def test_a_damaged_cached_model_is_trained_again_never_used(tiny_data_config, tiny_pairs,
+                                                            tmp_path, caplog, damage):
     first = load_or_train_tokenizer(tiny_data_config, tiny_pairs, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("*/joint.model")
-    cached.write_bytes(b"not a sentencepiece model")
+    if damage == "not_a_model":
+        cached.write_bytes(b"not a sentencepiece model")
+    elif damage == "changed_piece":
+        cached.write_bytes(changed_piece(cached.read_bytes()))
+    else:  # a crash between writing the models and their checksums
+        (cached.parent / tokenizer_module.CHECKSUMS).unlink()
     with caplog.at_level(logging.WARNING):
         again = load_or_train_tokenizer(tiny_data_config, tiny_pairs, cache_dir=tmp_path)
     assert again.to_bytes() == first.to_bytes() and cached.read_bytes() == first.to_bytes()["src"]
-    assert any(str(cached.parent) in r.message and "training them again" in r.message
-               for r in caplog.records)
+    assert any(str(cached.parent) in r.message and "are damaged" in r.message
+               and "training them again" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # and whole again afterwards
+        load_or_train_tokenizer(tiny_data_config, tiny_pairs, cache_dir=tmp_path)
+    assert "reusing sentencepiece models" in caplog.text
 
 
 @pytest.mark.parametrize(
     "change",
     [{"vocab_size": 100}, {"model_type": SubwordModel.bpe}, {"character_coverage": 0.9999},
+     {"character_coverage": 0.9999999},  # the same as 1.0 in 6 digits
      {"joint": False, "vocab_size": 60}],
 )
 def test_cache_is_keyed_by_settings(tiny_data_config, tiny_pairs, tmp_path, change):

@@ -27,6 +27,14 @@ def test_the_digest_is_that_of_the_pairs_kept():
     assert TrainingPairs(PAIRS).digest != TrainingPairs([*kept[:-1], ("g", "G!")]).digest
 
 
+@pytest.mark.parametrize("one,other", [
+    ([("a\tb", "c")], [("a", "b\tc")]),  # a TAB may sit in either side of aligned files
+    ([("a", "b"), ("c", "d")], [("a", "b\nc\td")]),  # two pairs, or one (given as a list)
+])
+def test_pairs_that_differ_only_in_where_a_separator_sits_differ_in_digest(one, other):
+    assert TrainingPairs(one).digest != TrainingPairs(other).digest
+
+
 def test_chunks_hold_every_pair_in_order():
     pairs = TrainingPairs(PAIRS)
     chunks = list(pairs.chunks(2))
@@ -35,9 +43,9 @@ def test_chunks_hold_every_pair_in_order():
 
 
 def test_files_are_read_again_at_every_pass(tmp_path):
-    (tmp_path / "a.de").write_bytes(gzip.compress(b"eins\nzwei\n\ndrei\n"))
+    (tmp_path / "a.de.gz").write_bytes(gzip.compress(b"eins\nzwei\n\ndrei\n"))
     (tmp_path / "a.en").write_text("one\ntwo\nthree\n\n", encoding="utf-8")
-    pairs = TrainingPairs(AlignedFiles(tmp_path / "a.de", tmp_path / "a.en"))
+    pairs = TrainingPairs(AlignedFiles(tmp_path / "a.de.gz", tmp_path / "a.en"))
     assert len(pairs) == 2 and pairs.empty == 2
     assert list(pairs) == list(pairs) == [("eins", "one"), ("zwei", "two")]
 

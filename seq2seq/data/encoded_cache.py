@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -44,7 +44,8 @@ def cache_path(directory: Path, train_digest: str, tokenizer: Tokenizer, max_len
     """Where the encoded training set of these pairs (their digest), models and max_len lives."""
     digest = hashlib.sha256(f"v{CACHE_VERSION} max_len={max_len} {train_digest}\n".encode())
     models = tokenizer.to_bytes()
-    digest.update(hashlib.sha256(models["src"] + b"\0" + models["tgt"]).digest())
+    for side in ("src", "tgt"):  # one fixed-size hash each: model bytes hold any byte, NUL too
+        digest.update(hashlib.sha256(models[side]).digest())
     return directory / f"encoded-train-{digest.hexdigest()[:16]}"
 
 
@@ -75,7 +76,10 @@ def save(path: Path, chunks: Iterable[EncodedChunk]) -> None:
     """Write the encoded pairs of `chunks` at `path`, one chunk at a time, atomically (into a
     temporary directory renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    # made with mkdir, as every folder, so that the umask decides its permissions (mkdtemp's
+    # are 0700, whatever the umask)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    temporary.mkdir()
     try:
         records = {}
         lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}

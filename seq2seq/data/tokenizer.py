@@ -2,13 +2,18 @@
 
 Models are trained on the training split (Kudo & Richardson 2018, "SentencePiece"; unigram:
 Kudo 2018, BPE: Sennrich et al. 2016) and cached under data.root, keyed by their settings and a
-digest of the training sentences, so that a second run with the same data reuses them. Every
-model has the same special ids, so batches, losses and search need not ask the tokenizer.
+digest of the training sentences, so that a second run with the same data reuses them. A cached
+model is reused only if it is whole: the sha256 of each one, written beside it, is checked at
+every load (a changed byte in a piece still parses), so a damaged cache is trained again (with a
+warning), never used. Every model has the same special ids, so batches, losses and search need
+not ask the tokenizer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import re
 import time
@@ -21,12 +26,13 @@ import sentencepiece as spm
 from seq2seq.config import DataConfig
 from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import DataError
-from seq2seq.files import atomic_write_bytes
+from seq2seq.files import atomic_write_bytes, atomic_write_text
 from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 logger = logging.getLogger(__name__)
 
 _SPECIAL_IDS = frozenset((PAD_ID, BOS_ID, EOS_ID))
+CHECKSUMS = "sha256.json"  # beside the cached models: {file name: sha256}, written after them
 
 
 class Tokenizer:
@@ -123,12 +129,8 @@ def load_or_train_tokenizer(cfg: DataConfig, train: TrainingPairs, cache_dir: Pa
     else:
         paths = {"src": model_dir / "src.model", "tgt": model_dir / "tgt.model"}
     if all(path.is_file() for path in paths.values()):
-        try:
-            tokenizer = Tokenizer(paths["src"].read_bytes(), paths["tgt"].read_bytes())
-        except DataError as error:  # a damaged cache is rebuilt, never used
-            logger.warning("the cached sentencepiece models in %s are unusable (%s): training "
-                           "them again", model_dir, error)
-        else:
+        tokenizer = _cached(paths)
+        if tokenizer is not None:
             logger.info("reusing sentencepiece models in %s", model_dir)
             return tokenizer
 
@@ -139,11 +141,38 @@ def load_or_train_tokenizer(cfg: DataConfig, train: TrainingPairs, cache_dir: Pa
         models = {side: _train(cfg, train, side) for side in ("src", "tgt")}
     for side, path in paths.items():
         atomic_write_bytes(path, models[side])
+    # last: a crash before it leaves models without checksums, which are then trained again
+    atomic_write_text(model_dir / CHECKSUMS, json.dumps(_checksums(paths, models), indent=1))
     logger.info(
         "trained sentencepiece models (%s) in %.1fs into %s",
         "joint" if tok.joint else "separate", time.perf_counter() - start, model_dir,
     )
     return Tokenizer(models["src"], models["tgt"])
+
+
+def _cached(paths: dict[str, Path]) -> Tokenizer | None:
+    """The tokenizer of the cached models at `paths`, or None when they are damaged (they
+    differ from their recorded sha256, or do not load): then it says so, and the caller trains
+    them again."""
+    model_dir = paths["src"].parent
+    try:
+        models = {side: path.read_bytes() for side, path in paths.items()}
+        recorded = json.loads((model_dir / CHECKSUMS).read_text(encoding="utf-8"))
+        actual = _checksums(paths, models)
+        changed = [name for name, sha256 in actual.items()
+                   if not isinstance(recorded, dict) or recorded.get(name) != sha256]
+        if changed:
+            raise DataError(f"{' and '.join(changed)}: not the sha256 recorded in {CHECKSUMS}")
+        return Tokenizer(models["src"], models["tgt"])
+    except (OSError, ValueError, DataError) as error:
+        logger.warning("the cached sentencepiece models in %s are damaged (%s): training them "
+                       "again", model_dir, error)
+        return None
+
+
+def _checksums(paths: dict[str, Path], models: dict[str, bytes]) -> dict[str, str]:
+    """{file name: sha256} of the models (one file for a joint model)."""
+    return {path.name: hashlib.sha256(models[side]).hexdigest() for side, path in paths.items()}
 
 
 def _cache_key(cfg: DataConfig, train: TrainingPairs) -> str:
@@ -152,7 +181,7 @@ def _cache_key(cfg: DataConfig, train: TrainingPairs) -> str:
         > tok.max_sentences else ""
     return (
         f"spm-{'joint' if tok.joint else 'separate'}-{tok.model_type.value}-{tok.vocab_size}"
-        f"-cc{tok.character_coverage:g}{sampled}-{train.digest[:12]}"
+        f"-cc{tok.character_coverage!r}{sampled}-{train.digest[:12]}"  # !r: every digit
     )
 
 

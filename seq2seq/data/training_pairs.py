@@ -26,7 +26,7 @@ class TrainingPairs:
     (data.max_train_pairs), less the pairs with an empty side.
 
     Constructing it reads `source` once: `len()`, `empty` (pairs dropped as empty) and
-    `digest` (sha256 of the pairs kept) are known from then on.
+    `digest` (sha256 of the pairs kept, each text behind its length) are known from then on.
     """
 
     def __init__(self, source: Iterable[tuple[str, str]], skip: Collection[int] = (),
@@ -40,7 +40,7 @@ class TrainingPairs:
             selected += 1
             if src.strip() and tgt.strip():
                 kept += 1
-                digest.update(src.encode("utf-8") + b"\t" + tgt.encode("utf-8") + b"\n")
+                digest.update(_framed(src) + _framed(tgt))
         self._len = kept
         self.empty = selected - kept
         self.digest = digest.hexdigest()
@@ -79,3 +79,11 @@ class TrainingPairs:
         kept = ((src, tgt) for index, (src, tgt) in enumerate(self._source)
                 if index not in self._skip)
         return islice(kept, self._limit)
+
+
+def _framed(text: str) -> bytes:
+    """`text` as UTF-8 behind its length in bytes, so that the digest tells any two lists of
+    pairs apart: joined by a TAB, ("a<TAB>b", "c") and ("a", "b<TAB>c") hashed the same, and a
+    line may hold every character but its line end."""
+    data = text.encode("utf-8")
+    return len(data).to_bytes(8, "little") + data
