@@ -105,22 +105,19 @@ def decode_line(raw: bytes, number: int, source: str | Path) -> str:
     """One line of bytes as text, strictly UTF-8 (a BOM on line 1 is dropped), without its line
     end (\\n or \\r\\n).
 
-    Invalid bytes are a DataError naming the source and the line, and so is a carriage return
-    inside the line: lines are split at \\n only, so a file with CR-only (old Mac) line endings
-    would be one line, its sentences run together.
+    Invalid bytes are a DataError naming the source and the line, and so is a first line that
+    holds a carriage return but no line end: lines are split at \\n only, so a file with CR-only
+    (old Mac) line endings would be one line, its sentences run together. A stray \\r inside a
+    line of a file split at \\n stays in its line, as other separators do (N lines in, N out).
     """
     try:
         text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as error:
         raise DataError(f"{source}, line {number}: invalid UTF-8 (byte {error.start}: "
                         f"{error.reason}); convert it to UTF-8") from None
-    if "\r" in text:
-        if number == 1 and not raw.endswith(b"\n"):  # no \n at all: each \r ends a line
-            raise DataError(f"{source} has CR-only (old Mac) line endings: lines must end in "
-                            "\\n or \\r\\n; convert it, e.g. with tr '\\r' '\\n' < OLD > NEW")
-        raise DataError(f"{source}, line {number}: a carriage return (\\r) inside the line; "
-                        "lines must end in \\n or \\r\\n: remove it, or convert CR-only line "
-                        "endings with tr '\\r' '\\n'")
+    if number == 1 and "\r" in text and not raw.endswith(b"\n"):  # no \n: each \r ends a line
+        raise DataError(f"{source} has CR-only (old Mac) line endings: lines must end in "
+                        "\\n or \\r\\n; convert it, e.g. with tr '\\r' '\\n' < OLD > NEW")
     return text
 
 
@@ -128,9 +125,9 @@ def iter_lines(path: str | Path) -> Iterator[str]:
     """The lines of a plain, gzip (.gz), xz (.xz) or bzip2 (.bz2) text file, told apart by the
     name's suffix, without line ends.
 
-    Raises DataError for a missing or unreadable file, invalid UTF-8 or a carriage return inside
-    a line (with the line number), a truncated or corrupt compressed stream, and a compressed
-    file whose name does not say so.
+    Raises DataError for a missing or unreadable file, invalid UTF-8 (with the line number),
+    CR-only line ends, a truncated or corrupt compressed stream, and a compressed file whose
+    name does not say so.
     """
     path = Path(path)
     if path.is_dir():
