@@ -131,6 +131,19 @@ def test_a_bad_request_is_refused_naming_the_field(client, body, status, field):
     assert field is None or error["error"].startswith(field)
 
 
+def test_a_chunked_body_over_the_limit_is_refused_as_one_with_a_length(client):
+    # an iterator is sent with Transfer-Encoding: chunked, without Content-Length
+    body = json.dumps({"text": ["x" * 10**6]}).encode()
+    chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
+    response = client.post("/translate", content=chunks,
+                           headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json() == {"error": f"the request body is larger than "
+                                        f"{Limits(8, 200, 6).max_body_bytes} bytes",
+                               "field": None}
+
+
 def test_zero_lines_give_zero_translations(client):
     response = client.post("/translate", json={"text": []})
     assert response.status_code == 200 and response.json()["translations"] == []

@@ -264,7 +264,9 @@ def translation_json(found: Translation, attention: bool) -> dict[str, Any]:
 
 
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413 before they are read into memory."""
+    """Refuse request bodies over `max_bytes` with 413 before they are read into memory: at once
+    when Content-Length says so, and as soon as a chunked body (no Content-Length) grows past it.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -283,8 +285,10 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:  # a chunked body that grows too long
-                raise ApiError(413, self._too_large())
+            if received > self.max_bytes:
+                # An HTTPException, which FastAPI lets through from a body it reads; any other
+                # error there becomes its 400 "There was an error parsing the body".
+                raise StarletteHTTPException(413, self._too_large())
             return message
 
         await self.app(scope, limited, send)
