@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 import urllib.error
@@ -142,6 +143,17 @@ def test_a_chunked_body_over_the_limit_is_refused_as_one_with_a_length(client):
     assert response.json() == {"error": f"the request body is larger than "
                                         f"{Limits(8, 200, 6).max_body_bytes} bytes",
                                "field": None}
+
+
+def test_the_api_docs_load_every_asset_from_the_server_itself(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)|url: ?["']([^"']+)""", page.text)
+    urls = [src or url for src, url in urls]
+    assert "/openapi.json" in urls and len(urls) >= 4  # the script, the style, the icon
+    for url in urls:
+        assert url.startswith("/"), url
+        assert client.get(url).status_code == 200, url
 
 
 def test_zero_lines_give_zero_translations(client):
