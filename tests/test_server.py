@@ -277,6 +277,18 @@ def test_bad_options_are_usage_errors(option, capsys):
     assert stopped.value.code == 2 and option[0] in capsys.readouterr().err
 
 
+def test_a_queue_shorter_than_a_request_is_refused_at_start(capsys):
+    # a 50-line request (<= --max-lines) could never fit in the queue: 503 forever
+    with pytest.raises(SystemExit) as stopped:
+        serve_command.main(["--checkpoint", "x", "--max-lines", "200",
+                            "--max-queued-lines", "10"])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --max-queued-lines 10 is less than --max-lines 200: a request of more lines "
+        "than the queue holds would get 503 forever; make --max-queued-lines at least "
+        "--max-lines"]
+
+
 def test_past_the_queue_bound_the_answer_is_503_with_retry_after(translator):
     app = create_app([ServedModel("tiny", translator)], batching=Batching(max_queued_lines=1))
     with TestClient(app) as client:

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Sequence
 
 from seq2seq.cli.common import add_device_arguments, positive_int, run_cli, setup_logging
+from seq2seq.errors import ConfigError
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: %(default)s)")
     batching.add_argument("--max-queued-lines", type=positive_int,
                           default=Batching.max_queued_lines, metavar="N",
-                          help="lines waiting to be decoded; beyond, requests get 503 with "
-                               "Retry-After (default: %(default)s)")
+                          help="lines waiting to be decoded, at least --max-lines; beyond, "
+                               "requests get 503 with Retry-After (default: %(default)s)")
     return parser
 
 
@@ -75,12 +76,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def check_queue_holds_a_request(args: argparse.Namespace) -> None:
+    """A request of more lines than the queue holds is refused with 503 every time it is sent,
+    however idle the server: refuse such settings at start instead."""
+    if args.max_queued_lines < args.max_lines:
+        raise ConfigError(f"--max-queued-lines {args.max_queued_lines} is less than --max-lines "
+                          f"{args.max_lines}: a request of more lines than the queue holds "
+                          "would get 503 forever; make --max-queued-lines at least --max-lines")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     run_cli(lambda: serve(args))
 
 
 def serve(args: argparse.Namespace) -> None:
+    check_queue_holds_a_request(args)  # before torch is imported: at once
     import uvicorn
 
     from seq2seq.inference.translator import Translator
