@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -263,7 +264,7 @@ def test_sigterm_finishes_the_request_in_flight_then_refuses_new_ones(serve,
 
 def test_a_missing_checkpoint_is_one_line_before_serving(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
-        serve_command.main(["--checkpoint", str(tmp_path / "nope.pt")])
+        serve_command.main(["--checkpoint", str(tmp_path / "nope.pt"), "--port", "0"])
     assert stopped.value.code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"error: checkpoint not found: {tmp_path / 'nope.pt'}"
@@ -275,6 +276,19 @@ def test_bad_options_are_usage_errors(option, capsys):
     with pytest.raises(SystemExit) as stopped:
         serve_command.main(["--checkpoint", "x", *option])
     assert stopped.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host,reason", [("127.0.0.1", "Address already in use"),
+                                         ("192.0.2.1", "Cannot assign requested address")])
+def test_an_address_it_cannot_listen_on_is_one_line_before_loading(host, reason, capsys):
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            serve_command.main(["--checkpoint", "x", "--host", host, "--port", str(port)])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: cannot listen on {host}:{port}: {reason}"]
 
 
 def test_a_queue_shorter_than_a_request_is_refused_at_start(capsys):

@@ -14,9 +14,13 @@ import argparse
 import logging
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from seq2seq.cli.common import add_device_arguments, positive_int, run_cli, setup_logging
 from seq2seq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -91,15 +95,36 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    check_queue_holds_a_request(args)  # before torch is imported: at once
-    import uvicorn
+    from seq2seq.serving.http_server import bind, http_server
 
+    # Both checks come before torch is imported and the models load: a busy port or a bad
+    # --host is one line at once.
+    check_queue_holds_a_request(args)
+    sockets = bind(args.host, args.port)
+    setup_logging(logging.INFO)
+    try:
+        app = build_app(args)
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+        # uvicorn handles SIGTERM and Ctrl-C itself while it runs (stop accepting, finish what
+        # is in flight, shut down), then raises the signal again: by then the work is done, so
+        # the command's own SIGTERM exit is replaced by a plain return.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        http_server(app).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    log.info("server stopped")
+
+
+def build_app(args: argparse.Namespace) -> FastAPI:
+    """The app serving the checkpoints, with the options' limits and batching."""
     from seq2seq.inference.translator import Translator
     from seq2seq.runtime import set_threads
     from seq2seq.serving.app import ServedModel, create_app, model_ids
     from seq2seq.serving.settings import Batching, Limits
 
-    setup_logging(logging.INFO)
     set_threads(args.threads)
     translators = [Translator.from_checkpoint(path, args.device, quantize=args.quantize)
                    for path in args.checkpoint]
@@ -112,19 +137,12 @@ def serve(args: argparse.Namespace) -> None:
                  info["src_lang"], info["tgt_lang"], info["scorer"], f"{info['parameters']:,}",
                  info["device"], ", int8" if info["quantized"] else "",
                  model.translator.checkpoints[0])
-    app = create_app(
+    return create_app(
         models,
         Limits(max_lines=args.max_lines, max_chars=args.max_chars, max_beam=args.max_beam),
         Batching(window_ms=args.batch_window_ms, max_batch_tokens=args.max_batch_tokens,
                  max_queued_lines=args.max_queued_lines),
     )
-    # uvicorn handles SIGTERM and Ctrl-C itself while it runs (stop accepting, finish what is in
-    # flight, shut down), then raises the signal again: by then the work is done, so the
-    # command's own SIGTERM exit is replaced by a plain return.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=60)
-    log.info("server stopped")
 
 
 if __name__ == "__main__":
