@@ -4,6 +4,7 @@ bounded queue, and a clean shutdown on SIGTERM with a request in flight."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import signal
@@ -11,6 +12,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from seq2seq.cli import serve as serve_command
 from seq2seq.config import MultiHeadAttentionConfig
 from seq2seq.inference.translator import Translator
 from seq2seq.serving.app import ServedModel, create_app, model_ids
+from seq2seq.serving.http_server import MAX_HEADER_BYTES, bind, http_server
 from seq2seq.serving.request_batcher import Batcher, Unavailable
 from seq2seq.serving.settings import Batching, Limits
 
@@ -39,6 +42,20 @@ def client(translator, untrained_translator):
     models = [ServedModel.load("tiny", translator), ServedModel.load("heads", multihead)]
     with TestClient(create_app(models, Limits(max_lines=8, max_chars=200, max_beam=6))) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def listening(translator) -> Iterator[tuple[str, int]]:
+    """(host, port) of the app served by uvicorn as the serve command runs it (its socket and
+    HTTP protocol), in a thread: what a client's bytes on the wire meet."""
+    (sock,) = bind("127.0.0.1", 0)
+    sock.listen()  # a client connecting before uvicorn accepts waits in the backlog
+    server = http_server(create_app([ServedModel("tiny", translator)]))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join()
 
 
 def test_health_and_models_describe_what_is_served(client, translator):
@@ -144,6 +161,62 @@ def test_a_chunked_body_over_the_limit_is_refused_as_one_with_a_length(client):
     assert response.json() == {"error": f"the request body is larger than "
                                         f"{Limits(8, 200, 6).max_body_bytes} bytes",
                                "field": None}
+
+
+def test_a_chunked_body_over_the_limit_is_413_on_the_wire(listening):
+    connection = http.client.HTTPConnection(*listening, timeout=60)
+    connection.putrequest("POST", "/translate")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    body = json.dumps({"text": ["x" * 2 * 10**6]}).encode()
+    for start in range(0, len(body), 65536):
+        chunk = body[start:start + 65536]
+        connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"] == \
+        f"the request body is larger than {Limits().max_body_bytes} bytes"
+
+
+@pytest.mark.parametrize("size,status", [(MAX_HEADER_BYTES - 1000, 200), (200_000, 431)])
+def test_headers_up_to_the_limit_pass_and_longer_ones_get_431(listening, size, status):
+    connection = http.client.HTTPConnection(*listening, timeout=60)
+    connection.request("GET", "/health", headers={"X-Big": "a" * size})
+    response = connection.getresponse()
+    assert response.status == status
+    if status == 431:
+        assert json.loads(response.read()) == {
+            "error": f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes",
+            "field": None}
+
+
+def test_a_request_that_is_not_http_gets_400_in_the_apis_shape(listening):
+    with socket.create_connection(listening, timeout=60) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\na header without a colon\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: client.recv(65536), b""))
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body)["error"].startswith("not a valid HTTP/1.1 request: ")
+
+
+def test_a_client_still_sending_its_headers_after_the_431_is_not_reset(listening):
+    # Closing a socket with unread data resets the connection: the server must read on.
+    with socket.create_connection(listening, timeout=60) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * MAX_HEADER_BYTES)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            received = client.recv(65536)
+            assert received, answer  # closed before the whole head of the answer came
+            answer += received
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        for _ in range(16):  # the rest of its headers, sent after the answer came
+            client.sendall(b"a" * 65536)
+        client.shutdown(socket.SHUT_WR)
+        while client.recv(65536):  # the rest of the answer, then the server's close
+            pass
 
 
 def test_the_api_docs_load_every_asset_from_the_server_itself(client):
