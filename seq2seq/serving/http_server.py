@@ -78,7 +78,7 @@ class RefusingH11Protocol(H11Protocol):
         status = error.error_status_hint
         message = (f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
                    if status == 431 else f"not a valid HTTP/1.1 request: {error}")
-        body = json.dumps({"error": message, "field": None}).encode("utf-8")
+        body = json.dumps({"error": message, "field": None}, separators=(",", ":")).encode()
         headers = [("content-type", "application/json"), ("content-length", str(len(body))),
                    ("connection", "close")]
         for event in (h11.Response(status_code=status, headers=headers), h11.Data(data=body),
