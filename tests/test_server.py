@@ -1,5 +1,7 @@
-"""The HTTP API: every endpoint, every refused request, batching of concurrent requests, the
-bounded queue, and a clean shutdown on SIGTERM with a request in flight."""
+"""The HTTP API: every endpoint, every refused request (in process, and on a real socket for what
+only the HTTP layer sees: chunked bodies, oversized headers), batching of concurrent requests,
+the bounded queue, the serve command's refusals at start, and a clean shutdown on SIGTERM with a
+request in flight."""
 
 from __future__ import annotations
 
