@@ -112,6 +112,16 @@ def test_an_api_error_is_shown_beside_the_field_it_names(browser, server_url):
     assert not browser.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
 
 
+def test_the_api_docs_draw_every_endpoint_from_the_servers_own_files(browser, server_url):
+    # Swagger UI's script and style come from the server (this machine has no CDN to reach)
+    browser.get(f"{server_url}/docs")
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    shown = {path.get_attribute("data-path")
+             for path in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert shown == set(request_json(f"{server_url}/openapi.json")["paths"])
+
+
 @pytest.fixture(scope="module")
 def multihead_url(serve, trained_checkpoint, untrained_translator, tmp_path_factory) -> str:
     """A server for a 2-head model: the tiny run's tokenizer and config, untrained weights."""

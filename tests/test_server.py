@@ -1,14 +1,20 @@
-"""The HTTP API: every endpoint, every refused request, batching of concurrent requests, the
-bounded queue, and a clean shutdown on SIGTERM with a request in flight."""
+"""The HTTP API: every endpoint, every refused request (in process, and on a real socket for what
+only the HTTP layer sees: chunked bodies, oversized headers), batching of concurrent requests,
+the bounded queue, the serve command's refusals at start, and a clean shutdown on SIGTERM with a
+request in flight."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import re
 import signal
+import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,6 +25,7 @@ from seq2seq.cli import serve as serve_command
 from seq2seq.config import MultiHeadAttentionConfig
 from seq2seq.inference.translator import Translator
 from seq2seq.serving.app import ServedModel, create_app, model_ids
+from seq2seq.serving.http_server import MAX_HEADER_BYTES, bind, http_server
 from seq2seq.serving.request_batcher import Batcher, Unavailable
 from seq2seq.serving.settings import Batching, Limits
 
@@ -37,6 +44,20 @@ def client(translator, untrained_translator):
     models = [ServedModel.load("tiny", translator), ServedModel.load("heads", multihead)]
     with TestClient(create_app(models, Limits(max_lines=8, max_chars=200, max_beam=6))) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def listening(translator) -> Iterator[tuple[str, int]]:
+    """(host, port) of the app served by uvicorn as the serve command runs it (its socket and
+    HTTP protocol), in a thread: what a client's bytes on the wire meet."""
+    (sock,) = bind("127.0.0.1", 0)
+    sock.listen()  # a client connecting before uvicorn accepts waits in the backlog
+    server = http_server(create_app([ServedModel("tiny", translator)]))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join()
 
 
 def test_health_and_models_describe_what_is_served(client, translator):
@@ -129,6 +150,86 @@ def test_a_bad_request_is_refused_naming_the_field(client, body, status, field):
     error = response.json()
     assert error["field"] == field and error["error"]
     assert field is None or error["error"].startswith(field)
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_one_with_a_length(client):
+    # an iterator is sent with Transfer-Encoding: chunked, without Content-Length
+    body = json.dumps({"text": ["x" * 10**6]}).encode()
+    chunks = (body[start:start + 65536] for start in range(0, len(body), 65536))
+    response = client.post("/translate", content=chunks,
+                           headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json() == {"error": f"the request body is larger than "
+                                        f"{Limits(8, 200, 6).max_body_bytes} bytes",
+                               "field": None}
+
+
+def test_a_chunked_body_over_the_limit_is_413_on_the_wire(listening):
+    connection = http.client.HTTPConnection(*listening, timeout=60)
+    connection.putrequest("POST", "/translate")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    body = json.dumps({"text": ["x" * 2 * 10**6]}).encode()
+    for start in range(0, len(body), 65536):
+        chunk = body[start:start + 65536]
+        connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"] == \
+        f"the request body is larger than {Limits().max_body_bytes} bytes"
+
+
+@pytest.mark.parametrize("size,status", [(MAX_HEADER_BYTES - 1000, 200), (200_000, 431)])
+def test_headers_up_to_the_limit_pass_and_longer_ones_get_431(listening, size, status):
+    connection = http.client.HTTPConnection(*listening, timeout=60)
+    connection.request("GET", "/health", headers={"X-Big": "a" * size})
+    response = connection.getresponse()
+    assert response.status == status
+    if status == 431:
+        assert json.loads(response.read()) == {
+            "error": f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes",
+            "field": None}
+
+
+def test_a_request_that_is_not_http_gets_400_in_the_apis_shape(listening):
+    with socket.create_connection(listening, timeout=60) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\na header without a colon\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: client.recv(65536), b""))
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body)["error"].startswith("not a valid HTTP/1.1 request: ")
+
+
+def test_a_client_still_sending_its_headers_after_the_431_is_not_reset(listening):
+    # Closing a socket with unread data resets the connection: the server must read on.
+    with socket.create_connection(listening, timeout=60) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * MAX_HEADER_BYTES)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            received = client.recv(65536)
+            assert received, answer  # closed before the whole head of the answer came
+            answer += received
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        for _ in range(16):  # the rest of its headers, sent after the answer came
+            client.sendall(b"a" * 65536)
+        client.shutdown(socket.SHUT_WR)
+        while client.recv(65536):  # the rest of the answer, then the server's close
+            pass
+
+
+def test_the_api_docs_load_every_asset_from_the_server_itself(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)|url: ?["']([^"']+)""", page.text)
+    urls = [src or url for src, url in urls]
+    assert "/openapi.json" in urls and len(urls) >= 4  # the script, the style, the icon
+    for url in urls:
+        assert url.startswith("/"), url
+        assert client.get(url).status_code == 200, url
 
 
 def test_zero_lines_give_zero_translations(client):
@@ -238,7 +339,7 @@ def test_sigterm_finishes_the_request_in_flight_then_refuses_new_ones(serve,
 
 def test_a_missing_checkpoint_is_one_line_before_serving(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
-        serve_command.main(["--checkpoint", str(tmp_path / "nope.pt")])
+        serve_command.main(["--checkpoint", str(tmp_path / "nope.pt"), "--port", "0"])
     assert stopped.value.code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"error: checkpoint not found: {tmp_path / 'nope.pt'}"
@@ -250,6 +351,31 @@ def test_bad_options_are_usage_errors(option, capsys):
     with pytest.raises(SystemExit) as stopped:
         serve_command.main(["--checkpoint", "x", *option])
     assert stopped.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host,reason", [("127.0.0.1", "Address already in use"),
+                                         ("192.0.2.1", "Cannot assign requested address")])
+def test_an_address_it_cannot_listen_on_is_one_line_before_loading(host, reason, capsys):
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            serve_command.main(["--checkpoint", "x", "--host", host, "--port", str(port)])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: cannot listen on {host}:{port}: {reason}"]
+
+
+def test_a_queue_shorter_than_a_request_is_refused_at_start(capsys):
+    # a 50-line request (<= --max-lines) could never fit in the queue: 503 forever
+    with pytest.raises(SystemExit) as stopped:
+        serve_command.main(["--checkpoint", "x", "--max-lines", "200",
+                            "--max-queued-lines", "10"])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --max-queued-lines 10 is less than --max-lines 200: a request of more lines "
+        "than the queue holds would get 503 forever; make --max-queued-lines at least "
+        "--max-lines"]
 
 
 def test_past_the_queue_bound_the_answer_is_503_with_retry_after(translator):

@@ -14,8 +14,13 @@ import argparse
 import logging
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from seq2seq.cli.common import add_device_arguments, positive_int, run_cli, setup_logging
+from seq2seq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("seq2seq.serve")
 
@@ -56,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: %(default)s)")
     batching.add_argument("--max-queued-lines", type=positive_int,
                           default=Batching.max_queued_lines, metavar="N",
-                          help="lines waiting to be decoded; beyond, requests get 503 with "
-                               "Retry-After (default: %(default)s)")
+                          help="lines waiting to be decoded, at least --max-lines; beyond, "
+                               "requests get 503 with Retry-After (default: %(default)s)")
     return parser
 
 
@@ -75,20 +80,51 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def check_queue_holds_a_request(args: argparse.Namespace) -> None:
+    """A request of more lines than the queue holds is refused with 503 every time it is sent,
+    however idle the server: refuse such settings at start instead."""
+    if args.max_queued_lines < args.max_lines:
+        raise ConfigError(f"--max-queued-lines {args.max_queued_lines} is less than --max-lines "
+                          f"{args.max_lines}: a request of more lines than the queue holds "
+                          "would get 503 forever; make --max-queued-lines at least --max-lines")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     run_cli(lambda: serve(args))
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from seq2seq.serving.http_server import bind, http_server
 
+    # Both checks come before torch is imported and the models load: a busy port or a bad
+    # --host is one line at once.
+    check_queue_holds_a_request(args)
+    sockets = bind(args.host, args.port)
+    setup_logging(logging.INFO)
+    try:
+        app = build_app(args)
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+        # uvicorn handles SIGTERM and Ctrl-C itself while it runs (stop accepting, finish what
+        # is in flight, shut down), then raises the signal again: by then the work is done, so
+        # the command's own SIGTERM exit is replaced by a plain return.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        http_server(app).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    log.info("server stopped")
+
+
+def build_app(args: argparse.Namespace) -> FastAPI:
+    """The app serving the checkpoints, with the options' limits and batching."""
     from seq2seq.inference.translator import Translator
     from seq2seq.runtime import set_threads
     from seq2seq.serving.app import ServedModel, create_app, model_ids
     from seq2seq.serving.settings import Batching, Limits
 
-    setup_logging(logging.INFO)
     set_threads(args.threads)
     translators = [Translator.from_checkpoint(path, args.device, quantize=args.quantize)
                    for path in args.checkpoint]
@@ -101,19 +137,12 @@ def serve(args: argparse.Namespace) -> None:
                  info["src_lang"], info["tgt_lang"], info["scorer"], f"{info['parameters']:,}",
                  info["device"], ", int8" if info["quantized"] else "",
                  model.translator.checkpoints[0])
-    app = create_app(
+    return create_app(
         models,
         Limits(max_lines=args.max_lines, max_chars=args.max_chars, max_beam=args.max_beam),
         Batching(window_ms=args.batch_window_ms, max_batch_tokens=args.max_batch_tokens,
                  max_queued_lines=args.max_queued_lines),
     )
-    # uvicorn handles SIGTERM and Ctrl-C itself while it runs (stop accepting, finish what is in
-    # flight, shut down), then raises the signal again: by then the work is done, so the
-    # command's own SIGTERM exit is replaced by a plain return.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=60)
-    log.info("server stopped")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ client drives the whole ASGI stack in tests; uvicorn serves it):
 - `GET /health`, `GET /models` (id, languages, scorer, parameters, the run's val/test BLEU).
 - `POST /translate` `{"text": [...], "model": ID, "beam": 5, "nbest": 1, "attention": false}`:
   per line, its hypotheses (text, score) and, with attention, the subwords and the weights.
+- `GET /docs` the API's Swagger UI, and `GET /openapi.json` its schema. FastAPI's page loads
+  Swagger UI from a CDN, blank offline; fastapi-offline's serves the same files from the
+  package (under /static-offline-docs).
 
 Concurrent requests are decoded together (`request_batcher.py`); past its bounded queue the
 answer is 503 with Retry-After. Every bad request gets a 4xx JSON answer
@@ -28,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -135,7 +139,7 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
         yield
         await app.state.batcher.close()  # in-flight requests are finished by now (uvicorn)
 
-    app = FastAPI(title="seq2seq", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPIOffline(title="seq2seq", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.exception_handler(ApiError)
@@ -264,7 +268,9 @@ def translation_json(found: Translation, attention: bool) -> dict[str, Any]:
 
 
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413 before they are read into memory."""
+    """Refuse request bodies over `max_bytes` with 413 before they are read into memory: at once
+    when Content-Length says so, and as soon as a chunked body (no Content-Length) grows past it.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -283,8 +289,10 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:  # a chunked body that grows too long
-                raise ApiError(413, self._too_large())
+            if received > self.max_bytes:
+                # An HTTPException, which FastAPI lets through from a body it reads; any other
+                # error there becomes its 400 "There was an error parsing the body".
+                raise StarletteHTTPException(413, self._too_large())
             return message
 
         await self.app(scope, limited, send)

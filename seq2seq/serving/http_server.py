@@ -20,7 +20,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from seq2seq.errors import ConfigError
 
-MAX_HEADER_BYTES = 16 * 1024  # the request line and headers (h11's default, as IIS's and Tornado's)
+# What h11 buffers of a request line and headers still incomplete (its default, as IIS's): past
+# it the request is refused with 431. Headers that arrive whole in one read of the socket are
+# parsed whatever their size: the limit bounds the memory that a slow sender can hold.
+MAX_HEADER_BYTES = 16 * 1024
 LINGER_S = 5.0  # how long a refused client may go on sending before the connection is closed
 SHUTDOWN_TIMEOUT_S = 60  # for the requests in flight when SIGTERM comes
 
@@ -71,10 +74,11 @@ class RefusingH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this in its `except h11.RemoteProtocolError`: the error being handled
         error = sys.exc_info()[1]
-        status = error.error_status_hint if isinstance(error, h11.RemoteProtocolError) else 400
+        assert isinstance(error, h11.RemoteProtocolError), error
+        status = error.error_status_hint
         message = (f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
                    if status == 431 else f"not a valid HTTP/1.1 request: {error}")
-        body = json.dumps({"error": message, "field": None}).encode("utf-8")
+        body = json.dumps({"error": message, "field": None}, separators=(",", ":")).encode()
         headers = [("content-type", "application/json"), ("content-length", str(len(body))),
                    ("connection", "close")]
         for event in (h11.Response(status_code=status, headers=headers), h11.Data(data=body),
