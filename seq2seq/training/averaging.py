@@ -9,6 +9,7 @@ the same parameter names and shapes; anything else is refused with one line.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
-from seq2seq.config import AverageSelect
+from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, AverageSelect
 from seq2seq.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 # the config sections that make two checkpoints the same model (train settings may differ:
 # a resumed run can change its time budget; so may where the corpus lies, data.source/root)
@@ -127,6 +130,20 @@ class KeptEvaluations:
                 if old_step not in kept_steps:
                     self.path(old_step).unlink(missing_ok=True)
         return new
+
+    def finish(self, kept: list[list[float]], write: bool) -> list[list[float]]:
+        """The kept evaluations once training has ended: all of them, or none when they are too
+        few to average; then the log says why, and (with `write`, rank 0) their weights, which
+        nothing will read, are deleted."""
+        if not self.count or len(kept) >= MIN_AVERAGED_CHECKPOINTS:
+            return kept
+        log.warning("no checkpoint average: train.average_checkpoints=%d needs %d evaluations, "
+                    "the run made %d; evaluate more often (train.eval_every) to average",
+                    self.count, MIN_AVERAGED_CHECKPOINTS, len(kept))
+        if write:
+            for step, _ in kept:
+                self.path(step).unlink(missing_ok=True)
+        return []
 
     def average(self, kept: list[list[float]]) -> tuple[list[int], dict[str, Any]]:
         """Average the kept evaluations' weights into checkpoints/averaged.pt; returns their

@@ -112,6 +112,7 @@ class Trainer:
             raise self._interrupted(self.stop_request.signum)
         if state.last_eval_step != state.step:  # the budget ended between two evaluations
             self._evaluate()
+        state.kept_evals = self.kept.finish(state.kept_evals, write=self.dist.is_main)
         state.finished = True
         self._save("last.pt")
         log.info("training stopped: %s; best val BLEU %.2f at step %d", state.stop_reason,
