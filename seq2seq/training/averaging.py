@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
-from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, AverageSelect
+from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, AverageSelect, TrainConfig
 from seq2seq.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,9 @@ class KeptEvaluations:
     checkpoint, and their average, checkpoints/averaged.pt. Which ones are kept is the
     trainer's TrainState.kept_evals ([step, val BLEU] pairs), so that a resumed run goes on."""
 
-    def __init__(self, checkpoint_dir: Path, count: int, select: AverageSelect) -> None:
-        self.checkpoint_dir, self.count, self.select = checkpoint_dir, count, select
+    def __init__(self, checkpoint_dir: Path, cfg: TrainConfig) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.count, self.select = cfg.average_checkpoints, cfg.average_select
 
     def path(self, step: float) -> Path:
         return self.checkpoint_dir / f"eval-step{int(step)}.pt"
