@@ -145,6 +145,18 @@ def test_wrong_types_and_unknown_keys_fail_at_composition(compose, override):
     assert key in str(error.value) + str(error.value.__cause__)
 
 
+@pytest.mark.parametrize("group,options", [
+    ("attention", "additive, dot, general, multihead"),
+    ("debug", "smoke"),
+    ("decoder", "bahdanau, luong, luong_input_feeding"),
+])
+def test_a_config_group_set_to_null_lists_its_options(compose, group, options):
+    """Hydra itself answers `attention=null` with a 29-line ValueError traceback."""
+    with pytest.raises(ConfigError) as error:
+        compose([f"{group}=null"])
+    assert str(error.value) == f"{group}=null is invalid: expected one of {options}"
+
+
 def test_plain_dict_round_trips_through_validation(compose):
     cfg = compose(["attention=multihead", "debug=smoke"])
     plain = to_plain(cfg)

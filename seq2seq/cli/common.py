@@ -155,8 +155,25 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
 
     register_configs()
     with initialize_config_module(config_module="seq2seq.conf", version_base="1.3"):
+        check_group_choices(overrides)
         return compose(CONFIG_NAME, overrides=list(overrides),
                        return_hydra_config=return_hydra_config)
+
+
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """A config group set to null (`attention=null`) is a ConfigError that lists the group's
+    options: Hydra answers it with a 29-line ValueError traceback. Runs where Hydra is set up."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from seq2seq.errors import ConfigError
+
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group  # without the + of an added group
+        options = loader.get_group_options(key)
+        if options and not override.is_delete() and override.value() is None:
+            raise ConfigError(f"{key}=null is invalid: expected one of {', '.join(options)}")
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
