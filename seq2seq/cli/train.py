@@ -1,8 +1,9 @@
 """`python scripts/train.py [overrides]`: train a model, then test its best checkpoint.
 
-Every setting is a Hydra override (see conf/); `-m` runs sweeps. A bad key or value stops
-a run at once with one line on stderr and exit code 1, before any data work; so do errors in the
-data. Ctrl-C or SIGTERM save last.pt first.
+Every setting is a Hydra override (see conf/); `-m` runs sweeps. A bad key or value, or a model
+too large for this machine's memory, stops a run (a sweep: in any of its jobs) at once with one
+line on stderr and exit code 1, before any data work; so do errors in the data. Ctrl-C or SIGTERM
+save last.pt first.
 
 `torchrun --nproc_per_node=N scripts/train.py [overrides]` trains with DistributedDataParallel:
 the processes join the job before Hydra starts, so rank 0 can fix the run dir for all of them.
@@ -112,7 +113,8 @@ def remove_if_empty(run_dir: Path) -> None:
 class SweepOutcome(Callback):
     """A Hydra callback (config.yaml, hydra.callbacks): counts a sweep's failed jobs, and ends
     a sweep with failures with a line that names them and exit code 1. Jobs after a failed one
-    still run: one bad setting must not cost the rest of the comparison."""
+    still run: one job's failure (in its data, say) must not cost the rest of the comparison.
+    (A bad setting gets no job started: `check_sweep` refuses the sweep first.)"""
 
     def __init__(self) -> None:
         self.jobs: list[str] = []
