@@ -87,6 +87,13 @@ LENGTH_PENALTY = Range(0.0, 10.0)
 MAX_LEN_RATIO = Range(0.0, 100.0, low_open=True)
 # sentencepiece's trainer refuses a character coverage outside this (trainer_interface.cc)
 CHARACTER_COVERAGE = Range(0.98, 1.0)
+# Adam's steps are about lr in size: past 10 every step wrecks the weights (1e30 trains on to a
+# val loss of 3e32), so no one means it
+LEARNING_RATE = Range(0.0, 10.0, low_open=True)
+# the seeds NumPy takes too; torch takes up to 2**64 - 1, room for the ranks' seed + rank
+MAX_SEED = 2**32 - 1
+# averaging needs two sets of weights: train.average_checkpoints, and the evaluations a run keeps
+MIN_AVERAGED_CHECKPOINTS = 2
 DEFAULT_BATCH_SIZE = 128  # sentences per decoding batch in translate, evaluate and serve
 QUANTIZATIONS = ("int8",)  # what translate, evaluate and serve accept as --quantize
 # data.name and the languages name a folder under data.root: path separators (POSIX, Windows)
@@ -344,7 +351,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_tokens >= 1, "train.batch_tokens", self.batch_tokens, "an int >= 1")
-        _check(0 < self.lr < math.inf, "train.lr", self.lr, "a finite float > 0")
+        _check(self.lr in LEARNING_RATE, "train.lr", self.lr, f"a float in {LEARNING_RATE}")
         _check(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr,
                f"a float in [0, train.lr={self.lr}]")
         _check(0 <= self.weight_decay < math.inf, "train.weight_decay",
@@ -377,8 +384,10 @@ class TrainConfig:
                self.release_memory_every, "an int >= 0")
         _check(self.num_plot_sentences >= 0, "train.num_plot_sentences", self.num_plot_sentences,
                "an int >= 0")
-        _check(self.average_checkpoints == 0 or self.average_checkpoints >= 2,
-               "train.average_checkpoints", self.average_checkpoints, "0 (off) or an int >= 2")
+        _check(self.average_checkpoints == 0
+               or self.average_checkpoints >= MIN_AVERAGED_CHECKPOINTS,
+               "train.average_checkpoints", self.average_checkpoints,
+               f"0 (off) or an int >= {MIN_AVERAGED_CHECKPOINTS}")
         _check(self.length_penalty in LENGTH_PENALTY, "train.length_penalty",
                self.length_penalty, f"a float in {LENGTH_PENALTY}")
         _check(self.max_len_ratio in MAX_LEN_RATIO, "train.max_len_ratio", self.max_len_ratio,
@@ -397,7 +406,9 @@ class Config:
     device: DeviceName = DeviceName.auto  # auto picks cuda, then mps, then cpu
 
     def __post_init__(self) -> None:
-        """Checks that join two groups; they run with the others, before any data work."""
+        """The root's own settings (seed) and the checks that join two groups; they run with the
+        others, before any data work."""
+        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an int in [0, {MAX_SEED}]")
         attention, hidden = self.attention, self.model.hidden_size
         _check(ATTENTION_CONFIGS.get(attention.type) is type(attention), "attention.type",
                attention.type, f"the scorer of these settings ({type(attention).__name__}): "

@@ -296,3 +296,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def refused_training(monkeypatch, capsys, tmp_path):
+    """`refused_training(args) -> stderr`: `python scripts/train.py ARGS`, run in this process
+    from tmp_path, that must stop before Hydra starts with exit code 1 and one line on stderr."""
+    import sys
+
+    from seq2seq.cli import train
+
+    def refused(args: Sequence[str]) -> str:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["train.py", *args])
+        with pytest.raises(SystemExit) as done:
+            train.main()
+        err = capsys.readouterr().err
+        assert done.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+
+    return refused

@@ -3,6 +3,7 @@ like any other; checkpoints of different models are refused with one line."""
 
 from __future__ import annotations
 
+import logging
 import weakref
 
 import pytest
@@ -162,3 +163,20 @@ def test_a_run_tests_the_average_of_its_kept_evaluations(compose, tiny_run, tmp_
     assert results["valid"]["bleu"] == final["valid"]["bleu"]
     # the run dir stands for its final model, whose scores results.json gives
     assert resolve_checkpoint(tmp_path).name == ("averaged.pt" if averaging["final"] else "best.pt")
+
+
+def test_a_run_with_one_evaluation_says_why_it_has_no_average_and_keeps_no_stray_weights(
+        compose, tiny_run, tmp_path, caplog):
+    from seq2seq.training.setup import build_trainer
+
+    cfg = compose([*tiny_run, "train.max_steps=4", "train.eval_every=4",
+                   "train.average_checkpoints=2"])
+    with caplog.at_level(logging.INFO, logger="seq2seq"):
+        results = build_trainer(cfg, tmp_path).fit()
+    assert results["averaging"] is None
+    assert [r.getMessage() for r in caplog.records if "no checkpoint average" in r.getMessage()] \
+        == ["no checkpoint average: train.average_checkpoints=2 needs 2 evaluations, the run "
+            "made 1; evaluate more often (train.eval_every) to average"]
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]
+    assert load_checkpoint(checkpoints / "last.pt")["state"]["kept_evals"] == []

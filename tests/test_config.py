@@ -107,7 +107,10 @@ def test_recipes_hold_only_what_changes(compose):
      ["model.self_attention_heads=3", "1024"]),
     (["attention=dot", "attention.type=general"], ["attention.type", "attention=NAME"]),
     # non-finite and out-of-range floats that used to pass and fail later, or train silently
-    (["train.lr=inf"], ["train.lr=inf", "finite"]),
+    (["train.lr=inf"], ["train.lr=inf", "(0, 10]"]),
+    (["train.lr=1e30"], ["train.lr=1e+30", "(0, 10]"]),  # trained on to a val loss of 3e32
+    (["seed=99999999999999999999999"], ["seed=99999999999999999999999", "4294967295"]),
+    (["seed=-1"], ["seed=-1", "[0, 4294967295]"]),
     (["train.lr=nan"], ["train.lr=nan"]),
     (["train.schedule=cosine", "train.min_lr=-0.01"], ["train.min_lr=-0.01"]),
     (["train.min_lr=0.1"], ["train.min_lr=0.1", "train.lr=0.001"]),
@@ -152,6 +155,18 @@ def test_wrong_types_and_unknown_keys_fail_at_composition(compose, override):
         compose([override])
     key = override.split("=")[0].split(".")[-1]
     assert key in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("group,options", [
+    ("attention", "additive, dot, general, multihead"),
+    ("debug", "smoke"),
+    ("decoder", "bahdanau, luong, luong_input_feeding"),
+])
+def test_a_config_group_set_to_null_lists_its_options(compose, group, options):
+    """Hydra itself answers `attention=null` with a 29-line ValueError traceback."""
+    with pytest.raises(ConfigError) as error:
+        compose([f"{group}=null"])
+    assert str(error.value) == f"{group}=null is invalid: expected one of {options}"
 
 
 def test_plain_dict_round_trips_through_validation(compose):

@@ -10,9 +10,11 @@ from seq2seq.config import (
     AttentionConfig,
     DecoderStyle,
     ModelConfig,
+    MultiHeadAttentionConfig,
 )
 from seq2seq.errors import ConfigError
 from seq2seq.nn.model import Seq2Seq, build_model
+from seq2seq.nn.size import parameter_counts
 from seq2seq.special_ids import BOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 29, 31
@@ -94,6 +96,31 @@ def test_parameter_counts_match_the_closed_form(tie):
     expected["total"] = sum(expected.values())
     assert counts == expected
     assert counts["total"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("tie,share", [(True, False), (False, False), (True, True),
+                                       (False, True)])
+@pytest.mark.parametrize("self_attention", [False, True], ids=["gru", "self-attention"])
+def test_the_configs_alone_give_the_models_parameter_counts(attention_config, decoder, tie, share,
+                                                            self_attention):
+    """seq2seq.nn.size counts without building: the memory check before any data work."""
+    settings = ModelConfig(embedding_size=12, hidden_size=8, encoder_layers=3, decoder_layers=2,
+                           decoder_style=decoder.style, input_feeding=decoder.input_feeding,
+                           tie_embeddings=tie, share_embeddings=share,
+                           encoder_self_attention=self_attention, self_attention_heads=2)
+    vocab = (SRC_VOCAB, SRC_VOCAB if share else TGT_VOCAB)
+    model = build_model(settings, attention_config, *vocab)
+    assert parameter_counts(settings, attention_config, *vocab) == model.parameter_counts()
+
+
+@pytest.mark.parametrize("attention", [
+    AdditiveAttentionConfig(attention_size=5),
+    MultiHeadAttentionConfig(num_heads=3, head_dim=4, value_dim=5),
+], ids=["additive", "multihead"])
+def test_the_configs_alone_count_a_scorer_of_its_own_size(attention):
+    settings = ModelConfig(embedding_size=12, hidden_size=8)
+    model = build_model(settings, attention, SRC_VOCAB, TGT_VOCAB)
+    assert parameter_counts(settings, attention, SRC_VOCAB, TGT_VOCAB) == model.parameter_counts()
 
 
 def test_shared_embeddings_are_one_table_for_source_target_and_output():

@@ -218,25 +218,80 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
         assert val_steps == sorted(set(val_steps)) and 0 not in val_steps  # no extra point
 
 
+# a vocabulary the tiny corpus cannot give (at most 156 pieces): a job that fails once it runs,
+# in its data work, which no check of the config can foresee
+TOO_LARGE_VOCAB = "data.tokenizer.vocab_size=1000"
+
+
 def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, tmp_path):
     sweep_dir = tmp_path / "multirun"
     done = run_script("train.py", [
-        "-m", "train.lr=-1,0.003", *tiny_run, "train.max_steps=2", "train.eval_every=2",
-        "data.max_eval_pairs=4", "train.num_plot_sentences=1",
+        "-m", *tiny_run, f"{TOO_LARGE_VOCAB},128", "train.max_steps=2", "train.eval_every=2",
+        "data.max_eval_pairs=4", "train.num_plot_sentences=1", f"data.root={tmp_path}/data",
         f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
     ], cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "error: train.lr=-1.0 is invalid" in done.stderr
+    assert "error: data.tokenizer.vocab_size=1000 is too large" in done.stderr
     assert done.stderr.splitlines()[-1].startswith("error: 1 of 2 jobs failed: 0 (see")
     assert not (sweep_dir / "0" / "results.json").exists()
     assert (sweep_dir / "1" / "results.json").is_file()  # the second job still ran
     report = run_script("report.py", [str(sweep_dir)], cwd=tmp_path)
-    assert "train.lr" in report.stdout and "failed" in report.stdout
+    assert "data.tokenizer.vocab_size" in report.stdout and "failed" in report.stdout
 
 
 def test_a_sweep_whose_every_job_fails_exits_non_zero(tiny_run, tmp_path):
-    done = run_script("train.py", ["-m", "train.lr=-1,-2", *tiny_run,
+    done = run_script("train.py", ["-m", *tiny_run, f"{TOO_LARGE_VOCAB},2000",
+                                   f"data.root={tmp_path}/data",
                                    f"hydra.sweep.dir={tmp_path / 'multirun'}",
                                    "hydra.sweep.subdir=${hydra.job.num}"], cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == "error: 2 of 2 jobs failed: 0, 1 (see their train.log)"
+
+
+@pytest.mark.parametrize("args,line", [
+    # Hydra's answer was 8 lines
+    (["train.bogus=1,2"], "error: sweep job 0 (train.bogus=1): train.bogus: Key 'bogus' not in "
+                          "'TrainConfig'; its keys: batch_tokens,"),
+    # a bad value stops the sweep before any job ran, not as one failed job found out later
+    (["train.lr=-1,0.003"], "error: sweep job 0 (train.lr=-1): train.lr=-1.0 is invalid: "
+                            "expected a float in (0, 10]\n"),
+    (["attention=multihead", "attention.num_heads=4,3"],
+     "error: sweep job 1 (attention.num_heads=3): attention.num_heads=3 is invalid: expected a "
+     "divisor of model.hidden_size=512"),
+    (["experiment=heads_ablation", "seed=1", "attention.num_heads=1,3"],
+     "error: sweep job 1 (attention.num_heads=3): attention.num_heads=3 is invalid"),
+    (["attention=null,dot"], "error: sweep job 0 (attention=null): attention=null is invalid: "
+                             "expected one of additive, dot, general, multihead\n"),
+    (["model.decoder_layers=1,1000000000"],
+     "error: sweep job 1 (model.decoder_layers=1000000000): the model of "),
+])
+def test_every_job_of_a_sweep_is_checked_before_hydra_starts(refused_training, tmp_path, args,
+                                                             line):
+    err = refused_training(["-m", *args, f"hydra.sweep.dir={tmp_path / 'multirun'}"])
+    assert err.startswith(line)
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_a_sweep_dir_under_a_file_is_one_line(refused_training, tmp_path):
+    (tmp_path / "file").write_text("x")
+    err = refused_training(["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'file' / 'sw'}"])
+    assert err == (f"error: sweep job 0 (seed=1): the sweep dir (hydra.sweep.dir) "
+                   f"{tmp_path / 'file' / 'sw'} cannot be created: {tmp_path / 'file'} is a "
+                   "file\n")
+
+
+def test_a_job_folder_name_too_long_for_the_file_system_names_the_override(refused_training,
+                                                                          tmp_path):
+    """Hydra names a job's folder by its overrides (0_data.name=...), a name the file system
+    refused with a traceback."""
+    name = "a" * 300
+    err = refused_training(["-m", f"data.name={name},x", f"hydra.sweep.dir={tmp_path}/multirun"])
+    # messages cut what they quote to 40 characters
+    assert err == (f"error: sweep job 0 (data.name={'a' * 30}...): the job folder name "
+                   f"0_data.name={'a' * 28}... is 312 bytes, over the 255 a folder name may "
+                   f"have: data.name={'a' * 30}... (310 bytes) makes it long; shorten it, or name "
+                   "the jobs by number with hydra.sweep.subdir=${hydra.job.num}\n")
+    # paths are left out of the names: a long one names no folder (and seed=-1 is the error)
+    err = refused_training(["-m", f"data.source=/{name},/x", "seed=-1",
+                            f"hydra.sweep.dir={tmp_path}/multirun"])
+    assert err.startswith(f"error: sweep job 0 (data.source=/{'a' * 27}...): seed=-1 is invalid")

@@ -109,6 +109,15 @@ def test_an_output_folder_under_a_file_is_one_line_before_any_work(override, wor
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_too_large_for_this_machine_is_refused_before_any_data_work(refused_training,
+                                                                           tmp_path):
+    """It used to read the corpus, train the tokenizer, then fail on a 32 TB allocation."""
+    err = refused_training(["debug=smoke", "model.decoder_layers=1000000000"])
+    assert "model.decoder_layers=1000000000" in err and "needs at least 531.5 TB" in err
+    assert "more than this machine's" in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.slow
 def test_train_resume_alone_continues_the_run_in_place_with_its_overrides(tiny_run, tmp_path):
     run_dir = tmp_path / "run"

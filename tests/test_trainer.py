@@ -183,6 +183,20 @@ def test_the_log_says_the_run_dir_and_how_long_an_epoch_and_the_run_take(tiny_se
     messages = [r.getMessage() for r in caplog.records]
     assert f"run dir {tmp_path.resolve()}" in messages
     assert any(m.startswith("at this speed: ") and "per epoch, at most " in m for m in messages)
+    assert not any("diverging" in m for m in messages)  # lr=0.003 learns
+
+
+def test_a_loss_far_above_a_uniform_guess_warns_once_that_training_diverges(tiny_setup, tmp_path,
+                                                                            caplog):
+    """lr=10 (the largest allowed) climbs to a loss of ~300 in 20 steps without a NaN."""
+    cfg, data = tiny_setup
+    with caplog.at_level(logging.WARNING, logger="seq2seq.training"):
+        build_trainer(with_train(cfg, lr=10.0, max_steps=6, eval_every=6), tmp_path, data).fit()
+    warnings = [r.getMessage() for r in caplog.records if "diverging" in r.getMessage()]
+    vocab = data.tokenizer.tgt_vocab_size
+    assert len(warnings) == 1
+    assert f"the loss of a uniform guess over the {vocab} target subwords" in warnings[0]
+    assert "lower train.lr (now 10)" in warnings[0]
 
 
 def test_a_gpu_sized_model_on_the_cpu_points_at_the_cpu_recipe(tiny_setup, tmp_path, caplog):

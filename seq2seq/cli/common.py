@@ -22,13 +22,14 @@ from seq2seq.config import (
     LENGTH_PENALTY,
     MAX_LEN_RATIO,
     QUANTIZATIONS,
+    Config,
     DeviceName,
     Range,
 )
 from seq2seq.errors import Seq2SeqError
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
+    from omegaconf import DictConfig, ListConfig
 
     from seq2seq.inference.translator import Translator
 
@@ -149,36 +150,54 @@ class _StderrHandler(logging.Handler):
 
 def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """The composed config for `overrides`, as `python scripts/train.py OVERRIDES` would see it."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose
+
+    with _hydra_initialized():
+        check_group_choices(overrides)
+        return compose(CONFIG_NAME, overrides=list(overrides),
+                       return_hydra_config=return_hydra_config)
+
+
+@contextmanager
+def _hydra_initialized() -> Iterator[None]:
+    """Hydra set up with the package's configs, as the train command's @hydra.main sets it up."""
+    from hydra import initialize_config_module
 
     from seq2seq.config import register_configs
 
     register_configs()
     with initialize_config_module(config_module="seq2seq.conf", version_base="1.3"):
-        return compose(CONFIG_NAME, overrides=list(overrides),
-                       return_hydra_config=return_hydra_config)
+        yield
 
 
-def check_overrides(overrides: Sequence[str]) -> None:
-    """Compose and validate a single run's config, and check that its run dir and data.root
-    can be written; a bad key, value or path is one line (ConfigError, OutputError).
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """A config group set to null (`attention=null`) is a ConfigError that lists the group's
+    options: Hydra answers it with a 29-line ValueError traceback. Runs where Hydra is set up."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    Hydra reports a bad override in several lines and only once it runs the job; this check
-    answers in well under a second, before the run dir, the corpus or the tokenizer.
-    """
+    from seq2seq.errors import ConfigError
+
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group  # without the + of an added group
+        options = loader.get_group_options(key)
+        if options and not override.is_delete() and override.value() is None:
+            raise ConfigError(f"{key}=null is invalid: expected one of {', '.join(options)}")
+
+
+@contextmanager
+def hydra_errors() -> Iterator[None]:
+    """Hydra's and OmegaConf's errors about overrides as one-line ConfigErrors: Hydra's own are
+    several lines."""
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from seq2seq.config import one_line, to_object
+    from seq2seq.config import one_line
     from seq2seq.errors import ConfigError
-    from seq2seq.files import check_output_dir
 
     try:
-        composed = compose_config(overrides, return_hydra_config=True)
-        # (a run dir built from what only a running job knows is left for Hydra to make)
-        run_dir = OmegaConf.select(composed, "hydra.run.dir", throw_on_resolution_failure=False)
-        config = to_object(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]))
+        yield
     except (HydraException, OmegaConfBaseException) as error:
         cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
         message = one_line(cause)
@@ -187,9 +206,93 @@ def check_overrides(overrides: Sequence[str]) -> None:
             options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
             message += f" (choose from {', '.join(options)})"
         raise ConfigError(message) from None
-    if run_dir is not None:
+
+
+def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
+    """Compose and validate a single run's config (with `job`, that job of a sweep), and check
+    that its run dir (a sweep job's folder) and data.root can be written; a bad key, value or
+    path is one line (ConfigError, OutputError). Returns the validated config.
+
+    Hydra reports a bad override in several lines and only once it runs the job; this check
+    answers in well under a second, before the run dir, the corpus or the tokenizer.
+    """
+    from omegaconf import OmegaConf
+
+    from seq2seq.config import to_object
+    from seq2seq.files import check_output_dir
+
+    number = [] if job is None else [f"hydra.job.num={job}"]  # what Hydra's launcher sets
+    with hydra_errors():
+        composed = compose_config([*overrides, *number], return_hydra_config=True)
+        # (a run dir built from what only a running job knows is left for Hydra to make)
+        run_dir, sweep_dir, subdir = (
+            OmegaConf.select(composed, f"hydra.{key}", throw_on_resolution_failure=False)
+            for key in ("run.dir", "sweep.dir", "sweep.subdir"))
+        config = to_object(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]))
+    if job is not None:
+        check_job_dir(sweep_dir, subdir, _as_given(composed.hydra.overrides.task))
+    elif run_dir is not None:
         check_run_dir(Path(run_dir) if str(run_dir).strip() else None, config.train.resume)
     check_output_dir(config.data.root, "data.root")
+    return config
+
+
+def sweep_jobs(args: Sequence[str]) -> list[list[str]]:
+    """The overrides of each job that `train.py -m ARGS` launches, as Hydra's basic sweeper makes
+    them: the config's hydra.sweeper.params (an experiment's grid), then ARGS, in their cartesian
+    product; ARGS' hydra.* overrides apply to every job. A bad override is one line."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    with hydra_errors(), _hydra_initialized():
+        check_group_choices(args)
+        hydra = GlobalHydra.instance().hydra
+        sweep = hydra.compose_config(CONFIG_NAME, list(args), run_mode=RunMode.MULTIRUN)
+        params = [f"{key}={value}" for key, value in (sweep.hydra.sweeper.params or {}).items()]
+        parser = OverridesParser.create(config_loader=hydra.config_loader)
+        task = parser.parse_overrides([*params, *_as_given(sweep.hydra.overrides.task)])
+        (jobs,) = BasicSweeper.split_arguments(task, max_batch_size=None)
+    return [[*_as_given(sweep.hydra.overrides.hydra), *job] for job in jobs]
+
+
+def _as_given(overrides: ListConfig) -> list[str]:
+    """Overrides as the command line gave them: `${...}` is for each job to resolve."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(overrides, resolve=False)
+
+
+# bytes a file or folder name may have (ext4, XFS, btrfs, APFS; NTFS: 255 characters)
+NAME_MAX = 255
+
+
+def check_job_dir(sweep_dir: str | None, subdir: str | None, overrides: list[str]) -> None:
+    """A sweep dir must be a folder that can be written, and a sweep job's folder name, which
+    Hydra makes from the job's `overrides` (conf/config.yaml, hydra.sweep.subdir), short enough
+    for a file system to hold."""
+    from seq2seq.errors import OutputError
+    from seq2seq.files import check_output_dir
+
+    if sweep_dir is not None:
+        check_output_dir(sweep_dir, "the sweep dir (hydra.sweep.dir)")
+    for name in Path(subdir or "").parts:
+        size = len(name.encode("utf-8"))
+        if size > NAME_MAX:
+            named = [override for override in overrides if override in name]
+            longest = max(named, key=len) if named else None
+            cause = "hydra.sweep.subdir" if longest is None else \
+                f"{shortened(longest)} ({len(longest.encode('utf-8'))} bytes)"
+            raise OutputError(
+                f"the job folder name {shortened(name)} is {size} bytes, over the {NAME_MAX} a "
+                f"folder name may have: {cause} makes it long; shorten it, or name the jobs by "
+                "number with hydra.sweep.subdir=${hydra.job.num}")
+
+
+def shortened(text: str, length: int = 40) -> str:
+    """`text` cut to `length` characters for a one-line message."""
+    return text if len(text) <= length else f"{text[:length]}..."
 
 
 def check_run_dir(run_dir: Path | None, resume: str | None) -> None:

@@ -1,8 +1,9 @@
 """`python scripts/train.py [overrides]`: train a model, then test its best checkpoint.
 
-Every setting is a Hydra override (see conf/); `-m` runs sweeps. A bad key or value stops
-a run at once with one line on stderr and exit code 1, before any data work; so do errors in the
-data. Ctrl-C or SIGTERM save last.pt first.
+Every setting is a Hydra override (see conf/); `-m` runs sweeps. A bad key or value, or a model
+too large for this machine's memory, stops a run (a sweep: in any of its jobs) at once with one
+line on stderr and exit code 1, before any data work; so do errors in the data. Ctrl-C or SIGTERM
+save last.pt first.
 
 `torchrun --nproc_per_node=N scripts/train.py [overrides]` trains with DistributedDataParallel:
 the processes join the job before Hydra starts, so rank 0 can fix the run dir for all of them.
@@ -34,10 +35,13 @@ from seq2seq.cli.common import (
     check_overrides,
     choose_omp_wait_policy,
     plain_overrides,
+    shortened,
+    sweep_jobs,
     user_errors,
 )
 from seq2seq.config import override_key, register_configs, to_object
 from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq.training.footprint import check_fits_in_memory, machine_memory
 
 if TYPE_CHECKING:  # torch is imported in main(), after the OpenMP wait policy is set
     from seq2seq.training.distributed import Distributed
@@ -136,7 +140,8 @@ HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # in .hydra/
 class SweepOutcome(Callback):
     """A Hydra callback (config.yaml, hydra.callbacks): counts a sweep's failed jobs, and ends
     a sweep with failures with a line that names them and exit code 1. Jobs after a failed one
-    still run: one bad setting must not cost the rest of the comparison."""
+    still run: one job's failure (in its data, say) must not cost the rest of the comparison.
+    (A bad setting gets no job started: `check_sweep` refuses the sweep first.)"""
 
     def __init__(self) -> None:
         self.jobs: list[str] = []
@@ -210,15 +215,42 @@ def resume_in_place(args: Sequence[str]) -> list[str]:
     return [*previous, *args, *place]
 
 
+def check_run(overrides: Sequence[str], job: int | None = None) -> None:
+    """What a run's overrides (with `job`, that job of a sweep's) must pass before Hydra starts:
+    check_overrides, and a model whose training fits in this machine's memory."""
+    check_fits_in_memory(check_overrides(overrides, job), machine_memory())
+
+
+def check_sweep(args: Sequence[str]) -> None:
+    """Check every job of `-m ARGS` as a single run is checked, before Hydra starts: a bad key is
+    one line (Hydra's is 8), and a bad value stops the sweep before any job ran, not as one
+    failed job among many found out hours later. The error names the job by what it sweeps."""
+    jobs = sweep_jobs(args)
+    shared = set.intersection(*(set(job) for job in jobs))
+    for number, job in enumerate(jobs):
+        try:
+            check_run(job, number)
+        except Seq2SeqError as error:
+            swept = " ".join(shortened(override) for override in job if override not in shared)
+            raise type(error)(f"sweep job {number} ({swept or 'its only job'}): {error}") from None
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
 def main() -> None:
     register_configs()
-    if "-m" not in sys.argv and "--multirun" not in sys.argv:
+    multirun = any(arg in MULTIRUN_FLAGS for arg in sys.argv[1:])
+    if not multirun:
         with user_errors():
             sys.argv[1:] = resume_in_place(sys.argv[1:])
-    overrides = plain_overrides(sys.argv[1:])
+    # a bad config fails here, in one line; other Hydra flags (--help, --cfg) go to Hydra
+    overrides = plain_overrides([arg for arg in sys.argv[1:] if arg not in MULTIRUN_FLAGS])
     with user_errors():
-        if overrides is not None:  # a single run: a bad config fails here, in one line
-            check_overrides(overrides)
+        if overrides is not None and multirun:
+            check_sweep(overrides)
+        elif overrides is not None:
+            check_run(overrides)
     choose_omp_wait_policy()
     from seq2seq.training.distributed import init_distributed, shutdown_distributed  # imports torch
 

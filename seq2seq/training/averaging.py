@@ -9,6 +9,7 @@ the same parameter names and shapes; anything else is refused with one line.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
-from seq2seq.config import AverageSelect
+from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, AverageSelect, TrainConfig
 from seq2seq.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 # the config sections that make two checkpoints the same model (train settings may differ:
 # a resumed run can change its time budget; so may where the corpus lies, data.source/root)
@@ -110,8 +113,9 @@ class KeptEvaluations:
     checkpoint, and their average, checkpoints/averaged.pt. Which ones are kept is the
     trainer's TrainState.kept_evals ([step, val BLEU] pairs), so that a resumed run goes on."""
 
-    def __init__(self, checkpoint_dir: Path, count: int, select: AverageSelect) -> None:
-        self.checkpoint_dir, self.count, self.select = checkpoint_dir, count, select
+    def __init__(self, checkpoint_dir: Path, cfg: TrainConfig) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.count, self.select = cfg.average_checkpoints, cfg.average_select
 
     def path(self, step: float) -> Path:
         return self.checkpoint_dir / f"eval-step{int(step)}.pt"
@@ -129,6 +133,20 @@ class KeptEvaluations:
                 if old_step not in kept_steps:
                     self.path(old_step).unlink(missing_ok=True)
         return new
+
+    def finish(self, kept: list[list[float]], write: bool) -> list[list[float]]:
+        """The kept evaluations once training has ended: all of them, or none when they are too
+        few to average; then the log says why, and (with `write`, rank 0) their weights, which
+        nothing will read, are deleted."""
+        if not self.count or len(kept) >= MIN_AVERAGED_CHECKPOINTS:
+            return kept
+        log.warning("no checkpoint average: train.average_checkpoints=%d needs %d evaluations, "
+                    "the run made %d; evaluate more often (train.eval_every) to average",
+                    self.count, MIN_AVERAGED_CHECKPOINTS, len(kept))
+        if write:
+            for step, _ in kept:
+                self.path(step).unlink(missing_ok=True)
+        return []
 
     def average(self, kept: list[list[float]]) -> tuple[list[int], dict[str, Any]]:
         """Average the kept evaluations' weights into checkpoints/averaged.pt; returns their

@@ -13,7 +13,7 @@ from typing import Any
 
 from seq2seq.analysis.run_dir import read_overrides
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.config import Config, to_plain
+from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, Config, to_plain
 from seq2seq.data.prepare import EvalSplit, PreparedData
 from seq2seq.files import atomic_write_text
 from seq2seq.inference.scores import Scores
@@ -57,7 +57,7 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
     valid = {"split": data.valid.name, "bleu": state.best_bleu, "chrf": state.best_chrf,
              "beam_size": cfg.train.valid_beam_size}
     averaging = None
-    if len(state.kept_evals) >= 2:
+    if len(state.kept_evals) >= MIN_AVERAGED_CHECKPOINTS:
         _, best_val = decode(data.valid, beam_size)
         averaged = test_average(cfg, model, data, state, decode, kept, best_val, scores)
         averaging = {"select": cfg.train.average_select.value, "steps": averaged.steps,

@@ -2,10 +2,10 @@
 
 `Trainer.fit` reads top to bottom: for each epoch, for each batch, one teacher-forced step
 (`train_step`); every `train.eval_every` steps (or at the end of each epoch) a validation pass that
-decides the schedule, the best checkpoint and early stopping. All counters that decide what
-happens next live in `TrainState`, which every checkpoint carries, so a resumed run continues
-exactly where the saved one stopped: same batch order, same RNG draws, same schedule. Side jobs
-live beside the loop, one call each: `averaging`, `tensorboard`, `progress`, `finish`.
+decides the schedule, the best checkpoint and early stopping. All counters that decide what happens
+next live in `TrainState`, which every checkpoint carries, so a resumed run continues exactly where
+the saved one stopped: same batch order, same RNG draws, same schedule. Side jobs live beside the
+loop, one call each: `averaging`, `divergence`, `tensorboard`, `progress`, `finish`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from seq2seq.training.distributed import (
     batch_trace_path,
     trace_batch,
 )
+from seq2seq.training.divergence import DivergenceWatch
 from seq2seq.training.finish import test_and_report
 from seq2seq.training.loss import SequenceLoss, mean_token_loss, sequence_loss
 from seq2seq.training.optim import BudgetShare, is_plateau
@@ -73,8 +74,8 @@ class Trainer:
                 self.loss, device_ids=[device.index] if device.type == "cuda" else None)
         self.translator = Translator(model, data.tokenizer, cfg, device)  # val and test
         self.batch_trace = batch_trace_path(dist)
-        self.kept = KeptEvaluations(self.checkpoint_dir, cfg.train.average_checkpoints,
-                                    cfg.train.average_select)
+        self.kept = KeptEvaluations(self.checkpoint_dir, cfg.train)
+        self.divergence = DivergenceWatch(data.tokenizer.tgt_vocab_size, cfg.train.lr)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -88,8 +89,7 @@ class Trainer:
                 log.info("training had finished (%s); the test is left", state.stop_reason)
             else:
                 self._train()
-            # training is saved: from here a signal ends the run at once, and train.resume=RUN
-            # runs the test again
+            # saved: from here a signal ends the run at once; train.resume=RUN runs the test again
             self.stop_request.interrupt = self._interrupted
             self._agree_on_stopping(None)  # a signal during the last evaluation or save
             if self.stop_request.signum is not None:
@@ -112,6 +112,7 @@ class Trainer:
             raise self._interrupted(self.stop_request.signum)
         if state.last_eval_step != state.step:  # the budget ended between two evaluations
             self._evaluate()
+        state.kept_evals = self.kept.finish(state.kept_evals, write=self.dist.is_main)
         state.finished = True
         self._save("last.pt")
         log.info("training stopped: %s; best val BLEU %.2f at step %d", state.stop_reason,
@@ -144,6 +145,7 @@ class Trainer:
                 state.train_seconds += time.perf_counter() - started
                 state.batch_in_epoch += 1
                 progress.step_done(loss_per_token, self.optimizer.param_groups[0]["lr"])
+                self.divergence.check(state.step, loss_per_token)
                 if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step > 0 \
                         and state.last_eval_step != state.step:
                     if self._evaluate():
@@ -213,7 +215,6 @@ class Trainer:
                 f"{state.nan_streak} consecutive non-finite losses at step {state.step}: training "
                 f"diverged. Lower train.lr (now {self.cfg.train.lr}) or train.clip_norm, or resume "
                 f"from the last good checkpoint in {self.checkpoint_dir}")
-        return None
 
     def _agree_on_stopping(self, deadline: float | None) -> bool:
         """Whether the time is up, agreed with every rank (see distributed.agree_on_stopping)."""
