@@ -295,3 +295,15 @@ def test_a_job_folder_name_too_long_for_the_file_system_names_the_override(refus
     err = refused_training(["-m", f"data.source=/{name},/x", "seed=-1",
                             f"hydra.sweep.dir={tmp_path}/multirun"])
     assert err.startswith(f"error: sweep job 0 (data.source=/{'a' * 27}...): seed=-1 is invalid")
+
+
+def test_a_sweep_into_the_folder_of_a_finished_one_is_refused(refused_training, tiny_sweep,
+                                                               tiny_run):
+    kept = (tiny_sweep / JOBS[0] / "results.json").read_bytes()
+    err = refused_training(["-m", "experiment=attention_ablation", "attention=additive,dot",
+                            "seed=1,2", *tiny_run, f"hydra.sweep.dir={tiny_sweep}"])
+    assert err.startswith(f"error: sweep job 0 (attention=additive seed=1): {tiny_sweep / JOBS[0]} "
+                          "already holds a run (checkpoints/best.pt, checkpoints/last.pt, "
+                          "results.json)")
+    assert err.endswith("choose another hydra.sweep.dir\n")
+    assert (tiny_sweep / JOBS[0] / "results.json").read_bytes() == kept

@@ -231,6 +231,8 @@ def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
         config = to_object(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]))
     if job is not None:
         check_job_dir(sweep_dir, subdir, _as_given(composed.hydra.overrides.task))
+        if sweep_dir is not None and subdir is not None:  # a sweep again into its folder
+            check_run_dir(Path(sweep_dir) / subdir, config.train.resume, "hydra.sweep.dir")
     elif run_dir is not None:
         check_run_dir(Path(run_dir) if str(run_dir).strip() else None, config.train.resume)
     check_output_dir(config.data.root, "data.root")
@@ -295,15 +297,16 @@ def shortened(text: str, length: int = 40) -> str:
     return text if len(text) <= length else f"{text[:length]}..."
 
 
-def check_run_dir(run_dir: Path | None, resume: str | None) -> None:
+def check_run_dir(run_dir: Path | None, resume: str | None, key: str = "hydra.run.dir") -> None:
     """A run dir must be a writable folder, and not one that holds another run's checkpoints or
-    results (which a new run would overwrite) unless this run resumes it."""
+    results (which a new run would overwrite) unless this run resumes it. `key` is the setting
+    that names the folder (hydra.sweep.dir for a sweep job's)."""
     from seq2seq.errors import OutputError
     from seq2seq.files import check_output_dir
 
     if run_dir is None:
-        raise OutputError("the run dir (hydra.run.dir) is empty: name a folder")
-    check_output_dir(run_dir, "the run dir (hydra.run.dir)")
+        raise OutputError(f"the run dir ({key}) is empty: name a folder")
+    check_output_dir(run_dir, f"the run dir ({key})")
     if resume:
         return
     held = sorted(path.relative_to(run_dir).as_posix()
@@ -313,7 +316,7 @@ def check_run_dir(run_dir: Path | None, resume: str | None) -> None:
         go_on = f"continue it with train.resume={run_dir}, or " \
             if (run_dir / "checkpoints" / "last.pt").is_file() else ""
         raise OutputError(f"{run_dir} already holds a run ({', '.join(held)}): {go_on}choose "
-                          "another hydra.run.dir")
+                          f"another {key}")
 
 
 def plain_overrides(argv: Sequence[str]) -> list[str] | None:
