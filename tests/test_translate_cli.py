@@ -124,6 +124,14 @@ def test_file_to_file_keeps_every_line_and_leaves_no_temp_file(trained_checkpoin
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.en"]
 
 
+def test_a_full_disk_names_the_output(trained_checkpoint, capsys):
+    """It once said only "No space left on device" (/dev/full: every write finds a full disk)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(trained_checkpoint), "--output", "/dev/full", SENTENCES[0]])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == "error: could not write /dev/full: the disk is full\n"
+
+
 def test_nbest_writes_k_tsv_rows_per_input_line(trained_checkpoint, capsysbinary, monkeypatch):
     out, _ = run_main(["--checkpoint", str(trained_checkpoint), "--beam", "4", "--nbest", "3"],
                       capsysbinary, monkeypatch, stdin=f"{SENTENCES[0]}\n\n{SENTENCES[1]}\n"
