@@ -206,6 +206,27 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("case, message", [
+    ("nan", "tensor decoder.output_layer.bias holds NaN or infinite weights"),
+    ("config", "is not a seq2seq checkpoint: its config is a str, not a dict of settings"),
+])
+def test_broken_checkpoints_translate_nothing(case, message, trained_checkpoint, tmp_path,
+                                              capsys):
+    """NaN weights once gave empty lines with exit code 0; a str config a traceback."""
+    payload = load_checkpoint(trained_checkpoint)
+    if case == "nan":
+        payload["model"]["decoder.output_layer.bias"].fill_(float("nan"))
+    else:
+        payload["config"] = "model: {hidden_size: 32}"
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(tmp_path / "broken.pt"), SENTENCES[0]])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 1 and out == ""
+    assert err.startswith(f"error: {tmp_path / 'broken.pt'}") and message in err
+    assert err.count("\n") == 1
+
+
 def test_a_run_with_only_last_pt_translates_with_a_notice(trained_checkpoint, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
