@@ -117,7 +117,7 @@ def _check_parts(payload: dict[str, Any], path: Path) -> None:
     """The weights-only loader reads any plain containers: refuse a part of the wrong type here,
     in one line, rather than as an AttributeError wherever it is first used."""
     def refuse(part: str, value: object, expected: str) -> CheckpointError:
-        return CheckpointError(f"{path} is not a seq2seq checkpoint: its {part} is a "
+        return CheckpointError(f"{path} is not a seq2seq checkpoint: its {part} is of type "
                                f"{type(value).__name__}, not {expected}")
 
     if not isinstance(payload["config"], dict):

@@ -107,14 +107,15 @@ def test_a_checkpoint_from_before_per_scorer_settings_is_refused_in_one_line(tmp
 
 
 @pytest.mark.parametrize("part, value, message", [
-    ("config", "hidden_size: 64", "its config is a str, not a dict of settings"),
-    ("model", "weights", "its model is a str, not a dict of tensors (a state_dict)"),
-    ("model", {"w": 1.0}, "its model entry 'w' is a float, not a tensor"),
+    ("config", "hidden_size: 64", "its config is of type str, not a dict of settings"),
+    ("model", "weights", "its model is of type str, not a dict of tensors (a state_dict)"),
+    ("model", {"w": 1.0}, "its model entry 'w' is of type float, not a tensor"),
     ("tokenizer", b"abc",
-     "its tokenizer is a bytes, not a dict of the src and tgt subword models as bytes"),
-    ("tokenizer", {"src": "abc", "tgt": b"abc"}, "its tokenizer's src model is a str, not bytes"),
-    ("tokenizer", {"src": b"abc"}, "its tokenizer's tgt model is a NoneType, not bytes"),
-    ("state", [1, 2], "its state is a list, not a dict"),
+     "its tokenizer is of type bytes, not a dict of the src and tgt subword models as bytes"),
+    ("tokenizer", {"src": "abc", "tgt": b"abc"},
+     "its tokenizer's src model is of type str, not bytes"),
+    ("tokenizer", {"src": b"abc"}, "its tokenizer's tgt model is of type NoneType, not bytes"),
+    ("state", [1, 2], "its state is of type list, not a dict"),
 ])
 def test_a_part_of_the_wrong_type_is_refused_in_one_line(tmp_path, part, value, message):
     """A config that was a string once ended in an AttributeError traceback."""

@@ -208,7 +208,7 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
 
 @pytest.mark.parametrize("case, message", [
     ("nan", "tensor decoder.output_layer.bias holds NaN or infinite weights"),
-    ("config", "is not a seq2seq checkpoint: its config is a str, not a dict of settings"),
+    ("config", "is not a seq2seq checkpoint: its config is of type str, not a dict of settings"),
 ])
 def test_broken_checkpoints_translate_nothing(case, message, trained_checkpoint, tmp_path,
                                               capsys):
