@@ -14,12 +14,14 @@ import torch
 
 from seq2seq.config import (
     ATTENTION_CONFIGS,
+    BEAM_SIZE,
     AttentionConfig,
     DecoderStyle,
     DotAttentionConfig,
     ModelConfig,
 )
 from seq2seq.data.batching import pad_source
+from seq2seq.errors import ConfigError
 from seq2seq.inference.search import (
     beam_search,
     gnmt_length_penalty,
@@ -251,3 +253,13 @@ def test_invalid_nbest_is_refused():
     src, src_lengths = make_source(batch_size=2)
     with pytest.raises(ValueError, match="nbest"):
         beam_search(model, src, src_lengths, beam_size=2, nbest=3)
+
+
+def test_a_beam_past_the_cap_is_refused_before_any_work(monkeypatch):
+    """Beam 10000000 once failed to allocate, 100000 ran for minutes."""
+    model = make_model(DotAttentionConfig(), DecoderStyle.luong, False)
+    monkeypatch.setattr(model, "start", None)  # never reached
+    src, src_lengths = make_source(batch_size=2)
+    with pytest.raises(ConfigError) as error:
+        beam_search(model, src, src_lengths, beam_size=10_000_000)
+    assert str(error.value) == f"beam_size must be in {BEAM_SIZE}, got 10000000"

@@ -261,6 +261,10 @@ def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
     (["--length-penalty", "nan"], ["--length-penalty", "[0, 10]"]),
     (["--length-penalty", "-1"], ["--length-penalty", "[0, 10]"]),
     (["--length-penalty", "1e308"], ["--length-penalty", "[0, 10]"]),
+    # once an allocation traceback, minutes of search, and a segfault (rc 139)
+    (["--beam", "10000000"], ["--beam: must be in [1, 100], got 10000000"]),
+    (["--beam", "100000"], ["--beam: must be in [1, 100], got 100000"]),
+    (["--threads", "100000"], ["--threads: must be in [1, ", "got 100000 (at most 4 per core"]),
 ])
 def test_numeric_options_must_be_finite_and_in_range(trained_checkpoint, capsys, args, words):
     """These once gave empty translations for every line, with exit code 0."""
