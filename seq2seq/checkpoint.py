@@ -108,4 +108,42 @@ def load_checkpoint(path: str | Path, name: str | None = None) -> dict[str, Any]
             f"{path} has checkpoint format version {version}; this seq2seq reads version "
             f"{FORMAT_VERSION}. Use the seq2seq release that wrote it."
         )
+    _check_parts(payload, path)
+    _check_finite(payload["model"], path)
     return payload
+
+
+def _check_parts(payload: dict[str, Any], path: Path) -> None:
+    """The weights-only loader reads any plain containers: refuse a part of the wrong type here,
+    in one line, rather than as an AttributeError wherever it is first used."""
+    def refuse(part: str, value: object, expected: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a seq2seq checkpoint: its {part} is of type "
+                               f"{type(value).__name__}, not {expected}")
+
+    if not isinstance(payload["config"], dict):
+        raise refuse("config", payload["config"], "a dict of settings")
+    if not isinstance(payload["model"], dict):
+        raise refuse("model", payload["model"], "a dict of tensors (a state_dict)")
+    for name, tensor in payload["model"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise refuse(f"model entry {name!r}", tensor, "a tensor")
+    tokenizer = payload["tokenizer"]
+    if not isinstance(tokenizer, dict):
+        raise refuse("tokenizer", tokenizer, "a dict of the src and tgt subword models as bytes")
+    for side in ("src", "tgt"):
+        if not isinstance(tokenizer.get(side), bytes):
+            raise refuse(f"tokenizer's {side} model", tokenizer.get(side), "bytes")
+    if not isinstance(payload.get("state", {}), dict):
+        raise refuse("state", payload["state"], "a dict")
+
+
+def _check_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN or infinite weights (a diverged run saved them): they translate every line to
+    an empty one and make any average they enter NaN."""
+    broken = [name for name, tensor in weights.items()
+              if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:
+        others = len(broken) - 1
+        more = f" (and {others} other tensor{'s' * (others > 1)})" if others else ""
+        raise CheckpointError(f"{path}: tensor {broken[0]}{more} holds NaN or infinite weights, "
+                              "which only a diverged run saves: use an earlier checkpoint")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -63,7 +64,7 @@ class DeviceName(Enum):
 
 @dataclass(frozen=True)
 class Range:
-    """The values a float setting may take, as the config, the CLIs and the Translator check
+    """The values a number setting may take, as the config, the CLIs and the Translator check
     them: [low, high], or (low, high] when `low_open`."""
 
     low: float
@@ -78,7 +79,8 @@ class Range:
 
     def refusal(self, value: float) -> str | None:
         """None for an allowed value, else why not (the CLIs and the Translator say it)."""
-        return None if value in self else f"must be in {self}, got {value:g}"
+        shown = value if isinstance(value, int) else f"{value:g}"  # 10000000, not 1e+07
+        return None if value in self else f"must be in {self}, got {shown}"
 
 
 # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows past this
@@ -94,11 +96,30 @@ LEARNING_RATE = Range(0.0, 10.0, low_open=True)
 MAX_SEED = 2**32 - 1
 # averaging needs two sets of weights: train.average_checkpoints, and the evaluations a run keeps
 MIN_AVERAGED_CHECKPOINTS = 2
+# beam sizes that every search takes (translate, evaluate, serve, training's evaluations): a
+# sentence decodes beam_size rows at every step, so beam 100000 ran for minutes and 10000000
+# failed to allocate
+BEAM_SIZE = Range(1, 100)
+# torch CPU threads (--threads, train.num_threads): at most THREADS_PER_CORE per core of this
+# machine. More threads only wait for a core, and 100000 crashed OpenMP (a segfault).
+THREADS_PER_CORE = 4
+CPU_THREADS = Range(1, THREADS_PER_CORE * (os.cpu_count() or 1))
 DEFAULT_BATCH_SIZE = 128  # sentences per decoding batch in translate, evaluate and serve
 QUANTIZATIONS = ("int8",)  # what translate, evaluate and serve accept as --quantize
 # data.name and the languages name a folder under data.root: path separators (POSIX, Windows)
 # would place it elsewhere, and the OS refuses NUL
 UNSAFE_IN_NAMES = ("/", "\\", "\0")
+
+
+def threads_refusal(threads: int) -> str | None:
+    """None for a number of CPU threads this machine takes (CPU_THREADS), else why not.
+
+    It depends on the machine, so it is checked where threads are set (the CLIs, set_threads,
+    the train command's config check), never in TrainConfig: a checkpoint trained with 16
+    threads must still load on a 2-core laptop.
+    """
+    refusal = CPU_THREADS.refusal(threads)
+    return refusal and f"{refusal} (at most {THREADS_PER_CORE} per core of this machine)"
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -374,7 +395,10 @@ class TrainConfig:
                "train.max_minutes", self.max_minutes, "null or a finite float > 0")
         _check(self.eval_every is None or self.eval_every >= 1, "train.eval_every",
                self.eval_every, "null or an int >= 1")
-        for key in ("beam_size", "valid_beam_size", "max_nan_steps", "log_every"):
+        for key in ("beam_size", "valid_beam_size"):
+            value = getattr(self, key)
+            _check(value in BEAM_SIZE, f"train.{key}", value, f"an int in {BEAM_SIZE}")
+        for key in ("max_nan_steps", "log_every"):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}", value, "an int >= 1")
         _check(self.patience >= 0, "train.patience", self.patience, "an int >= 0")

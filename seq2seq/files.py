@@ -10,18 +10,22 @@ from __future__ import annotations
 import bz2
 import errno
 import gzip
+import logging
 import lzma
 import os
+import re
 import shutil
 import stat
 import tempfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
 from seq2seq.errors import DataError, OutputError
+
+log = logging.getLogger(__name__)
 
 # Compressed formats, by the suffix of the file name; any other file is plain text, whatever its
 # first bytes (a German line may begin "BZh"). Their magic bytes only say what a misnamed
@@ -36,28 +40,88 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file handle whose content replaces ``path`` only when the block exits cleanly.
 
     Any exception inside the block (or while syncing) removes the temp file and leaves the old
-    ``path``, if any, untouched.
+    ``path``, if any, untouched; a write that fails (a full disk) is an OutputError naming
+    ``path``. The temp files that killed writers of ``path`` left behind go first.
     """
     path = Path(os.path.realpath(path))  # a symlink: replace its target, keep the link
     if path.exists() and not path.is_file():  # /dev/null, a FIFO: nothing to replace
-        with open(path, "wb") as handle:
+        with _finished(open(path, "wb"), path, None) as handle:
             yield handle
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    _remove_stale_parts(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                        suffix=".part")
+    except OSError as error:
+        raise OutputError(write_error(path, error)) from None
+    try:
+        with _finished(os.fdopen(fd, "wb"), path, mode) as handle:
             yield handle
-            try:
-                handle.flush()
-                os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600 whatever the umask
-                os.fsync(handle.fileno())
-            except OSError as error:
-                raise OutputError(write_error(path, error)) from None
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
+
+
+@contextmanager
+def _finished(handle: BinaryIO, path: Path, mode: int | None) -> Iterator[BinaryIO]:
+    """`handle` for the block, then flushed and closed; a temp file (given its `mode`) is also
+    synced to disk. An OSError then is an OutputError that names `path`.
+
+    After an error in the block the handle is closed without letting a second error replace
+    the first: on a full disk the flush of close() fails too, and its bare "No space left on
+    device" would hide which file it was.
+    """
+    try:
+        yield handle
+    except BaseException:
+        with suppress(OSError):
+            handle.close()
+        raise
+    try:
+        handle.flush()
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600 whatever the umask
+            os.fsync(handle.fileno())
+        handle.close()
+    except OSError as error:
+        with suppress(OSError):
+            handle.close()
+        raise OutputError(write_error(path, error)) from None
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Remove the temp files of earlier writes of `path` whose writer process is gone.
+
+    A temp file is named `.NAME.PID.XXXXXXXX.part` after its target and the process that
+    writes it. A writer killed mid-write (kill -9, the OOM killer) runs no cleanup, so its temp
+    file stays; one whose process still runs (another command writing the same target) is
+    never touched, and a reused PID only keeps a stale file longer.
+    """
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[^.]+\.part")
+    for entry in os.scandir(path.parent):
+        found = pattern.fullmatch(entry.name)
+        if found and entry.is_file(follow_symlinks=False) and not _running(int(found[1])):
+            try:
+                os.unlink(entry.path)
+            except OSError:  # removed by another writer first, or not ours to remove
+                continue
+            log.warning("removed %s, left by process %s, which was killed while it wrote %s",
+                        entry.path, found[1], path.name)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:  # a number no process has: not a temp file of ours, keep it
+        return True
+    return True
 
 
 def write_error(path: Path, error: BaseException) -> str:
@@ -72,6 +136,8 @@ def write_error(path: Path, error: BaseException) -> str:
                 reason = "the disk is full"
         except OSError:
             pass
+    if path.exists() and not path.is_file():  # a device or a pipe: nothing to keep or leave
+        return f"could not write {path}: {reason}"
     left = (f"{path.name} keeps its previous content" if path.exists()
             else f"no {path.name} was written")
     return f"could not write {path}: {reason}; {left}"

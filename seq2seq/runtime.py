@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from seq2seq.config import DeviceName
-from seq2seq.errors import DeviceError
+from seq2seq.config import DeviceName, threads_refusal
+from seq2seq.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,13 @@ def select_device(name: str) -> torch.device:
 
 
 def set_threads(num_threads: int | None) -> None:
-    """torch's CPU threads for this process; None keeps torch's default (one per core)."""
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    """torch's CPU threads for this process; None keeps torch's default (one per core). More
+    than this machine takes (threads_refusal) is a ConfigError: OpenMP would crash."""
+    if num_threads is None:
+        return
+    if refusal := threads_refusal(num_threads):
+        raise ConfigError(f"CPU threads (--threads, train.num_threads) {refusal}")
+    torch.set_num_threads(num_threads)
 
 
 def seed_everything(seed: int) -> None:

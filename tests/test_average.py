@@ -100,6 +100,41 @@ def test_checkpoints_of_different_models_are_refused_with_one_line(trained_check
     assert not (tmp_path / "avg.pt").exists()
 
 
+def refused(args: list[str], capsys) -> str:
+    """Run the average command, which must fail in one line; its message."""
+    with pytest.raises(SystemExit) as stop:
+        average.main(args)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err[len("error: "):-1]
+
+
+def test_an_average_is_not_averaged_again(trained_checkpoint, tmp_path, capsys):
+    """It once gave "averaged 2 checkpoints (steps None, 30)": each checkpoint of the average
+    weighed half as much as the raw one beside it."""
+    best, last = (trained_checkpoint / "checkpoints" / name for name in ("best.pt", "last.pt"))
+    average.main([str(best), str(last), "--output", str(tmp_path / "avg.pt")])
+    message = refused([str(tmp_path / "avg.pt"), str(last), "--output",
+                       str(tmp_path / "avg2.pt")], capsys)
+    assert message == (f"{tmp_path / 'avg.pt'} is itself an average of 2 checkpoints: averaging "
+                       "it again would weigh those less than the others; average the checkpoints "
+                       "it was made from instead")
+    assert not (tmp_path / "avg2.pt").exists()
+
+
+def test_non_finite_weights_are_not_averaged(trained_checkpoint, tmp_path, capsys):
+    """They once made a NaN average, with exit code 0."""
+    payload = load_checkpoint(trained_checkpoint)
+    name = next(iter(payload["model"]))
+    payload["model"][name][0] = float("nan")
+    save_checkpoint(payload, tmp_path / "nan.pt")
+    message = refused([str(trained_checkpoint), str(tmp_path / "nan.pt"), "--output",
+                       str(tmp_path / "avg.pt")], capsys)
+    assert message.startswith(f"{tmp_path / 'nan.pt'}: tensor {name} holds NaN or infinite")
+    assert not (tmp_path / "avg.pt").exists()
+
+
 def test_an_averaged_checkpoint_cannot_be_resumed(trained_checkpoint, tmp_path, compose,
                                                   tiny_run):
     from seq2seq.training.resume import load_resume_payload

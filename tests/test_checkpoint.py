@@ -106,6 +106,38 @@ def test_a_checkpoint_from_before_per_scorer_settings_is_refused_in_one_line(tmp
     assert "format version 1" in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("part, value, message", [
+    ("config", "hidden_size: 64", "its config is of type str, not a dict of settings"),
+    ("model", "weights", "its model is of type str, not a dict of tensors (a state_dict)"),
+    ("model", {"w": 1.0}, "its model entry 'w' is of type float, not a tensor"),
+    ("tokenizer", b"abc",
+     "its tokenizer is of type bytes, not a dict of the src and tgt subword models as bytes"),
+    ("tokenizer", {"src": "abc", "tgt": b"abc"},
+     "its tokenizer's src model is of type str, not bytes"),
+    ("tokenizer", {"src": b"abc"}, "its tokenizer's tgt model is of type NoneType, not bytes"),
+    ("state", [1, 2], "its state is of type list, not a dict"),
+])
+def test_a_part_of_the_wrong_type_is_refused_in_one_line(tmp_path, part, value, message):
+    """A config that was a string once ended in an AttributeError traceback."""
+    path = tmp_path / "odd.pt"
+    torch.save({**payload(), "format_version": FORMAT_VERSION, part: value}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == f"{path} is not a seq2seq checkpoint: {message}"
+
+
+def test_non_finite_weights_are_refused_naming_the_first_tensor(tmp_path):
+    """They once translated every line to an empty one, with exit code 0."""
+    weights = {"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")]),
+               "c": torch.tensor([float("inf")]), "steps": torch.tensor([3])}
+    save_checkpoint({**payload(), "model": weights}, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "nan.pt")
+    assert str(error.value) == (f"{tmp_path / 'nan.pt'}: tensor b (and 1 other tensor) holds NaN "
+                                "or infinite weights, which only a diverged run saves: use an "
+                                "earlier checkpoint")
+
+
 def test_missing_checkpoint_and_run_dir_resolution(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")

@@ -7,6 +7,8 @@ import os
 import pytest
 
 from seq2seq.cli import common
+from seq2seq.config import CPU_THREADS, THREADS_PER_CORE
+from seq2seq.errors import ConfigError
 
 
 @pytest.fixture
@@ -33,6 +35,15 @@ def test_the_users_setting_wins(no_omp_env, monkeypatch, key, value):
     monkeypatch.setattr(common, "other_busy_cores", lambda: 2.0)
     assert common.choose_omp_wait_policy() == f"{key}={value} (yours)"
     assert os.environ[key] == value
+
+
+def test_the_train_commands_config_check_caps_threads_at_this_machines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    too_many = CPU_THREADS.high + 1
+    with pytest.raises(ConfigError) as error:
+        common.check_overrides([f"train.num_threads={too_many:g}"])
+    assert str(error.value) == (f"train.num_threads must be in {CPU_THREADS}, got {too_many:g} "
+                                f"(at most {THREADS_PER_CORE} per core of this machine)")
 
 
 def test_busy_cores_are_measured_between_zero_and_all_cores():

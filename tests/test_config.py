@@ -115,6 +115,8 @@ def test_recipes_hold_only_what_changes(compose):
     (["train.schedule=cosine", "train.min_lr=-0.01"], ["train.min_lr=-0.01"]),
     (["train.min_lr=0.1"], ["train.min_lr=0.1", "train.lr=0.001"]),
     (["train.num_threads=-1"], ["train.num_threads=-1"]),
+    (["train.beam_size=101"], ["train.beam_size=101", "[1, 100]"]),
+    (["train.valid_beam_size=0"], ["train.valid_beam_size=0", "[1, 100]"]),
     (["train.clip_norm=inf"], ["train.clip_norm"]),
     (["train.max_minutes=inf"], ["train.max_minutes"]),
     (["train.max_len_ratio=1e30"], ["train.max_len_ratio", "100"]),

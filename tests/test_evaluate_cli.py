@@ -176,3 +176,14 @@ def test_output_and_json_may_not_be_the_same_file(tmp_path, capsys):
                        "--output", str(tmp_path / "x"), "--json", str(tmp_path / "x")])
     assert stop.value.code == 2 and "the same file" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--beam", "100000"], "argument --beam: must be in [1, 100], got 100000"),
+    (["--threads", "100000"], "argument --threads: must be in [1, "),
+])
+def test_a_beam_or_threads_past_the_cap_are_usage_errors(capsys, option, words):
+    """They once ran for minutes, and crashed OpenMP (a segfault, rc 139)."""
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--checkpoint", "RUN", "--split", "val", *option])
+    assert stop.value.code == 2 and words in capsys.readouterr().err

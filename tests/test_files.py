@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import errno
+import io
+import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -106,3 +110,73 @@ def test_a_directory_is_not_read_as_a_text_file(tmp_path):
     with pytest.raises(DataError, match="is a directory, not a text file"):
         read_lines(tmp_path)
 
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a full disk: every write fails, so the buffer's flush when it closes fails too."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_write_that_fills_the_disk_names_the_file(tmp_path, monkeypatch):
+    """The flush of close() once replaced this error by a bare "No space left on device"."""
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+
+    def full_disk_file(fd, mode):
+        os.close(fd)
+        return io.BufferedWriter(FullDisk())
+
+    monkeypatch.setattr(os, "fdopen", full_disk_file)
+    with pytest.raises(OutputError) as error:
+        atomic_write_text(path, "new\n")
+    assert str(error.value) == (f"could not write {path}: the disk is full; out.txt keeps its "
+                                "previous content")
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.txt"]
+
+
+def test_a_full_device_is_named():
+    with pytest.raises(OutputError) as error:
+        atomic_write_text("/dev/full", "x\n")
+    assert str(error.value) == "could not write /dev/full: the disk is full"
+
+
+def hold_a_write(path) -> subprocess.Popen:
+    """Another process in the middle of an atomic write of `path`: it has written a little and
+    waits for its stdin to close."""
+    code = ("import sys\nfrom seq2seq.files import atomic_writer\n"
+            f"with atomic_writer({str(path)!r}) as handle:\n"
+            "    handle.write(b'half')\n    print('writing', flush=True)\n    sys.stdin.read()\n")
+    writer = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    assert writer.stdout.readline() == b"writing\n"
+    return writer
+
+
+def test_the_next_write_removes_what_a_killed_writer_left_but_not_a_live_writers(tmp_path,
+                                                                                  caplog):
+    path = tmp_path / "out.txt"
+    live = hold_a_write(path)
+    killed = hold_a_write(path)
+    killed.kill()  # kill -9: no cleanup runs
+    killed.wait()
+    other_target = tmp_path / f".other.txt.{killed.pid}.abcdefgh.part"
+    other_target.write_bytes(b"not out.txt's")
+    try:
+        with caplog.at_level(logging.WARNING, logger="seq2seq"):
+            atomic_write_text(path, "new\n")
+        assert path.read_text() == "new\n" and other_target.exists()
+        (part,) = tmp_path.glob(".out.txt.*.part")  # the killed writer's is gone
+        assert part.name.startswith(f".out.txt.{live.pid}.")  # still being written: kept
+        assert f"left by process {killed.pid}, which was killed while it wrote out.txt" in (
+            caplog.text)
+    finally:
+        live.stdin.close()
+        assert live.wait(timeout=60) == 0
+    assert path.read_text() == "half" and sorted(p.name for p in tmp_path.iterdir()) == [
+        other_target.name, "out.txt"]

@@ -7,6 +7,7 @@ the log-probability that the model's teacher-forced forward pass gives the same 
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -14,12 +15,14 @@ import torch
 
 from seq2seq.config import (
     ATTENTION_CONFIGS,
+    BEAM_SIZE,
     AttentionConfig,
     DecoderStyle,
     DotAttentionConfig,
     ModelConfig,
 )
 from seq2seq.data.batching import pad_source
+from seq2seq.errors import ConfigError
 from seq2seq.inference.search import (
     beam_search,
     gnmt_length_penalty,
@@ -34,14 +37,14 @@ SHORT = {"max_len_ratio": 1.0, "max_len_offset": 2}  # short limits keep the tes
 
 
 def make_model(attention: AttentionConfig, style: DecoderStyle, feeding: bool,
-               eos_bias: float = 0.0) -> torch.nn.Module:
+               eos_bias: float = 0.0, vocab: int = VOCAB) -> torch.nn.Module:
     """A tiny random model in eval mode. Weights are scaled up so that its output distribution
     is peaked (a search then has real choices to make); `eos_bias` is added to the EOS logit so
     that a random model ends its sentences instead of always running to the length limit."""
     torch.manual_seed(0)
     model_cfg = ModelConfig(embedding_size=16, hidden_size=16, decoder_style=style,
                             input_feeding=feeding)
-    model = build_model(model_cfg, attention, VOCAB, VOCAB)
+    model = build_model(model_cfg, attention, vocab, vocab)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(3.0)
@@ -49,11 +52,12 @@ def make_model(attention: AttentionConfig, style: DecoderStyle, feeding: bool,
     return model.eval()
 
 
-def make_source(seed: int = 0, batch_size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def make_source(seed: int = 0, batch_size: int = 6,
+                vocab: int = VOCAB) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch of sources of different lengths (1 to 8 subwords, plus EOS)."""
     generator = torch.Generator().manual_seed(seed)
     lengths = [1, 8, 3, 5, 2, 7, 4, 6][:batch_size]
-    ids = [torch.randint(4, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    ids = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in lengths]
     src, src_lengths, _ = pad_source(ids)
     return src, src_lengths
 
@@ -177,13 +181,16 @@ def test_nbest_are_distinct_sorted_and_scored_with_the_gnmt_penalty(model):
             assert hyp.score == pytest.approx(log_prob / penalty, abs=1e-4)
 
 
-def test_a_beam_as_wide_as_the_search_space_finds_the_most_probable_outputs(model):
+def test_a_beam_as_wide_as_the_search_space_finds_the_most_probable_outputs(variant):
     # With at most two tokens per output, a beam as wide as the number of two-token prefixes
     # prunes nothing: its n-best must be the n most probable of all possible outputs (scored
     # here by brute force with teacher forcing), and its best at least as probable as greedy's.
-    src, src_lengths = make_source(seed=5, batch_size=3)
+    # The vocabulary is as small as the widest beam needs: 10 words, 100 two-token prefixes.
+    vocab = 3 + math.isqrt(int(BEAM_SIZE.high))  # PAD, BOS and EOS emit nothing
+    model = make_model(*variant, vocab=vocab)
+    src, src_lengths = make_source(seed=5, batch_size=3, vocab=vocab)
     limit = {"max_len_ratio": 0.0, "max_len_offset": 2}
-    words = [UNK_ID, *range(4, VOCAB)]  # every id but EOS that search may emit
+    words = [UNK_ID, *range(4, vocab)]  # every id but EOS that search may emit
     outputs = [[], *([w] for w in words), *([w, v] for w in words for v in words)]
     found = beam_search(model, src, src_lengths, beam_size=len(words) ** 2, nbest=3,
                         length_penalty=0.0, **limit)
@@ -251,3 +258,13 @@ def test_invalid_nbest_is_refused():
     src, src_lengths = make_source(batch_size=2)
     with pytest.raises(ValueError, match="nbest"):
         beam_search(model, src, src_lengths, beam_size=2, nbest=3)
+
+
+def test_a_beam_past_the_cap_is_refused_before_any_work(monkeypatch):
+    """Beam 10000000 once failed to allocate, 100000 ran for minutes."""
+    model = make_model(DotAttentionConfig(), DecoderStyle.luong, False)
+    monkeypatch.setattr(model, "start", None)  # never reached
+    src, src_lengths = make_source(batch_size=2)
+    with pytest.raises(ConfigError) as error:
+        beam_search(model, src, src_lengths, beam_size=10_000_000)
+    assert str(error.value) == f"beam_size must be in {BEAM_SIZE}, got 10000000"

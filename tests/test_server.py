@@ -346,7 +346,8 @@ def test_a_missing_checkpoint_is_one_line_before_serving(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option", [["--port", "70000"], ["--batch-window-ms", "nan"],
-                                    ["--max-lines", "0"]])
+                                    ["--max-lines", "0"], ["--max-beam", "101"],
+                                    ["--threads", "100000"]])
 def test_bad_options_are_usage_errors(option, capsys):
     with pytest.raises(SystemExit) as stopped:
         serve_command.main(["--checkpoint", "x", *option])

@@ -124,6 +124,14 @@ def test_file_to_file_keeps_every_line_and_leaves_no_temp_file(trained_checkpoin
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.en"]
 
 
+def test_a_full_disk_names_the_output(trained_checkpoint, capsys):
+    """It once said only "No space left on device" (/dev/full: every write finds a full disk)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(trained_checkpoint), "--output", "/dev/full", SENTENCES[0]])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == "error: could not write /dev/full: the disk is full\n"
+
+
 def test_nbest_writes_k_tsv_rows_per_input_line(trained_checkpoint, capsysbinary, monkeypatch):
     out, _ = run_main(["--checkpoint", str(trained_checkpoint), "--beam", "4", "--nbest", "3"],
                       capsysbinary, monkeypatch, stdin=f"{SENTENCES[0]}\n\n{SENTENCES[1]}\n"
@@ -198,6 +206,27 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("case, message", [
+    ("nan", "tensor decoder.output_layer.bias holds NaN or infinite weights"),
+    ("config", "is not a seq2seq checkpoint: its config is of type str, not a dict of settings"),
+])
+def test_broken_checkpoints_translate_nothing(case, message, trained_checkpoint, tmp_path,
+                                              capsys):
+    """NaN weights once gave empty lines with exit code 0; a str config a traceback."""
+    payload = load_checkpoint(trained_checkpoint)
+    if case == "nan":
+        payload["model"]["decoder.output_layer.bias"].fill_(float("nan"))
+    else:
+        payload["config"] = "model: {hidden_size: 32}"
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(tmp_path / "broken.pt"), SENTENCES[0]])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 1 and out == ""
+    assert err.startswith(f"error: {tmp_path / 'broken.pt'}") and message in err
+    assert err.count("\n") == 1
+
+
 def test_a_run_with_only_last_pt_translates_with_a_notice(trained_checkpoint, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -232,6 +261,10 @@ def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
     (["--length-penalty", "nan"], ["--length-penalty", "[0, 10]"]),
     (["--length-penalty", "-1"], ["--length-penalty", "[0, 10]"]),
     (["--length-penalty", "1e308"], ["--length-penalty", "[0, 10]"]),
+    # once an allocation traceback, minutes of search, and a segfault (rc 139)
+    (["--beam", "10000000"], ["--beam: must be in [1, 100], got 10000000"]),
+    (["--beam", "100000"], ["--beam: must be in [1, 100], got 100000"]),
+    (["--threads", "100000"], ["--threads: must be in [1, ", "got 100000 (at most 4 per core"]),
 ])
 def test_numeric_options_must_be_finite_and_in_range(trained_checkpoint, capsys, args, words):
     """These once gave empty translations for every line, with exit code 0."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import matplotlib.image
 import pytest
@@ -11,6 +12,7 @@ import torch
 from seq2seq.analysis.plots import save_attention_pngs
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import (
+    CPU_THREADS,
     AdditiveAttentionConfig,
     MultiHeadAttentionConfig,
 )
@@ -130,5 +132,33 @@ def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(trained_check
     payload["config"]["model"]["hidden_size"] = 48
     del payload["format_version"]
     save_checkpoint(payload, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError) as error:
         Translator.from_checkpoint(tmp_path / "bad.pt", device="cpu")
+    # it once ended at "Error(s) in loading state_dict for Seq2Seq:", naming no tensor
+    assert re.fullmatch(
+        re.escape(f"{tmp_path / 'bad.pt'}: the weights do not fit the model its config "
+                  "describes: encoder.rnn.weight_ih_l0 is (96, 32) in the file but (144, 32) in "
+                  "the model (and ") + r"\d+ other differences\)", str(error.value)), error.value
+
+
+def test_a_checkpoint_trained_with_more_threads_than_this_machine_takes_loads(
+        trained_checkpoint, tmp_path):
+    """The thread cap is this machine's: it is no TrainConfig check, which would refuse the
+    config of a checkpoint trained on a larger machine."""
+    payload = load_checkpoint(trained_checkpoint)
+    payload["config"]["train"]["num_threads"] = int(CPU_THREADS.high) + 1
+    save_checkpoint(payload, tmp_path / "many_threads.pt")
+    translator = Translator.from_checkpoint(tmp_path / "many_threads.pt", device="cpu")
+    assert translator.config.train.num_threads == CPU_THREADS.high + 1
+
+
+def test_weights_missing_from_the_file_or_unknown_to_the_model_are_named(trained_checkpoint,
+                                                                         tmp_path):
+    payload = load_checkpoint(trained_checkpoint)
+    payload["model"]["extra.weight"] = payload["model"].pop("decoder.output_layer.bias")
+    save_checkpoint(payload, tmp_path / "renamed.pt")
+    with pytest.raises(CheckpointError) as error:
+        Translator.from_checkpoint(tmp_path / "renamed.pt", device="cpu")
+    assert str(error.value) == (
+        f"{tmp_path / 'renamed.pt'}: the weights do not fit the model its config describes: "
+        "decoder.output_layer.bias is missing from the file (and 1 other difference)")

@@ -4,13 +4,15 @@ Writes a new self-contained checkpoint (config, subword models, weights; no opti
 whose weights are the element-wise mean of the given checkpoints', which must be of one model
 (see seq2seq.training.averaging). `translate.py`, `evaluate.py` and `serve.py` load it like any
 other.
-A mismatch, a missing or corrupt checkpoint prints one line on stderr and exits with code 1.
+A mismatch, a missing or corrupt checkpoint, one with NaN or infinite weights, or one that is
+itself an average prints one line on stderr and exits with code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from seq2seq.cli.common import user_errors
 
@@ -35,11 +37,25 @@ def main(argv: list[str] | None = None) -> None:
 
         check_output_file(args.output, "--output")
         paths = [resolve_checkpoint(path) for path in args.checkpoints]
-        payload = average_payloads((load_checkpoint(path) for path in paths),
+        payload = average_payloads((not_averaged(load_checkpoint(path), path) for path in paths),
                                    [str(path) for path in paths])
         save_checkpoint(payload, args.output)
     steps = ", ".join(str(step) for step in payload["state"]["averaged_steps"])
     print(f"averaged {len(paths)} checkpoints (steps {steps}) into {args.output}")
+
+
+def not_averaged(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`payload`, unless it is itself an average: averaged again, each checkpoint it was made
+    from would weigh less than the others (an average of 3 beside 1 raw one: 1/6 each vs 1/2)."""
+    averaged_from = payload.get("state", {}).get("averaged_from")
+    if averaged_from is not None:
+        from seq2seq.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{path} is itself an average of {len(averaged_from)} checkpoints: averaging it "
+            "again would weigh those less than the others; average the checkpoints it was made "
+            "from instead")
+    return payload
 
 
 if __name__ == "__main__":

@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seq2seq.config import (
+    BEAM_SIZE,
+    CPU_THREADS,
     DEFAULT_BATCH_SIZE,
     LENGTH_PENALTY,
     MAX_LEN_RATIO,
     QUANTIZATIONS,
+    THREADS_PER_CORE,
     Config,
     DeviceName,
     Range,
+    threads_refusal,
 )
 from seq2seq.errors import Seq2SeqError
 
@@ -219,6 +223,7 @@ def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
     from omegaconf import OmegaConf
 
     from seq2seq.config import to_object
+    from seq2seq.errors import ConfigError
     from seq2seq.files import check_output_dir
 
     number = [] if job is None else [f"hydra.job.num={job}"]  # what Hydra's launcher sets
@@ -229,6 +234,11 @@ def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
             OmegaConf.select(composed, f"hydra.{key}", throw_on_resolution_failure=False)
             for key in ("run.dir", "sweep.dir", "sweep.subdir"))
         config = to_object(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]))
+    # this machine's limit, checked here and not in TrainConfig, which also validates the
+    # configs of checkpoints made on other machines
+    threads = config.train.num_threads
+    if threads is not None and (refusal := threads_refusal(threads)):
+        raise ConfigError(f"train.num_threads {refusal}")
     if job is not None:
         check_job_dir(sweep_dir, subdir, _as_given(composed.hydra.overrides.task))
         if sweep_dir is not None and subdir is not None:  # a sweep again into its folder
@@ -338,8 +348,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeat it to decode with an ensemble of the models, which average "
                              "their log-probabilities at every step")
     search = parser.add_argument_group("search")
-    search.add_argument("--beam", type=positive_int, default=5, metavar="N",
-                        help="beam size; 1 is greedy search (default: %(default)s)")
+    search.add_argument("--beam", type=beam_size, default=5, metavar="N",
+                        help=f"beam size in {BEAM_SIZE}; 1 is greedy search "
+                             "(default: %(default)s)")
     search.add_argument("--length-penalty", type=length_penalty, metavar="A",
                         help="GNMT length penalty alpha, 0 ranks by log-probability "
                              "(default: the checkpoint's train.length_penalty)")
@@ -356,8 +367,9 @@ def add_device_arguments(group: argparse._ActionsContainer) -> None:
     group.add_argument("--device", choices=[device.value for device in DeviceName],
                        default=DeviceName.auto.value,
                        help="auto takes cuda, then mps, then cpu (default: %(default)s)")
-    group.add_argument("--threads", type=positive_int, metavar="N",
-                       help="CPU threads (default: torch's, one per core)")
+    group.add_argument("--threads", type=cpu_threads, metavar="N",
+                       help=f"CPU threads, at most {THREADS_PER_CORE} per core: "
+                            f"{CPU_THREADS} here (default: torch's, one per core)")
     group.add_argument("--quantize", choices=QUANTIZATIONS,
                        help="int8: int8 Linear and GRU layers, faster on a CPU at a small BLEU "
                             "cost (CPU only; default: the trained fp32 weights)")
@@ -367,6 +379,20 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def beam_size(text: str) -> int:
+    value = int(text)
+    if refusal := BEAM_SIZE.refusal(value):
+        raise argparse.ArgumentTypeError(refusal)
+    return value
+
+
+def cpu_threads(text: str) -> int:
+    value = int(text)
+    if refusal := threads_refusal(value):
+        raise argparse.ArgumentTypeError(refusal)
     return value
 
 

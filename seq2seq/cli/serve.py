@@ -16,7 +16,14 @@ import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from seq2seq.cli.common import add_device_arguments, positive_int, run_cli, setup_logging
+from seq2seq.cli.common import (
+    add_device_arguments,
+    beam_size,
+    positive_int,
+    run_cli,
+    setup_logging,
+)
+from seq2seq.config import BEAM_SIZE
 from seq2seq.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lines per request (default: %(default)s)")
     limits.add_argument("--max-chars", type=positive_int, default=Limits.max_chars, metavar="N",
                         help="characters per line (default: %(default)s)")
-    limits.add_argument("--max-beam", type=positive_int, default=Limits.max_beam, metavar="N",
-                        help="largest beam a request may ask for (default: %(default)s)")
+    limits.add_argument("--max-beam", type=beam_size, default=Limits.max_beam, metavar="N",
+                        help="largest beam a request may ask for, at most "
+                             f"{BEAM_SIZE.high:g} (default: %(default)s)")
     batching = parser.add_argument_group("batching")
     batching.add_argument("--batch-window-ms", type=non_negative_float,
                           default=Batching.window_ms, metavar="MS",

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from seq2seq.config import BEAM_SIZE
+from seq2seq.errors import ConfigError
 from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -100,10 +102,12 @@ def _hypothesis(tokens: torch.Tensor, score: float, attention: torch.Tensor | No
 
 
 def check_beam(beam_size: int, nbest: int) -> None:
-    """A beam of at least 1 that holds the `nbest` hypotheses asked for."""
-    if beam_size < 1 or not 1 <= nbest <= beam_size:
-        raise ValueError(f"need beam_size >= 1 and 1 <= nbest <= beam_size, "
-                         f"got beam_size={beam_size}, nbest={nbest}")
+    """A beam in BEAM_SIZE that holds the `nbest` hypotheses asked for; every search (the CLIs,
+    the server, training's evaluations) is checked here."""
+    if refusal := BEAM_SIZE.refusal(beam_size):
+        raise ConfigError(f"beam_size {refusal}")
+    if not 1 <= nbest <= beam_size:
+        raise ConfigError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
 
 
 def _start(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,

@@ -234,10 +234,25 @@ def _load_model(path: str | Path, name: str | None) -> _Loaded:
     except (ConfigError, DataError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path} holds a config or tokenizer this seq2seq cannot use: "
                               f"{error}") from None
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, TypeError) as error:
-        first_line = str(error).splitlines()[0]
-        raise CheckpointError(f"{path}: the weights do not fit the model its config "
-                              f"describes: {first_line}") from None
+    _check_fit(payload["model"], model.state_dict(), path)
+    model.load_state_dict(payload["model"])
     return _Loaded(path, model, tokenizer, config)
+
+
+def _check_fit(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+               path: Path) -> None:
+    """Refuse weights whose names or shapes differ from those of the model the checkpoint's
+    config builds (`expected`), naming the first tensor that differs: load_state_dict's own
+    message takes a line per tensor, and its first line names none."""
+    differences = [
+        f"{name} is {tuple(weights[name].shape)} in the file but {tuple(tensor.shape)} in the "
+        "model" if name in weights else f"{name} is missing from the file"
+        for name, tensor in expected.items()
+        if name not in weights or weights[name].shape != tensor.shape
+    ] + [f"the file holds {name}, which the model has not" for name in weights
+         if name not in expected]
+    if differences:
+        others = len(differences) - 1
+        more = f" (and {others} other difference{'s' * (others > 1)})" if others else ""
+        raise CheckpointError(f"{path}: the weights do not fit the model its config describes: "
+                              f"{differences[0]}{more}")
