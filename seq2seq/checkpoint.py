@@ -135,6 +135,17 @@ def _check_parts(payload: dict[str, Any], path: Path) -> None:
             raise refuse(f"tokenizer's {side} model", tokenizer.get(side), "bytes")
     if not isinstance(payload.get("state", {}), dict):
         raise refuse("state", payload["state"], "a dict")
+    record = payload.get("training_data")  # absent (None) in checkpoints of an older seq2seq
+    if record is not None:
+        if not isinstance(record, dict):
+            raise refuse("training_data", record, "a dict (its data's digest and held-out pairs)")
+        if not isinstance(record.get("train_digest"), str):
+            raise refuse("training data's digest", record.get("train_digest"), "a str")
+        held_out = record.get("held_out")
+        if not isinstance(held_out, dict) or not all(
+                isinstance(keys, bytes) for keys in held_out.values()):
+            raise CheckpointError(f"{path} is not a seq2seq checkpoint: its training data's "
+                                  "held-out pairs are not a dict of bytes (split -> pair keys)")
 
 
 def _check_finite(weights: dict[str, torch.Tensor], path: Path) -> None:

@@ -4,6 +4,7 @@ like any other; checkpoints of different models are refused with one line."""
 from __future__ import annotations
 
 import logging
+import shutil
 import weakref
 
 import pytest
@@ -23,7 +24,8 @@ SENTENCES = ["Eine Frau singt.", "Ein Mann läuft vor dem Haus.", ""]
 def test_the_average_of_identical_checkpoints_is_that_checkpoint(trained_checkpoint, tmp_path,
                                                                  capsys):
     best = trained_checkpoint / "checkpoints" / "best.pt"
-    average.main([str(best), str(trained_checkpoint), "--output", str(tmp_path / "avg.pt")])
+    shutil.copy(best, tmp_path / "copy.pt")
+    average.main([str(best), str(tmp_path / "copy.pt"), "--output", str(tmp_path / "avg.pt")])
     assert "averaged 2 checkpoints" in capsys.readouterr().out
     averaged, original = load_checkpoint(tmp_path / "avg.pt"), load_checkpoint(best)
     for name, tensor in original["model"].items():
@@ -121,6 +123,18 @@ def test_an_average_is_not_averaged_again(trained_checkpoint, tmp_path, capsys):
                        "it again would weigh those less than the others; average the checkpoints "
                        "it was made from instead")
     assert not (tmp_path / "avg2.pt").exists()
+
+
+def test_a_checkpoint_given_twice_is_refused(trained_checkpoint, tmp_path, capsys):
+    """It once averaged a checkpoint with itself ("steps 30, 30"), weighing it double."""
+    best = trained_checkpoint / "checkpoints" / "best.pt"
+    message = refused([str(best), str(trained_checkpoint), str(trained_checkpoint / "checkpoints"
+                                                                / "last.pt"),
+                       "--output", str(tmp_path / "avg.pt")], capsys)
+    assert message == (f"{trained_checkpoint / 'checkpoints' / 'best.pt'} is given twice: it "
+                       "would weigh twice as much as the others in the average; give each "
+                       "checkpoint once")
+    assert not (tmp_path / "avg.pt").exists()
 
 
 def test_non_finite_weights_are_not_averaged(trained_checkpoint, tmp_path, capsys):

@@ -116,6 +116,10 @@ def test_a_checkpoint_from_before_per_scorer_settings_is_refused_in_one_line(tmp
      "its tokenizer's src model is of type str, not bytes"),
     ("tokenizer", {"src": b"abc"}, "its tokenizer's tgt model is of type NoneType, not bytes"),
     ("state", [1, 2], "its state is of type list, not a dict"),
+    ("training_data", "junk",
+     "its training_data is of type str, not a dict (its data's digest and held-out pairs)"),
+    ("training_data", {"train_digest": "ab", "held_out": {"test": "keys"}},
+     "its training data's held-out pairs are not a dict of bytes (split -> pair keys)"),
 ])
 def test_a_part_of_the_wrong_type_is_refused_in_one_line(tmp_path, part, value, message):
     """A config that was a string once ended in an AttributeError traceback."""

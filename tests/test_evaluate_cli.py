@@ -170,11 +170,17 @@ def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, option):
     assert done.stderr.startswith(f"error: {option} ") and "is a file" in done.stderr
 
 
-def test_output_and_json_may_not_be_the_same_file(tmp_path, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--output", "x", "--json", "x"], "--output and --json name the same file"),
+    (["--output", "b"], "--ref and --output name the same file"),  # once replaced the references
+    (["--json", "a"], "--src and --json name the same file"),
+])
+def test_an_output_may_not_name_another_file_of_the_command(tmp_path, capsys, args, message):
+    paths = {"a": tmp_path / "a", "b": tmp_path / "b", "x": tmp_path / "x"}
     with pytest.raises(SystemExit) as stop:
-        evaluate.main(["--checkpoint", "RUN", "--src", "a", "--ref", "b",
-                       "--output", str(tmp_path / "x"), "--json", str(tmp_path / "x")])
-    assert stop.value.code == 2 and "the same file" in capsys.readouterr().err
+        evaluate.main(["--checkpoint", "RUN", "--src", str(paths["a"]), "--ref", str(paths["b"]),
+                       *[str(paths.get(arg, arg)) for arg in args]])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 

@@ -254,6 +254,19 @@ def test_conflicting_options_are_usage_errors(trained_checkpoint, capsys):
     assert "--nbest 3 needs --beam 3 or more" in capsys.readouterr().err
 
 
+def test_an_output_that_would_replace_the_input_is_a_usage_error(trained_checkpoint, tmp_path,
+                                                                  capsys):
+    """`--input X --output X` once replaced the sentences by their translations."""
+    source = tmp_path / "x.de"
+    source.write_text("Ein Satz.\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(trained_checkpoint), "--input", str(source),
+              "--output", str(tmp_path / "." / "x.de")])
+    assert stop.value.code == 2
+    assert "--input and --output name the same file" in capsys.readouterr().err
+    assert source.read_text(encoding="utf-8") == "Ein Satz.\n"
+
+
 @pytest.mark.parametrize("args,words", [
     (["--max-len-ratio", "inf"], ["--max-len-ratio", "inf"]),
     (["--max-len-ratio", "1e30"], ["--max-len-ratio", "(0, 100]"]),

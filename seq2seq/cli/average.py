@@ -4,8 +4,8 @@ Writes a new self-contained checkpoint (config, subword models, weights; no opti
 whose weights are the element-wise mean of the given checkpoints', which must be of one model
 (see seq2seq.training.averaging). `translate.py`, `evaluate.py` and `serve.py` load it like any
 other.
-A mismatch, a missing or corrupt checkpoint, one with NaN or infinite weights, or one that is
-itself an average prints one line on stderr and exits with code 1.
+A mismatch, a missing or corrupt checkpoint, one with NaN or infinite weights, one that is
+itself an average, or one given twice prints one line on stderr and exits with code 1.
 """
 
 from __future__ import annotations
@@ -32,11 +32,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with user_errors():
         from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+        from seq2seq.errors import CheckpointError
         from seq2seq.files import check_output_file
         from seq2seq.training.averaging import average_payloads
 
         check_output_file(args.output, "--output")
         paths = [resolve_checkpoint(path) for path in args.checkpoints]
+        twice = [path for i, path in enumerate(paths)
+                 if path.resolve() in {seen.resolve() for seen in paths[:i]}]
+        if twice:
+            raise CheckpointError(f"{twice[0]} is given twice: it would weigh twice as much as "
+                                  "the others in the average; give each checkpoint once")
         payload = average_payloads((not_averaged(load_checkpoint(path), path) for path in paths),
                                    [str(path) for path in paths])
         save_checkpoint(payload, args.output)

@@ -375,6 +375,20 @@ def add_device_arguments(group: argparse._ActionsContainer) -> None:
                             "cost (CPU only; default: the trained fp32 weights)")
 
 
+def refuse_same_files(parser: argparse.ArgumentParser, paths: dict[str, Path | None],
+                      outputs: Sequence[str]) -> None:
+    """A usage error when one of the `outputs` options names the same file as another option
+    of `paths`: written atomically at the end, it would replace what the other one holds (the
+    sentences of --input, the references of --ref)."""
+    given = {option: path.resolve() for option, path in paths.items() if path is not None}
+    for output in (option for option in outputs if option in given):
+        for other, path in given.items():
+            if other != output and path == given[output]:
+                first, second = sorted((other, output), key=list(paths).index)
+                parser.error(f"{first} and {second} name the same file ({paths[output]}); give "
+                             f"{output} another")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -18,7 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seq2seq.cli.common import add_model_arguments, load_translator, open_output, run_cli
+from seq2seq.cli.common import (
+    add_model_arguments,
+    load_translator,
+    open_output,
+    refuse_same_files,
+    run_cli,
+)
 
 if TYPE_CHECKING:
     from seq2seq.config import DataConfig
@@ -55,9 +61,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give either --split NAME or --src FILE --ref FILE")
     if args.split is None and (args.src is None or args.ref is None):
         parser.error("--src and --ref go together")
-    if args.output is not None and args.json is not None and \
-            args.output.resolve() == args.json.resolve():
-        parser.error("--output and --json name the same file; give them two")
+    refuse_same_files(parser, {"--src": args.src, "--ref": args.ref, "--output": args.output,
+                               "--json": args.json}, ["--output", "--json"])
     run_cli(lambda: evaluate(args))
 
 

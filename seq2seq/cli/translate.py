@@ -27,6 +27,7 @@ from seq2seq.cli.common import (
     load_translator,
     open_output,
     positive_int,
+    refuse_same_files,
     run_cli,
 )
 from seq2seq.files import check_output_dir, check_output_file, decode_line
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give sentences as arguments or --input FILE, not both")
     if args.nbest > args.beam:
         parser.error(f"--nbest {args.nbest} needs --beam {args.nbest} or more")
+    refuse_same_files(parser, {"--input": args.input, "--output": args.output}, ["--output"])
     run_cli(lambda: translate(args))
 
 
