@@ -74,22 +74,6 @@ def test_a_folder_that_takes_no_new_files_is_refused_even_for_root(tmp_path):
         check_output_dir("/proc/nope/run", "data.root")  # the nearest existing one above
 
 
-def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "out.txt"
-    path.write_text("old\n")
-
-    def no_space(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", no_space)
-    with pytest.raises(OutputError) as error:
-        atomic_write_text(path, "new\n")
-    assert str(error.value) == (f"could not write {path}: the disk is full; out.txt keeps its "
-                                "previous content")
-    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "out.txt"]
-
-
 def test_a_symlink_is_followed_and_a_pipe_is_written_into(tmp_path):
     target = tmp_path / "target.txt"
     target.write_text("old\n")
@@ -122,16 +106,28 @@ class FullDisk(io.RawIOBase):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_write_that_fills_the_disk_names_the_file(tmp_path, monkeypatch):
-    """The flush of close() once replaced this error by a bare "No space left on device"."""
-    path = tmp_path / "out.txt"
-    path.write_text("old\n")
+def fsync_fails(monkeypatch) -> None:
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
+    monkeypatch.setattr(os, "fsync", no_space)
+
+
+def writes_fail(monkeypatch) -> None:
     def full_disk_file(fd, mode):
         os.close(fd)
         return io.BufferedWriter(FullDisk())
 
     monkeypatch.setattr(os, "fdopen", full_disk_file)
+
+
+@pytest.mark.parametrize("fill", [fsync_fails, writes_fail])
+def test_a_full_disk_is_one_line_that_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch,
+                                                                           fill):
+    """The flush of close() once replaced this error by a bare "No space left on device"."""
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+    fill(monkeypatch)
     with pytest.raises(OutputError) as error:
         atomic_write_text(path, "new\n")
     assert str(error.value) == (f"could not write {path}: the disk is full; out.txt keeps its "
