@@ -209,12 +209,13 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
         experiment = hparams_metadata.parse_experiment_plugin_data(
             tags[hparams_metadata.EXPERIMENT_TAG])
         metrics = {info.name.tag for info in experiment.metric_infos}
-        assert metrics == {"val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf"}
+        assert metrics == {"1_val/bleu", "1_val/chrf", "1_val/loss", "3_test/bleu",
+                           "3_test/chrf"}
         results = json.loads((tiny_sweep / job / "results.json").read_text())
-        (metric,) = multiplexer.Tensors(run, "test/bleu")  # at the final step
+        (metric,) = multiplexer.Tensors(run, "3_test/bleu")  # at the final step
         assert metric.step == results["steps"]
         assert metric.tensor_proto.float_val[0] == pytest.approx(results["test"]["bleu"], abs=1e-4)
-        val_steps = [event.step for event in multiplexer.Tensors(run, "val/bleu")]
+        val_steps = [event.step for event in multiplexer.Tensors(run, "1_val/bleu")]
         assert val_steps == sorted(set(val_steps)) and 0 not in val_steps  # no extra point
 
 

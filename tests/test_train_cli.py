@@ -27,7 +27,7 @@ def assert_complete_run_dir(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     assert results["test"]["signatures"]["bleu"].startswith("nrefs:1|case:mixed")
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0}).Reload()
-    assert {"train/loss", "val/bleu"} <= set(events.Tags()["scalars"])
+    assert {"2_train/loss", "1_val/bleu"} <= set(events.Tags()["scalars"])
     assert any(tag.startswith("attention/") for tag in events.Tags()["images"])
     return results
 
@@ -133,7 +133,7 @@ def test_train_resume_alone_continues_the_run_in_place_with_its_overrides(tiny_r
     assert json.loads((run_dir / "results.json").read_text())["steps"] == 12
     assert list(elsewhere.iterdir()) == []  # no new outputs/ folder
     events = EventAccumulator(str(run_dir / "tb")).Reload()
-    assert [e.step for e in events.Scalars("val/bleu")] == [6, 12]
+    assert [e.step for e in events.Scalars("1_val/bleu")] == [6, 12]
 
 
 def test_a_failed_first_try_says_why_once_and_leaves_no_empty_run_dir(tmp_path):

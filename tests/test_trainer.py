@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Schedule
@@ -22,6 +24,7 @@ from seq2seq.training import trainer as trainer_module
 from seq2seq.training.precision import precision_name
 from seq2seq.training.setup import build_trainer
 from seq2seq.training.state import AlreadyFinished, Interrupted
+from seq2seq.training.tensorboard import Board
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
@@ -57,13 +60,34 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path)
     assert results["valid"]["bleu"] == saved["valid"]["bleu"]
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
     scalars, images = events.Tags()["scalars"], events.Tags()["images"]
-    for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s",
-                "val/loss", "val/perplexity", "val/bleu", "val/chrf"):
+    for tag in ("2_train/loss", "2_train/learning_rate", "2_train/grad_norm",
+                "2_train/tokens_per_s", "1_val/loss", "1_val/perplexity", "1_val/bleu",
+                "1_val/chrf"):
         assert tag in scalars
     assert any(tag.startswith("attention/sentence_0") for tag in images)
     # the checkpoint is self-contained: config, tokenizer and weights
     best = load_checkpoint(tmp_path)
     assert best["config"]["model"]["hidden_size"] == 32 and best["tokenizer"]["src"]
+
+
+def test_tensorboard_lists_the_val_curves_first_and_shows_booleans_as_text(tmp_path):
+    board = Board(tmp_path)
+    board.train_scalars(1, loss=2.0, grad_norm=1.0, lr=1e-3, tokens_per_s=100.0)
+    board.val_scalars(1, loss=2.0, bleu=10.0, chrf=30.0)
+    config = {"model": {"input_feeding": True, "hidden_size": 32}, "seed": 1}
+    board.hparams(config, ["model.input_feeding=true"], 1, test_bleu=11.0, test_chrf=31.0)
+    board.close()
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    scalars = multiplexer.PluginRunToTagToContent("scalars")["tb"]
+    groups = sorted({tag.split("/")[0] for tag in scalars})
+    assert groups == ["1_val", "2_train", "3_test"]  # the Scalars page's order, val open
+    tags = multiplexer.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)["tb"]
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        tags[hparams_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["model.input_feeding"].string_value == "true"
+    assert start.hparams["model.hidden_size"].number_value == 32
 
 
 def test_training_is_deterministic_on_cpu(tiny_setup, tmp_path):
@@ -170,7 +194,7 @@ def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_se
     build_trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "cut", data).fit()
     full, resumed = scalar_curves(tmp_path / "full"), scalar_curves(tmp_path / "cut")
     assert resumed.keys() == full.keys()
-    assert [step for step, _ in resumed["val/bleu"]] == [12, 24]
+    assert [step for step, _ in resumed["1_val/bleu"]] == [12, 24]
     for tag, curve in full.items():
         assert resumed[tag] == curve, tag
 

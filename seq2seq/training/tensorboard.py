@@ -17,8 +17,11 @@ from seq2seq.inference.translator import Translation
 # what every run shows in TensorBoard's HParams table, whatever it overrode
 CHOSEN_HPARAMS = ("attention.type", "model.decoder_style", "model.input_feeding",
                   "model.embedding_size", "model.hidden_size", "train.lr", "seed")
+# The Scalars page sorts its groups (a tag's part before '/') by name and opens the first: the
+# numbers prefixed put the curves runs are compared by (val) first, open, then train, then test.
+VAL, TRAIN, TEST = "1_val", "2_train", "3_test"
 # the metrics: the curves the run already logs, so the table links to them
-HPARAM_METRICS = ("val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf")
+HPARAM_METRICS = (f"{VAL}/bleu", f"{VAL}/chrf", f"{VAL}/loss", f"{TEST}/bleu", f"{TEST}/chrf")
 
 
 class Board:
@@ -33,12 +36,12 @@ class Board:
         for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),
                            ("learning_rate", lr), ("grad_norm", grad_norm),
                            ("tokens_per_s", tokens_per_s)):
-            self.writer.add_scalar(f"train/{tag}", value, step)
+            self.writer.add_scalar(f"{TRAIN}/{tag}", value, step)
 
     def val_scalars(self, step: int, loss: float, bleu: float, chrf: float) -> None:
         for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),
                            ("bleu", bleu), ("chrf", chrf)):
-            self.writer.add_scalar(f"val/{tag}", value, step)
+            self.writer.add_scalar(f"{VAL}/{tag}", value, step)
 
     def translations(self, step: int, translations: Sequence[Translation],
                      references: Sequence[str]) -> None:
@@ -85,26 +88,30 @@ def log_translation(writer, number: int, step: int, translation: Translation,
 def log_hparams(writer, config: dict[str, Any], overrides: list[str], step: int,
                 test_bleu: float, test_chrf: float) -> None:
     """One HParams row per run: the chosen settings and those the run overrode (not paths),
-    with the val and test curves as its metrics; test/bleu and test/chrf are logged at the
+    with the val and test curves as its metrics; the test BLEU and chrF are logged at the
     final step. Written into the run's own event file (no extra run folder, no extra points on
     the val curves)."""
     flat = flat_scalars(config)
     keys = [*CHOSEN_HPARAMS, *(override_key(override) for override in overrides)]
     chosen = {key: flat[key] for key in dict.fromkeys(keys) if key in flat and not is_path_key(key)}
-    writer.add_scalar("test/bleu", test_bleu, step)
-    writer.add_scalar("test/chrf", test_chrf, step)
+    writer.add_scalar(f"{TEST}/bleu", test_bleu, step)
+    writer.add_scalar(f"{TEST}/chrf", test_chrf, step)
     for summary in hparams(chosen, dict.fromkeys(HPARAM_METRICS, 0.0)):
         writer.file_writer.add_summary(summary)
 
 
 def flat_scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A flat dict of scalars for add_hparams (None and lists become strings)."""
+    """A flat dict of scalars for add_hparams. Booleans become text as an override spells them
+    (`true`): hparams() takes a bool for the number 0 or 1, which the table shows as 0.0000;
+    None and lists become strings."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flat_scalars(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
+        elif isinstance(value, bool):
+            flat[name] = str(value).lower()
+        elif isinstance(value, (int, float, str)):
             flat[name] = value
         else:
             flat[name] = str(value)
