@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
 import os
 import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,13 +19,14 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.config import Schedule
+from seq2seq.config import Schedule, TrainConfig
 from seq2seq.data.prepare import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
 from seq2seq.training import trainer as trainer_module
 from seq2seq.training.precision import precision_name
+from seq2seq.training.progress import EpochProgress
 from seq2seq.training.setup import build_trainer
-from seq2seq.training.state import AlreadyFinished, Interrupted
+from seq2seq.training.state import AlreadyFinished, Interrupted, TrainState
 from seq2seq.training.tensorboard import Board
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
@@ -208,6 +211,30 @@ def test_the_log_says_the_run_dir_and_how_long_an_epoch_and_the_run_take(tiny_se
     assert f"run dir {tmp_path.resolve()}" in messages
     assert any(m.startswith("at this speed: ") and "per epoch, at most " in m for m in messages)
     assert not any("diverging" in m for m in messages)  # lr=0.003 learns
+
+
+class Terminal(io.StringIO):
+    """stdout and stderr of a terminal: where Hydra's console log and the progress bar meet."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_line_while_the_bar_is_shown_starts_a_line_of_its_own(monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    console = logging.StreamHandler(sys.stdout)  # Hydra's console handler
+    monkeypatch.setattr(logging.root, "handlers", [console])
+    state = TrainState(step=1, train_seconds=1.0, train_tokens=477)
+    with EpochProgress([[0], [1]], state, TrainConfig(), 2, show=True) as progress:
+        for _ in progress:
+            progress.step_done(2.5, 1e-3)
+            logging.getLogger("seq2seq.training").warning("val bleu 1.0")
+            break
+    assert logging.root.handlers == [console]  # given back when the bar goes
+    before, _ = terminal.getvalue().split("val bleu 1.0")
+    assert "tok_s=477" in before and before.endswith(("\r", "\n"))
 
 
 def test_a_loss_far_above_a_uniform_guess_warns_once_that_training_diverges(tiny_setup, tmp_path,

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
+from types import TracebackType
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seq2seq.analysis.run_dir import format_duration
 from seq2seq.config import TrainConfig
@@ -20,7 +23,10 @@ ETA_STEP = 5  # the step after which the log says how long an epoch and the run 
 
 class EpochProgress:
     """The bar of one epoch over `batches`, the ones left of it: a resumed epoch's bar starts
-    where the epoch stopped, not at 0. Only rank 0 (`show`) draws one."""
+    where the epoch stopped, not at 0. Only rank 0 (`show`) draws one.
+
+    A context manager: while the bar is shown, the console's log lines (evaluations, warnings)
+    are written above it through tqdm, never into the middle of the bar's line."""
 
     def __init__(self, batches: list[list[int]], state: TrainState, cfg: TrainConfig,
                  batches_per_epoch: int, show: bool) -> None:
@@ -29,6 +35,16 @@ class EpochProgress:
         self.bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.max_epochs}", unit="batch",
                         leave=False, dynamic_ncols=True, initial=state.batch_in_epoch,
                         total=batches_per_epoch, disable=None if show else True)
+        self._open = ExitStack()
+
+    def __enter__(self) -> EpochProgress:
+        self._open.enter_context(self.bar)
+        self._open.enter_context(logging_redirect_tqdm())
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._open.close()  # the console's handlers back, then the bar gone
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.bar)
@@ -49,6 +65,3 @@ class EpochProgress:
             per_epoch = state.train_seconds / state.step * self.batches_per_epoch
             log.info("at this speed: %s per epoch, at most %s of training left (early stopping "
                      "may end it sooner)", format_duration(per_epoch), format_duration(left))
-
-    def close(self) -> None:
-        self.bar.close()

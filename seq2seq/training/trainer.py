@@ -131,33 +131,33 @@ class Trainer:
             # the epoch's batch order depends only on (seed, epoch): a resumed run skips the
             # batches it already trained and sees the rest in the same order
             batches = list(self.sampler)[state.batch_in_epoch:]
-            progress = EpochProgress(batches, state, cfg, len(self.sampler), self.dist.is_main)
-            for indices in progress:
-                if cfg.max_steps is not None and state.step >= cfg.max_steps:
-                    return "max_steps"  # resumed at its last step: not one step more
-                started = time.perf_counter()
-                if self.batch_trace is not None:
-                    trace_batch(self.batch_trace, state.epoch, indices)
-                batch = collate([self.train[i] for i in indices]).to(self.device)
-                loss_per_token = self.train_step(batch)
-                if cfg.release_memory_every and state.step % cfg.release_memory_every == 0:
-                    release_free_memory()  # else freed holes pile up as resident memory
-                state.train_seconds += time.perf_counter() - started
-                state.batch_in_epoch += 1
-                progress.step_done(loss_per_token, self.optimizer.param_groups[0]["lr"])
-                self.divergence.check(state.step, loss_per_token)
-                if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step > 0 \
-                        and state.last_eval_step != state.step:
-                    if self._evaluate():
-                        return "early stopping"
-                out_of_time = self._agree_on_stopping(deadline)
-                if self.stop_request.signum is not None:
-                    return "signal"
-                if cfg.max_steps is not None and state.step >= cfg.max_steps:
-                    return "max_steps"
-                if out_of_time:
-                    return "max_minutes"
-            progress.close()
+            with EpochProgress(batches, state, cfg, len(self.sampler),
+                               self.dist.is_main) as progress:
+                for indices in progress:
+                    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+                        return "max_steps"  # resumed at its last step: not one step more
+                    started = time.perf_counter()
+                    if self.batch_trace is not None:
+                        trace_batch(self.batch_trace, state.epoch, indices)
+                    batch = collate([self.train[i] for i in indices]).to(self.device)
+                    loss_per_token = self.train_step(batch)
+                    if cfg.release_memory_every and state.step % cfg.release_memory_every == 0:
+                        release_free_memory()  # else freed holes pile up as resident memory
+                    state.train_seconds += time.perf_counter() - started
+                    state.batch_in_epoch += 1
+                    progress.step_done(loss_per_token, self.optimizer.param_groups[0]["lr"])
+                    self.divergence.check(state.step, loss_per_token)
+                    if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step > 0 \
+                            and state.last_eval_step != state.step:
+                        if self._evaluate():
+                            return "early stopping"
+                    out_of_time = self._agree_on_stopping(deadline)
+                    if self.stop_request.signum is not None:
+                        return "signal"
+                    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+                        return "max_steps"
+                    if out_of_time:
+                        return "max_minutes"
             state.epoch += 1
             state.batch_in_epoch = 0
             if not cfg.eval_every and self._evaluate():
