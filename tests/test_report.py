@@ -253,6 +253,21 @@ def test_the_chart_draws_error_bars_only_where_there_is_a_spread(tmp_path):
     assert not any(isinstance(c, ErrorbarContainer) for a in one_seed.axes for c in a.containers)
 
 
+def test_the_charts_legend_covers_no_bar_and_no_error_bar_goes_below_zero(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    sweep(tmp_path, {"additive": [0.0, 3.0], "dot": [30.0, 31.0]})  # additive: 1.5 ± 2.1
+    figure = report_figure(build_report(tmp_path).settings)
+    figure.canvas.draw()
+    (legend,) = figure.legends
+    for axes in figure.axes:
+        assert not legend.get_window_extent().overlaps(axes.get_window_extent())
+        bars = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+        lowest = min(y for c in bars for segment in c.lines[2][0].get_segments()
+                     for _, y in segment)
+        assert lowest == 0.0 if axes is figure.axes[0] else lowest > 0.0  # BLEU 1.5 - 2.1
+
+
 def test_a_run_with_a_nan_score_is_listed_not_averaged(tmp_path):
     sweep(tmp_path, {"additive": [30.0, 31.0]})
     make_job(tmp_path, "2_attention=additive,seed=3", ["attention=additive", "seed=3"],

@@ -377,7 +377,8 @@ def report_figure(settings: Sequence[Setting]):
     labels = [textwrap.fill(s.label, 28) for s in settings]
     width = 0.38
     panel_width = min(max(5.0, 0.9 * len(settings) + 2.0), 16.0)
-    figure = Figure(figsize=(2 * panel_width, 4.5))
+    # constrained: the legend goes above the panels, where it covers no bar
+    figure = Figure(figsize=(2 * panel_width, 4.5), layout="constrained")
     for column, metric in enumerate(("bleu", "chrf")):
         axes = figure.add_subplot(1, 2, column + 1)
         for offset, split in ((-width / 2, "test"), (width / 2, "val")):
@@ -386,8 +387,10 @@ def report_figure(settings: Sequence[Setting]):
             axes.bar(positions, [s.mean for s in stats], width, label=split)
             spread = [(x, s) for x, s in zip(positions, stats, strict=True) if s.std is not None]
             if spread:  # one seed has no spread: no error bar rather than a zero-width one
+                # a score is never below 0: the bar of the spread stops there
+                below = [min(s.std, s.mean) for _, s in spread]
                 axes.errorbar([x for x, _ in spread], [s.mean for _, s in spread],
-                              yerr=[s.std for _, s in spread], fmt="none", capsize=4,
+                              yerr=[below, [s.std for _, s in spread]], fmt="none", capsize=4,
                               ecolor="black", elinewidth=1)
         axes.set_xticks(range(len(settings)), labels=labels, rotation=20, ha="right",
                         fontsize=8)
@@ -396,8 +399,8 @@ def report_figure(settings: Sequence[Setting]):
         spread = "one seed each" if one_seed else "mean ± std over seeds"
         axes.set_title(f"{'BLEU' if metric == 'bleu' else 'chrF'} ({spread})", fontsize=10)
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize=8)
-    figure.tight_layout()
+    figure.legend(*axes.get_legend_handles_labels(), loc="outside upper center", ncols=2,
+                  fontsize=8)
     return figure
 
 
