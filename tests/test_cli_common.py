@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +51,14 @@ def test_the_train_commands_config_check_caps_threads_at_this_machines(tmp_path,
 
 def test_busy_cores_are_measured_between_zero_and_all_cores():
     assert 0.0 <= common.other_busy_cores(0.05) <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("command", ["average", "evaluate", "report", "serve", "translate"])
+@pytest.mark.parametrize("typed", ["/venv/bin/seq2seq-{}", "scripts/{}.py"])
+def test_usage_names_the_command_as_the_user_typed_it(command, typed, monkeypatch, capsys):
+    main = entry_points(group="console_scripts")[f"seq2seq-{command}"].load()
+    monkeypatch.setattr(sys, "argv", [typed.format(command), "--help"])
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {Path(typed.format(command)).name} ")

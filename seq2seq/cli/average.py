@@ -19,7 +19,7 @@ from seq2seq.cli.common import user_errors
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="average", description=__doc__.split("\n\n")[1].replace("\n", " "))
+        description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="checkpoint files (or run dirs: their final model, "
                              "checkpoints/best.pt or averaged.pt)")

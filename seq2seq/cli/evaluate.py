@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="evaluate",
         description="Translate a test set with a trained checkpoint and score it with sacreBLEU "
                     "(BLEU and chrF with their signatures, plus lowercased BLEU).")
     add_model_arguments(parser)

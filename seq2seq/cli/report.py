@@ -16,7 +16,7 @@ from seq2seq.cli.common import user_errors
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="report.py", description=__doc__.split("\n\n")[1],
+        description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="a sweep dir, e.g. multirun/DATE/TIME")
     parser.add_argument("--output-dir", type=Path, default=None,

@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     from seq2seq.serving.settings import Batching, Limits
 
     parser = argparse.ArgumentParser(
-        prog="serve",
         description="Serve trained checkpoints over HTTP: POST /translate, GET /models, "
                     "GET /health, and at / a page that shows the attention of each translation.",
         epilog="The first checkpoint is the default model; requests choose another by its id "

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="translate",
         description="Translate sentences with a trained checkpoint (its tokenizer and config "
                     "are inside it). Input: the SENTENCE arguments, --input FILE, or stdin, one "
                     "sentence per line; output: one translation per line, in input order.",
