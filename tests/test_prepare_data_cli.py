@@ -111,3 +111,15 @@ def test_broken_custom_files(broken_corpus, tiny_data_overrides, tmp_path, src, 
 def test_invalid_config_value(tmp_path):
     done = run_prepare(["data.max_len=0", f"data.root={tmp_path / 'data'}"], cwd=tmp_path)
     assert_clean_failure(done, "data.max_len=0 is invalid")
+
+
+def test_help_is_this_commands_own_not_the_training_help(monkeypatch, capsys):
+    from seq2seq.cli import prepare_data
+
+    monkeypatch.setattr(sys, "argv", ["seq2seq-prepare", "--help"])
+    with pytest.raises(SystemExit) as done:
+        prepare_data.main()
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert out.startswith("seq2seq-prepare (python scripts/prepare_data.py): fetch and verify")
+    assert "data: custom, multi30k_cs_en" in out and "seq2seq-train (" not in out

@@ -24,11 +24,27 @@ from seq2seq.cli.common import (
 )
 from seq2seq.config import override_key, register_configs, to_object
 
+# `--help` (Hydra's): this command's own, not the training help of the config it shares
+HELP = """seq2seq-prepare (python scripts/prepare_data.py): fetch and verify a corpus, train its
+subword models and print corpus statistics. It takes the training config, so data=OPTION and
+data.KEY=VALUE mean what they mean to seq2seq-train, which then reuses what this prepared.
+
+== Config groups ==
+$APP_CONFIG_GROUPS
+
+== Examples ==
+  python scripts/prepare_data.py data.source=DIR             # Multi30k de->en, under data/
+  python scripts/prepare_data.py data=multi30k_en_fr data.source=DIR data.root=/tmp/data
+
+--cfg job prints the composed config; --hydra-help shows Hydra's own options."""
+
 # This command writes no run directory: no outputs/<date>/, no .hydra/, no log file.
 _NO_RUN_DIR = {
     "hydra.run.dir": ".",
     "hydra.output_subdir": "null",
     "hydra/job_logging": "stdout",
+    "hydra.help.app_name": "seq2seq-prepare",
+    "hydra.help.template": f'"{HELP}"',  # quoted: an override's value, newlines and all
 }
 
 
