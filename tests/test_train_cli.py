@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,39 @@ def test_a_failed_first_try_says_why_once_and_leaves_no_empty_run_dir(tmp_path):
     assert done.stderr.count("data.source must be a directory holding") == 1
     assert "data.source must be" not in done.stdout  # not echoed by the console log as well
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("ending", ["interrupted", "finished"])
+def test_a_stopped_or_finished_run_says_so_once_on_the_terminal_and_in_train_log(
+        ending, tiny_run, tmp_path, monkeypatch, capsys):
+    from seq2seq.cli import train
+    from seq2seq.training import setup
+    from seq2seq.training.state import AlreadyFinished, Interrupted, TrainState
+
+    run_dir = tmp_path / "run"
+    if ending == "interrupted":
+        stop = Interrupted(signal.SIGTERM, run_dir / "checkpoints" / "last.pt")
+        message, code = f"stopped: {stop}", 128 + signal.SIGTERM
+    else:
+        stop = AlreadyFinished("max_steps", TrainState(step=2))
+        message, code = str(stop), 0
+
+    class Stops:
+        def fit(self):
+            raise stop
+
+    monkeypatch.setattr(setup, "build_trainer", lambda config, run_dir: Stops())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py", *tiny_run, f"hydra.run.dir={run_dir}"])
+    try:
+        train.main()
+        exit_code = 0
+    except SystemExit as exit:
+        exit_code = exit.code
+    out, err = capsys.readouterr()
+    assert exit_code == code
+    assert (out + err).count(str(stop)) == 1 and message in err.splitlines()
+    assert (run_dir / "train.log").read_text().count(str(stop)) == 1
 
 
 def test_help_says_what_the_command_does_its_choices_examples_and_outputs(tmp_path):

@@ -72,11 +72,11 @@ def train(cfg: DictConfig) -> float:
         RunDirGuard.remove_what_the_run_made(run_dir)
         raise
     except AlreadyFinished as done:
-        log.info("%s", done)
+        log_to_file(logging.INFO, str(done))  # the terminal shows it once, below
         print(done, file=sys.stderr)
         return done.best_bleu
     except Interrupted as stop:
-        log.warning("%s", stop)
+        log_to_file(logging.WARNING, str(stop))
         print(f"stopped: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)
     log.info("results in %s", run_dir / "results.json")
