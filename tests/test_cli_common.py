@@ -16,27 +16,49 @@ from seq2seq.errors import ConfigError
 
 @pytest.fixture
 def no_omp_env(monkeypatch):
+    """A process that has not chosen yet, with no setting of the user's."""
     for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(key, raising=False)
+    common.choose_omp_wait_policy.cache_clear()
+    yield
+    common.choose_omp_wait_policy.cache_clear()
+
+
+def busy(monkeypatch, cores: float) -> list[float]:
+    """Other processes use `cores`; returns the lengths of the looks taken."""
+    looks: list[float] = []
+    monkeypatch.setattr(common, "other_busy_cores", lambda seconds: looks.append(seconds) or cores)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    return looks
 
 
 def test_threads_sleep_when_other_work_holds_a_core(no_omp_env, monkeypatch):
-    monkeypatch.setattr(common, "other_busy_cores", lambda: 1.0)
-    assert common.choose_omp_wait_policy() == "OMP_WAIT_POLICY=PASSIVE"
+    busy(monkeypatch, 1.04)
+    assert common.choose_omp_wait_policy() == ("idle CPU threads will sleep, because other "
+                                               "processes use 1.0 of this machine's 2 cores")
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in os.environ
 
 
 def test_threads_spin_briefly_on_an_idle_cpu(no_omp_env, monkeypatch):
-    monkeypatch.setattr(common, "other_busy_cores", lambda: 0.1)
-    assert common.choose_omp_wait_policy() == f"GOMP_SPINCOUNT={common.SHORT_SPIN}"
+    busy(monkeypatch, 0.1)
+    assert common.choose_omp_wait_policy() == ("idle CPU threads will spin briefly, because "
+                                               "other processes use 0.1 of this machine's 2 cores")
+    assert os.environ["GOMP_SPINCOUNT"] == common.SHORT_SPIN
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_the_cpu_is_watched_for_half_a_second_once_per_process(no_omp_env, monkeypatch):
+    looks = busy(monkeypatch, 1.0)
+    first = common.choose_omp_wait_policy()
+    assert common.choose_omp_wait_policy() == first  # what train() logs: main()'s choice
+    assert looks == [common.LOOK_SECONDS] and common.LOOK_SECONDS >= 0.5
 
 
 @pytest.mark.parametrize("key,value", [("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "5")])
 def test_the_users_setting_wins(no_omp_env, monkeypatch, key, value):
     monkeypatch.setenv(key, value)
-    monkeypatch.setattr(common, "other_busy_cores", lambda: 2.0)
-    assert common.choose_omp_wait_policy() == f"{key}={value} (yours)"
+    busy(monkeypatch, 2.0)
+    assert common.choose_omp_wait_policy() == f"idle CPU threads wait as your {key}={value} says"
     assert os.environ[key] == value
 
 

@@ -7,6 +7,7 @@ Nothing here imports torch at module level: `--help` and argument errors answer 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -91,24 +92,32 @@ def user_errors() -> Iterator[None]:
 # default when idle and limits the loss if other work starts later.
 SHORT_SPIN = "10000"
 BUSY_CORES = 0.5  # other processes' use of the CPU, in cores, that makes threads sleep
+# How long the CPU is watched: 0.1 s (10 clock ticks a core) saw busy neighbours as idle, e.g.
+# two sweeps started together, each at its quiet start-up. OpenMP reads the setting when torch
+# is first imported, so it is chosen once, before that, for the whole run.
+LOOK_SECONDS = 0.5
 
 
+@functools.cache
 def choose_omp_wait_policy() -> str:
-    """Set how idle OpenMP threads wait, from how busy the CPU is now; returns the setting.
+    """Set how idle OpenMP threads wait, from how busy the CPU is now, once per process (later
+    calls return the first answer); returns it in plain words, for the log.
 
     Only works before torch is first imported. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
     """
     for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         if key in os.environ:
-            return f"{key}={os.environ[key]} (yours)"
-    if other_busy_cores() >= BUSY_CORES:
+            return f"idle CPU threads wait as your {key}={os.environ[key]} says"
+    busy = other_busy_cores(LOOK_SECONDS)
+    use = f"other processes use {busy:.1f} of this machine's {os.cpu_count() or 1} cores"
+    if busy >= BUSY_CORES:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        return "OMP_WAIT_POLICY=PASSIVE"
+        return f"idle CPU threads will sleep, because {use}"
     os.environ["GOMP_SPINCOUNT"] = SHORT_SPIN
-    return f"GOMP_SPINCOUNT={SHORT_SPIN}"
+    return f"idle CPU threads will spin briefly, because {use}"
 
 
-def other_busy_cores(seconds: float = 0.1) -> float:
+def other_busy_cores(seconds: float) -> float:
     """How many cores other processes keep busy, from /proc/stat over `seconds` (this process
     sleeps meanwhile); 0 where /proc/stat is missing (not Linux)."""
     def sample() -> tuple[int, int] | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -56,9 +55,7 @@ def train(cfg: DictConfig) -> float:
     from seq2seq.training.state import AlreadyFinished, Interrupted  # after Hydra: fast --help
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    log.info("idle OpenMP threads: %s", ", ".join(
-        f"{key}={os.environ[key]}" for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-        if key in os.environ) or "OpenMP's default")
+    log.info("%s", choose_omp_wait_policy())  # the choice main() made
     try:
         with user_errors():
             try:
