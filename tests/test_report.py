@@ -114,7 +114,9 @@ def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
                                       "- step 20\n"
                                       "[2026-01-01 10:00:01,000][seq2seq.train][ERROR] - 5 "
                                       "consecutive non-finite losses at step 21\n")
-    make_job(tmp_path, "4_attention=dot,seed=3", ["attention=dot", "seed=3"])
+    killed = make_job(tmp_path, "4_attention=dot,seed=3", ["attention=dot", "seed=3"])
+    (killed / "train.log").write_text("[2026-01-01 10:00:00,000][seq2seq.training.trainer][INFO] "
+                                      "- step 20\n")  # the OOM killer's SIGKILL writes nothing
     broken = make_job(tmp_path, "3_attention=dot,seed=2", ["attention=dot", "seed=2"], 30.0)
     (broken / "results.json").write_text('{"seed": 2, "test": {')  # killed while writing
     report = build_report(tmp_path)
@@ -124,10 +126,11 @@ def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
     problems = [job.problem for job in report.missing]
     assert problems[0] == "failed: 5 consecutive non-finite losses at step 21"  # from train.log
     assert "unreadable" in problems[1]
-    assert problems[2].startswith("no results.json")
+    assert problems[2] == "no results.json and no error in train.log: killed or still running"
     text = markdown_report(report)
     assert "`2_attention=dot,seed=1`: failed: 5 consecutive" in text
     assert "`3_attention=dot,seed=2`: unreadable results.json" in text
+    assert "`4_attention=dot,seed=3`: no results.json and no error in train.log" in text
 
 
 @pytest.mark.parametrize("overrides_yaml", [
