@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from seq2seq.analysis.report import (
+    Versus,
     build_report,
     find_jobs,
     markdown_report,
@@ -336,6 +337,15 @@ def test_vs_best_says_which_way_the_difference_goes(tmp_path):
     assert expected < 0 and dot.versus_best.delta == pytest.approx(expected)
     shown = row(markdown_table([dot, general]), "attention=dot")[-1]
     assert shown.startswith(f"{expected:+.2f}, p=") and shown[0] == "-"
+
+
+def test_settings_that_score_the_same_are_not_called_significantly_different(tmp_path):
+    for number, attention in enumerate(("dot", "general")):  # the same translations
+        with_outputs(make_job(tmp_path, f"{number}_{attention}",
+                              [f"attention={attention}", "seed=1"], 30.0), degraded(4))
+    report = build_report(tmp_path)
+    assert report.settings[1].versus_best == Versus(0.0, None)
+    assert row(markdown_table(report.settings), "attention=general")[-1] == "0.00, the same score"
 
 
 def test_the_runs_of_the_seeds_every_setting_ran_are_paired_and_the_rest_named(tmp_path):

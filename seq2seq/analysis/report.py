@@ -75,7 +75,9 @@ class Versus:
     `test_against_best`)."""
 
     delta: float  # its BLEU minus the best's, both on the paired runs' joined outputs
-    p_value: float
+    # None when both score the same: sacreBLEU's test then says p=0.001, as if no difference
+    # at all were a significant one (its p counts resamples that differ by more than observed)
+    p_value: float | None
 
 
 @dataclass
@@ -276,8 +278,9 @@ def test_against_best(settings: Sequence[Setting]) -> list[str]:
     _, results = test()
     best_bleu = results["BLEU"][0].score
     for index, result in zip(order, results["BLEU"], strict=True):
+        delta = result.score - best_bleu
         settings[index].versus_best = "best" if index == best else \
-            Versus(result.score - best_bleu, float(result.p_value))
+            Versus(delta, float(result.p_value) if delta != 0 else None)
     return []
 
 
@@ -306,6 +309,8 @@ def format_versus_best(value: Versus | str | None) -> str:
     """`-1.20, p=0.001`: which way the difference goes, and whether it is significant."""
     if value is None or isinstance(value, str):
         return value or "—"
+    if value.p_value is None:
+        return "0.00, the same score"
     shown = f"{value.delta:+.2f}, p={value.p_value:.3f}"
     return shown if value.p_value < SIGNIFICANCE_LEVEL else f"{shown}, n.s."
 
