@@ -1,5 +1,5 @@
 """Shared setup: the model variants every test runs over, the one compose helper, the tiny
-run's overrides, the real Multi30k corpus (when present) and the tiny synthetic corpus.
+run's overrides, the real Multi30k corpus and the tiny synthetic corpus.
 
 Variants: a test that takes an argument named `scorer` runs once per attention scorer (every
 name in seq2seq.config.ATTENTION_CONFIGS, so a new scorer is tested without editing a test), and
@@ -7,8 +7,8 @@ one that takes `decoder` once per decoder (a `Decoder` pair of style and input f
 scorer's module how many heads it has (`attention.num_heads`) instead of special-casing one.
 
 `multi30k_dir` is the directory given by $SEQ2SEQ_MULTI30K, else ../shared/corpora/multi30k
-beside the repository. Without it the tests that need it are skipped, except in CI (or with
-SEQ2SEQ_REQUIRE_CORPUS=1), where a missing corpus fails them.
+beside the repository, else a copy downloaded once into the user's cache: the tests that need it
+run on a fresh machine with internet access, and fail (never skip) when none of that works.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from seq2seq.config import (
     TokenizerConfig,
     to_object,
 )
+from seq2seq.data.corpus import fetch_multi30k, multi30k_filename
+from seq2seq.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DIR = REPO / "tests" / "data"
@@ -105,17 +107,37 @@ def tiny_run(tiny_data_overrides, tiny_model_overrides) -> list[str]:
     return [*tiny_data_overrides, *tiny_model_overrides]
 
 
+MULTI30K_TEST_FILES = [(split, lang) for split in ("train", "val", "test_2016_flickr")
+                       for lang in ("de", "en")]  # what the tests read: de-en, 1.3 MB
+MULTI30K_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+    / "seq2seq" / "multi30k"
+
+
 @pytest.fixture(scope="session")
 def multi30k_dir() -> Path:
-    """A directory holding the real Multi30k {split}.{lang}.gz files (train, val, test_2016)."""
+    """A directory holding the real Multi30k de-en {split}.{lang}.gz files (train, val,
+    test_2016_flickr): $SEQ2SEQ_MULTI30K, ../shared/corpora/multi30k, or the user's cache, which
+    the first run fills from the published URLs (sha256-verified, as `prepare_data` does)."""
     configured = os.environ.get("SEQ2SEQ_MULTI30K")
-    path = Path(configured) if configured else REPO.parent / "shared" / "corpora" / "multi30k"
-    if not (path / "train.de.gz").is_file():
-        reason = f"Multi30k not found in {path} (set SEQ2SEQ_MULTI30K=DIR)"
-        if os.environ.get("CI") or os.environ.get("SEQ2SEQ_REQUIRE_CORPUS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    if configured:
+        candidates = [Path(configured)]
+    else:
+        candidates = [REPO.parent / "shared" / "corpora" / "multi30k", MULTI30K_CACHE]
+    for path in candidates:
+        if all((path / multi30k_filename(*file)).is_file() for file in MULTI30K_TEST_FILES):
+            return path
+    if configured:
+        pytest.fail(f"Multi30k not found in SEQ2SEQ_MULTI30K={configured}: it needs "
+                    + ", ".join(multi30k_filename(*file) for file in MULTI30K_TEST_FILES))
+    MULTI30K_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(MULTI30K_CACHE / ".lock")):  # one download for all xdist workers
+        try:
+            for split, lang in MULTI30K_TEST_FILES:
+                fetch_multi30k(split, lang, MULTI30K_CACHE)
+        except DataError as error:
+            pytest.fail(f"the tests that read Multi30k need its files: {error}; for the tests, "
+                        "SEQ2SEQ_MULTI30K=DIR names that directory")
+    return MULTI30K_CACHE
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from seq2seq.analysis.report import (
+    Versus,
     build_report,
     find_jobs,
     markdown_report,
@@ -40,18 +41,21 @@ def make_job(root: Path, name: str, overrides: list[str], test_bleu: float | Non
                      "bleu": test_bleu, "chrf": fields.get("test_chrf", 55.0),
                      "signatures": {"bleu": SIGNATURE}},
         }
+        if "other_busy_cores" in fields:  # what runs record since the trainer samples the load
+            results["other_busy_cores"] = fields["other_busy_cores"]
         (job / "results.json").write_text(json.dumps(results))
     return job
 
 
-def sweep(root: Path, bleus: dict[str, list[float]], extra: tuple[str, ...] = ()) -> Path:
+def sweep(root: Path, bleus: dict[str, list[float]], extra: tuple[str, ...] = (),
+          **fields) -> Path:
     """Jobs `<n>_attention=<a>,seed=<s>` with the given test BLEU per seed."""
     number = 0
     for attention, scores in bleus.items():
         for seed, bleu in enumerate(scores, start=1):
             make_job(root, f"{number}_attention={attention},seed={seed}",
                      [f"attention={attention}", f"seed={seed}", "experiment=attention_ablation",
-                      *extra], bleu, seed=seed)
+                      *extra], bleu, seed=seed, **fields)
             number += 1
     return root
 
@@ -114,7 +118,9 @@ def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
                                       "- step 20\n"
                                       "[2026-01-01 10:00:01,000][seq2seq.train][ERROR] - 5 "
                                       "consecutive non-finite losses at step 21\n")
-    make_job(tmp_path, "4_attention=dot,seed=3", ["attention=dot", "seed=3"])
+    killed = make_job(tmp_path, "4_attention=dot,seed=3", ["attention=dot", "seed=3"])
+    (killed / "train.log").write_text("[2026-01-01 10:00:00,000][seq2seq.training.trainer][INFO] "
+                                      "- step 20\n")  # the OOM killer's SIGKILL writes nothing
     broken = make_job(tmp_path, "3_attention=dot,seed=2", ["attention=dot", "seed=2"], 30.0)
     (broken / "results.json").write_text('{"seed": 2, "test": {')  # killed while writing
     report = build_report(tmp_path)
@@ -124,10 +130,11 @@ def test_unfinished_and_broken_runs_are_listed_not_fatal(tmp_path):
     problems = [job.problem for job in report.missing]
     assert problems[0] == "failed: 5 consecutive non-finite losses at step 21"  # from train.log
     assert "unreadable" in problems[1]
-    assert problems[2].startswith("no results.json")
+    assert problems[2] == "no results.json and no error in train.log: killed or still running"
     text = markdown_report(report)
     assert "`2_attention=dot,seed=1`: failed: 5 consecutive" in text
     assert "`3_attention=dot,seed=2`: unreadable results.json" in text
+    assert "`4_attention=dot,seed=3`: no results.json and no error in train.log" in text
 
 
 @pytest.mark.parametrize("overrides_yaml", [
@@ -320,28 +327,74 @@ def test_the_significance_marks_agree_with_sacrebleus_own_paired_test(tmp_path):
     report = build_report(tmp_path / "sweep")
     additive, dot, general = report.settings
     assert additive.versus_best == "best"
-    assert dot.versus_best == pytest.approx(sacrebleu_p_value(tmp_path, REFERENCES, close))
-    assert general.versus_best == pytest.approx(sacrebleu_p_value(tmp_path, REFERENCES, far))
-    assert dot.versus_best >= 0.05 > general.versus_best
+    assert dot.versus_best.p_value == pytest.approx(
+        sacrebleu_p_value(tmp_path, REFERENCES, close))
+    assert general.versus_best.p_value == pytest.approx(
+        sacrebleu_p_value(tmp_path, REFERENCES, far))
+    assert dot.versus_best.p_value >= 0.05 > general.versus_best.p_value
     table = markdown_table(report.settings)
     assert row(table, "attention=additive")[-1] == "best"
     assert row(table, "attention=dot")[-1].endswith(", n.s.")
-    assert row(table, "attention=general")[-1] == f"p={general.versus_best:.3f}"
+    assert row(table, "attention=general")[-1] == (
+        f"{general.versus_best.delta:+.2f}, p={general.versus_best.p_value:.3f}")
     assert "not significant (p >= 0.05)" in markdown_report(report)
+    assert "vs best pairs each setting's run of seed 1 with the best setting's run of the same " \
+           "seed." in table
 
 
-def test_several_seeds_are_joined_in_seed_order_as_many_from_each_setting(tmp_path):
-    runs = {("additive", 1): REFERENCES, ("additive", 2): degraded(6),
-            ("additive", 3): degraded(2), ("dot", 2): degraded(4), ("dot", 1): degraded(5)}
+def test_vs_best_says_which_way_the_difference_goes(tmp_path):
+    from sacrebleu import corpus_bleu
+
+    worse, better = degraded(4), degraded(6)
+    for number, (attention, hypotheses, bleu) in enumerate([("dot", worse, 30.0),
+                                                            ("general", better, 40.0)]):
+        with_outputs(make_job(tmp_path, f"{number}_{attention}",
+                              [f"attention={attention}", "seed=1"], bleu), hypotheses)
+    dot, general = build_report(tmp_path).settings
+    expected = corpus_bleu(worse, [REFERENCES]).score - corpus_bleu(better, [REFERENCES]).score
+    assert expected < 0 and dot.versus_best.delta == pytest.approx(expected)
+    shown = row(markdown_table([dot, general]), "attention=dot")[-1]
+    assert shown.startswith(f"{expected:+.2f}, p=") and shown[0] == "-"
+
+
+def test_settings_that_score_the_same_are_not_called_significantly_different(tmp_path):
+    for number, attention in enumerate(("dot", "general")):  # the same translations
+        with_outputs(make_job(tmp_path, f"{number}_{attention}",
+                              [f"attention={attention}", "seed=1"], 30.0), degraded(4))
+    report = build_report(tmp_path)
+    assert report.settings[1].versus_best == Versus(0.0, None)
+    assert row(markdown_table(report.settings), "attention=general")[-1] == "0.00, the same score"
+
+
+def test_the_runs_of_the_seeds_every_setting_ran_are_paired_and_the_rest_named(tmp_path):
+    runs = {("additive", 1): degraded(2), ("additive", 2): REFERENCES,
+            ("additive", 3): degraded(6), ("dot", 3): degraded(4), ("dot", 2): degraded(5)}
     for number, ((attention, seed), hypotheses) in enumerate(runs.items()):
         with_outputs(make_job(tmp_path / "sweep", f"{number}_{attention}_{seed}",
                               [f"attention={attention}", f"seed={seed}"], 40.0 - number,
                               seed=seed), hypotheses)
-    additive, dot = build_report(tmp_path / "sweep").settings
-    assert additive.versus_best == "best"  # seeds 1 and 2 of each: the third additive sits out
-    joined = [*runs[("additive", 1)], *runs[("additive", 2)]]
+    report = build_report(tmp_path / "sweep")
+    additive, dot = report.settings
+    assert additive.versus_best == "best"  # seeds 2 and 3 of each: additive's seed 1 sits out
+    joined = [*runs[("additive", 2)], *runs[("additive", 3)]]
     expected = sacrebleu_p_value_joined(tmp_path, joined, [*degraded(5), *degraded(4)])
-    assert dot.versus_best == pytest.approx(expected)
+    assert dot.versus_best.p_value == pytest.approx(expected)
+    table = markdown_table(report.settings)
+    assert ("vs best pairs each setting's runs of seeds 2, 3 with the best setting's runs of the "
+            "same seeds. The settings ran unequal numbers of seeds (`attention=additive` 3, "
+            "`attention=dot` 2): the mean ± std counts every run, vs best leaves out "
+            "`attention=additive` seed 1.") in table
+
+
+def test_settings_without_a_common_seed_are_not_tested(tmp_path):
+    for number, seed in enumerate((1, 2)):
+        with_outputs(make_job(tmp_path, f"{number}_x", [f"train.lr={number}", f"seed={seed}"],
+                              30.0 + number, seed=seed), REFERENCES)
+    report = build_report(tmp_path)
+    assert all(setting.versus_best is None for setting in report.settings)
+    assert report.notes == ["no significance test: no seed ran in every setting "
+                            "(train.lr=0: 1; train.lr=1: 2)"]
+    assert "vs best pairs" not in markdown_table(report.settings)
 
 
 def sacrebleu_p_value_joined(tmp_path: Path, baseline: list[str], system: list[str]) -> float:
@@ -360,3 +413,34 @@ def test_runs_without_saved_outputs_are_reported_untested(tmp_path):
     assert any("no significance test" in note and "test_2016_flickr.hyp.txt" in note
                for note in report.notes)
     assert row(markdown_table(report.settings), "attention=dot")[-1] == "—"
+
+
+# ---- timing: which runs trained beside other work ------------------------------------------
+
+def test_timing_measured_beside_other_work_is_marked_and_the_load_named(tmp_path):
+    sweep(tmp_path, {"additive": [30.0]}, other_busy_cores=0.1)
+    sweep(tmp_path / "more", {"dot": [31.0, 31.5]}, other_busy_cores=1.34)
+    make_job(tmp_path / "more", "2_attention=dot,seed=3",
+             ["attention=dot", "seed=3", "experiment=attention_ablation"], 31.25,
+             seed=3, other_busy_cores=0.2)  # the one dot run on an idle machine
+    table = markdown_table(build_report(tmp_path).settings)
+    dot, additive = row(table, "attention=dot"), row(table, "attention=additive")
+    assert dot[6:8] == ["5,000 †", "60 s †"] and additive[6:8] == ["5,000", "60 s"]
+    assert dot[1] == "**31.25 ± 0.25**"  # scores are not marked
+    assert ("† tokens/s and train time measured while other processes kept CPU cores busy (the "
+            "mean over a run's training): `attention=dot` up to 1.3 cores, in 2 of its 3 runs. "
+            "They measure that load as much as the setting.") in table
+    assert "not recorded" not in table
+
+
+def test_an_idle_sweep_says_so_and_runs_without_a_load_record_are_counted(tmp_path):
+    sweep(tmp_path / "idle", {"additive": [30.0], "dot": [31.0]}, other_busy_cores=0.2)
+    table = markdown_table(build_report(tmp_path / "idle").settings)
+    assert "†" not in table
+    assert "Timing: every run trained while other processes used under 0.5 cores." in table
+    sweep(tmp_path / "old", {"general": [29.0]})  # results.json from before the load record
+    table = markdown_table(build_report(tmp_path).settings)
+    assert "†" not in row(table, "attention=general")[6]
+    assert ("Other processes' CPU use was not recorded for 1 of the 3 runs (their results.json "
+            "is from before the trainer recorded it)") in table
+    assert "Timing: every run" not in table

@@ -219,34 +219,107 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
         assert val_steps == sorted(set(val_steps)) and 0 not in val_steps  # no extra point
 
 
+@pytest.fixture
+def failing_sweep(monkeypatch, capsys, tmp_path):
+    """`failing_sweep(args) -> (sweep dir, stderr)`: `python scripts/train.py -m ARGS` run in this
+    process from tmp_path, its jobs named by number, that must end with exit code 1. Hydra's
+    logging (each job's train.log) is taken down after the test."""
+    import logging
+
+    from seq2seq.cli import train
+
+    sweep_dir = tmp_path / "multirun"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # main() would set it for the whole process
+    root = logging.getLogger()
+    kept, level = list(root.handlers), root.level
+
+    def run(args: list[str]) -> tuple[Path, str]:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["train.py", "-m", *args, f"data.root={tmp_path}/data",
+                                          f"hydra.sweep.dir={sweep_dir}",
+                                          "hydra.sweep.subdir=${hydra.job.num}"])
+        with pytest.raises(SystemExit) as done:
+            train.main()
+        assert done.value.code == 1
+        return sweep_dir, capsys.readouterr().err
+
+    yield run
+    for handler in [h for h in root.handlers if h not in kept]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+
+
+def reported(sweep_dir: Path, capsys) -> list[str]:
+    """What `report.py SWEEP_DIR --no-plot` prints, by line."""
+    from seq2seq.cli.report import main
+
+    main([str(sweep_dir), "--no-plot"])
+    return capsys.readouterr().out.splitlines()
+
+
 # a vocabulary the tiny corpus cannot give (at most 156 pieces): a job that fails once it runs,
 # in its data work, which no check of the config can foresee
 TOO_LARGE_VOCAB = "data.tokenizer.vocab_size=1000"
 
 
-def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, tmp_path):
-    sweep_dir = tmp_path / "multirun"
-    done = run_script("train.py", [
-        "-m", *tiny_run, f"{TOO_LARGE_VOCAB},128", "train.max_steps=2", "train.eval_every=2",
-        "data.max_eval_pairs=4", "train.num_plot_sentences=1", f"data.root={tmp_path}/data",
-        f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
-    ], cwd=tmp_path)
-    assert done.returncode == 1, done.stderr[-3000:]
-    assert "error: data.tokenizer.vocab_size=1000 is too large" in done.stderr
-    assert done.stderr.splitlines()[-1].startswith("error: 1 of 2 jobs failed: 0 (see")
+def too_large(vocab_size: int) -> str:
+    """The error of a job whose vocabulary the tiny corpus cannot give."""
+    return (f"data.tokenizer.vocab_size={vocab_size} is too large for this training data (800 "
+            "sentences): sentencepiece can build at most 156 pieces; set "
+            "data.tokenizer.vocab_size=156 or less")
+
+
+TOO_LARGE = too_large(1000)
+QUICK = ["train.max_steps=2", "train.eval_every=2", "data.max_eval_pairs=4"]
+
+
+def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, failing_sweep, capsys):
+    sweep_dir, err = failing_sweep([*tiny_run, f"{TOO_LARGE_VOCAB},128", *QUICK])
+    assert f"error: {TOO_LARGE}\n" in err
+    assert err.splitlines()[-1] == ("error: 1 of 2 jobs failed (see their train.log): "
+                                    f"0: {TOO_LARGE}")
+    assert f"[ERROR] - {TOO_LARGE}\n" in (sweep_dir / "0" / "train.log").read_text()
     assert not (sweep_dir / "0" / "results.json").exists()
     assert (sweep_dir / "1" / "results.json").is_file()  # the second job still ran
-    report = run_script("report.py", [str(sweep_dir)], cwd=tmp_path)
-    assert "data.tokenizer.vocab_size" in report.stdout and "failed" in report.stdout
+    assert f"missing: {sweep_dir / '0'}: failed: {TOO_LARGE}" in reported(sweep_dir, capsys)
 
 
-def test_a_sweep_whose_every_job_fails_exits_non_zero(tiny_run, tmp_path):
-    done = run_script("train.py", ["-m", *tiny_run, f"{TOO_LARGE_VOCAB},2000",
-                                   f"data.root={tmp_path}/data",
-                                   f"hydra.sweep.dir={tmp_path / 'multirun'}",
-                                   "hydra.sweep.subdir=${hydra.job.num}"], cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stderr.splitlines()[-1] == "error: 2 of 2 jobs failed: 0, 1 (see their train.log)"
+def test_jobs_that_die_of_no_user_error_are_logged_counted_and_reported(tiny_run, failing_sweep,
+                                                                        monkeypatch, capsys):
+    """Errors that are not the user's (sentencepiece's thread pool on a machine short of
+    threads, memory, a bug) once escaped the job as a traceback that ended the sweep, with no
+    summary and nothing in the job's train.log."""
+    from seq2seq.data.tokenizer import Tokenizer
+
+    encode = Tokenizer.encode_src
+    failures = [RuntimeError("Resource temporarily unavailable"), MemoryError()]
+
+    def short_of_resources(self, lines):  # the first encode of jobs 0 and 1 fails
+        if failures:
+            raise failures.pop(0)
+        return encode(self, lines)
+
+    monkeypatch.setattr(Tokenizer, "encode_src", short_of_resources)
+    sweep_dir, err = failing_sweep([*tiny_run, "seed=1,2,3", *QUICK])
+    lines = {"0": "RuntimeError: Resource temporarily unavailable", "1": "MemoryError"}
+    for job, line in lines.items():
+        log = (sweep_dir / job / "train.log").read_text()
+        assert f"[ERROR] - {line}\nTraceback (most recent call last):\n" in log
+        assert log.endswith(f"in short_of_resources\n    raise failures.pop(0)\n{line}\n")
+        assert f"error: {line} (the traceback is in {sweep_dir / job / 'train.log'})\n" in err
+    assert err.splitlines()[-1] == ("error: 2 of 3 jobs failed (see their train.log): "
+                                    f"0: {lines['0']}; 1: {lines['1']}")
+    assert (sweep_dir / "2" / "results.json").is_file()  # the third job still ran
+    report = reported(sweep_dir, capsys)
+    for job, line in lines.items():
+        assert f"missing: {sweep_dir / job}: failed: {line}" in report
+
+
+def test_a_sweep_whose_every_job_fails_exits_non_zero(tiny_run, failing_sweep):
+    _, err = failing_sweep([*tiny_run, f"{TOO_LARGE_VOCAB},2000"])
+    assert err.splitlines()[-1] == ("error: 2 of 2 jobs failed (see their train.log): "
+                                    f"0: {TOO_LARGE}; 1: {too_large(2000)}")
 
 
 @pytest.mark.parametrize("args,line", [

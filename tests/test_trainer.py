@@ -60,6 +60,7 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path)
     assert saved["test"]["signatures"]["bleu"].startswith("nrefs:1")
     assert 0 <= saved["test"]["bleu"] <= 100 and saved["steps"] == 24
     assert saved["parameters"]["total"] > 0 and saved["tokens_per_s"] > 0
+    assert 0 <= saved["other_busy_cores"] <= (os.cpu_count() or 1)  # read from /proc/stat
     assert results["valid"]["bleu"] == saved["valid"]["bleu"]
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
     scalars, images = events.Tags()["scalars"], events.Tags()["images"]
@@ -303,6 +304,43 @@ def test_a_finished_run_with_a_larger_budget_trains_on_to_it(tiny_setup, tmp_pat
     longer = with_train(cfg, max_steps=9, eval_every=3, resume=str(tmp_path / "short"))
     results = build_trainer(longer, tmp_path / "longer", data).fit()
     assert results["steps"] == 9
+
+
+def fake_cpu_load(monkeypatch, other_cores: float) -> None:
+    """/proc/stat as it reads while other processes keep `other_cores` busy beside this one's
+    own half core: each reading is one second on."""
+    from seq2seq import cpu_load
+
+    cores = os.cpu_count() or 1
+    readings = itertools.count(1)
+
+    def read() -> cpu_load.CpuTimes:
+        second = next(readings)
+        busy = (other_cores + 0.5) * 100 * second  # jiffies, 100 a second per core
+        return cpu_load.CpuTimes(total=cores * 100 * second, idle=int(cores * 100 * second - busy),
+                                 own=0.5 * second, wall=float(second))
+
+    monkeypatch.setattr(cpu_load, "read_cpu_times", read)
+
+
+def test_results_say_how_busy_other_processes_kept_the_cpu_across_a_resume(tiny_setup, tmp_path,
+                                                                         monkeypatch):
+    cfg, data = tiny_setup
+    load = min(1.0, (os.cpu_count() or 1) - 0.5)  # what fits beside the run's half core
+    fake_cpu_load(monkeypatch, load)
+    short = build_trainer(with_train(cfg, max_steps=8, eval_every=4), tmp_path / "short",
+                          data).fit()
+    assert short["other_busy_cores"] == pytest.approx(load)
+    fake_cpu_load(monkeypatch, 0.0)  # the machine went idle: the resumed run adds its samples
+    longer = with_train(cfg, max_steps=16, eval_every=4, resume=str(tmp_path / "short"))
+    results = build_trainer(longer, tmp_path / "longer", data).fit()
+    # the mean over the seconds sampled (one per reading here), before the resume and after
+    loaded, total = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt")["state"]
+                     ["load_seconds"] for run in ("short", "longer"))
+    assert 0 < loaded < total
+    assert results["other_busy_cores"] == pytest.approx(load * loaded / total)
+    saved = json.loads((tmp_path / "longer" / "results.json").read_text())
+    assert saved["other_busy_cores"] == results["other_busy_cores"]
 
 
 def test_resume_with_another_model_is_refused(tiny_setup, tmp_path, compose):

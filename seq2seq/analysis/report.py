@@ -27,6 +27,7 @@ from seq2seq.analysis.run_dir import (
     read_results,
 )
 from seq2seq.config import is_path_key
+from seq2seq.cpu_load import BUSY_CORES
 from seq2seq.errors import ReportError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ IGNORED_PREFIXES = ("hydra.", "hydra/")
 
 SCORES = ("test_bleu", "test_chrf", "val_bleu", "val_chrf")
 BOLD = (*SCORES, "tokens_per_s")
+TIMING = ("tokens_per_s", "train_seconds")  # what other processes' CPU use changes
+LOADED = "†"  # marks timing measured while other processes used BUSY_CORES or more
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,17 @@ class Stat:
         return cls(statistics.fmean(values), std, len(values))
 
 
+@dataclass(frozen=True)
+class Versus:
+    """A setting's test BLEU against the best setting's, over the paired runs (see
+    `test_against_best`)."""
+
+    delta: float  # its BLEU minus the best's, both on the paired runs' joined outputs
+    # None when both score the same: sacreBLEU's test then says p=0.001, as if no difference
+    # at all were a significant one (its p counts resamples that differ by more than observed)
+    p_value: float | None
+
+
 @dataclass
 class Setting:
     """The jobs that differ only in their seed, and their aggregated results."""
@@ -75,12 +89,23 @@ class Setting:
     jobs: list[Job]
     stats: dict[str, Stat] = field(default_factory=dict)
     # the paired bootstrap test of its test BLEU against the best setting (see
-    # `test_against_best`): "best" for the best itself, else the p-value; None if untested
-    versus_best: str | float | None = None
+    # `test_against_best`): "best" for the best itself; None if untested
+    versus_best: Versus | str | None = None
 
     @property
     def seeds(self) -> list[int | None]:
         return [job.seed for job in self.jobs]
+
+    @property
+    def loads(self) -> list[float | None]:
+        """Each run's other_busy_cores: the CPU other processes used while it trained (None
+        where results.json does not say: runs from before the trainer recorded it)."""
+        return [recorded_load(job.results) for job in self.jobs]
+
+
+def recorded_load(results: dict[str, Any]) -> float | None:
+    value = results.get("other_busy_cores")
+    return float(value) if isinstance(value, int | float) else None
 
 
 @dataclass
@@ -215,21 +240,26 @@ def test_against_best(settings: Sequence[Setting]) -> list[str]:
     seed) on the runs' saved test translations, and set `versus_best`. Returns notes on what
     could not be tested.
 
-    With several seeds per setting, the first k runs of each (by seed; k the fewest any
-    setting has) are joined into one output of k x the test set, paired in that order, so the
-    resampling sees seed-to-seed variation as well as sentence-to-sentence variation.
+    With several seeds, each setting's runs of the seeds that every setting ran
+    (`paired_seeds`) are joined, in seed order, into one output of that many test sets: the
+    run of a seed is paired with the best setting's run of the same seed, and the resampling
+    sees seed-to-seed variation as well as sentence-to-sentence variation.
     """
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
 
     if len(settings) < 2:
         return []
-    runs = min(len(setting.jobs) for setting in settings)
+    seeds = paired_seeds(settings)
+    if not seeds:
+        ran = "; ".join(f"{s.label}: {', '.join(map(str, s.seeds))}" for s in settings)
+        return [f"no significance test: no seed ran in every setting ({ran})"]
     outputs: list[list[str]] = []
     references: list[str] | None = None
     for setting in settings:
         joined: list[str] = []
-        for job in sorted(setting.jobs, key=lambda job: (job.seed is None, job.seed))[:runs]:
+        for seed in seeds:
+            job = next(job for job in setting.jobs if job.seed == seed)  # a repeat sits out
             read = read_test_output(job)
             if isinstance(read, str):
                 return [f"no significance test: {read}"]
@@ -244,11 +274,20 @@ def test_against_best(settings: Sequence[Setting]) -> list[str]:
     best = max(range(len(settings)), key=lambda i: settings[i].stats["test_bleu"].mean)
     order = [best, *(i for i in range(len(settings)) if i != best)]
     test = PairedTest([(settings[i].label, outputs[i]) for i in order], {"BLEU": BLEU()},
-                      [references * runs], test_type="bs", n_samples=BOOTSTRAP_SAMPLES)
+                      [references * len(seeds)], test_type="bs", n_samples=BOOTSTRAP_SAMPLES)
     _, results = test()
+    best_bleu = results["BLEU"][0].score
     for index, result in zip(order, results["BLEU"], strict=True):
-        settings[index].versus_best = "best" if index == best else float(result.p_value)
+        delta = result.score - best_bleu
+        settings[index].versus_best = "best" if index == best else \
+            Versus(delta, float(result.p_value) if delta != 0 else None)
     return []
+
+
+def paired_seeds(settings: Sequence[Setting]) -> list[int]:
+    """The seeds that every setting ran, in order: the runs the significance test pairs."""
+    ran = [{seed for seed in setting.seeds if seed is not None} for setting in settings]
+    return sorted(set.intersection(*ran)) if ran else []
 
 
 def read_test_output(job: Job) -> tuple[list[str], list[str]] | str:
@@ -266,11 +305,14 @@ def read_test_output(job: Job) -> tuple[list[str], list[str]] | str:
     return hypotheses, references
 
 
-def format_versus_best(value: str | float | None) -> str:
+def format_versus_best(value: Versus | str | None) -> str:
+    """`-1.20, p=0.001`: which way the difference goes, and whether it is significant."""
     if value is None or isinstance(value, str):
         return value or "—"
-    shown = f"p={value:.3f}"
-    return shown if value < SIGNIFICANCE_LEVEL else f"{shown}, n.s."
+    if value.p_value is None:
+        return "0.00, the same score"
+    shown = f"{value.delta:+.2f}, p={value.p_value:.3f}"
+    return shown if value.p_value < SIGNIFICANCE_LEVEL else f"{shown}, n.s."
 
 
 # ---- writing ------------------------------------------------------------------------------
@@ -296,6 +338,7 @@ def best_settings(settings: Sequence[Setting], key: str) -> set[int]:
 
 
 def markdown_table(settings: Sequence[Setting]) -> str:
+    """The table, and below it the footnotes that its pairing and its marks need."""
     columns = ["setting", *(METRICS[key][0] for key in METRICS), "seeds", "vs best"]
     lines = ["| " + " | ".join(columns) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
@@ -309,10 +352,62 @@ def markdown_table(settings: Sequence[Setting]) -> str:
         for key in BOLD:
             if index in bold[key]:
                 cells[key] = f"**{cells[key]}**"
+        if loaded_cores(setting):
+            for key in TIMING:
+                cells[key] += f" {LOADED}"
         row = [f"`{setting.label}`", *(cells[key] for key in METRICS), str(len(setting.jobs)),
                format_versus_best(setting.versus_best)]
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *pairing_footnote(settings), *timing_footnote(settings)])
+
+
+def loaded_cores(setting: Setting) -> list[float]:
+    """The CPU other processes used while each of its runs that trained beside other work
+    (BUSY_CORES or more) did: their timing measured that load as much as the setting."""
+    return [load for load in setting.loads if load is not None and load >= BUSY_CORES]
+
+
+def pairing_footnote(settings: Sequence[Setting]) -> list[str]:
+    """Which runs vs best paired, and the runs it left out when the settings ran other seeds."""
+    if not any(isinstance(setting.versus_best, Versus) for setting in settings):
+        return []
+    seeds = paired_seeds(settings)
+    plural = "s" if len(seeds) > 1 else ""
+    note = (f"vs best pairs each setting's run{plural} of seed{plural} "
+            f"{', '.join(map(str, seeds))} with the best setting's run{plural} of the same "
+            f"seed{plural}.")
+    left_out = [f"`{s.label}` seed {', '.join(map(str, unpaired))}" for s in settings
+                if (unpaired := [seed for seed in s.seeds if seed not in seeds])]
+    if left_out:
+        counts = {len(setting.jobs) for setting in settings}
+        why = ("The settings ran unequal numbers of seeds (" +
+               ", ".join(f"`{s.label}` {len(s.jobs)}" for s in settings) + ")"
+               if len(counts) > 1 else "Not every setting ran the same seeds")
+        note += (f" {why}: the mean ± std counts every run, vs best leaves out "
+                 f"{'; '.join(left_out)}.")
+    return [note, ""]
+
+
+def timing_footnote(settings: Sequence[Setting]) -> list[str]:
+    """What the timing marks mean, and whether the load was recorded at all."""
+    notes = []
+    loaded = [f"`{setting.label}` up to {max(cores):.1f} cores, in {len(cores)} of its "
+              f"{len(setting.jobs)} runs" for setting in settings
+              if (cores := loaded_cores(setting))]
+    if loaded:
+        notes.append(f"{LOADED} tokens/s and train time measured while other processes kept "
+                     f"CPU cores busy (the mean over a run's training): {'; '.join(loaded)}. "
+                     "They measure that load as much as the setting.")
+    loads = [load for setting in settings for load in setting.loads]
+    unrecorded = loads.count(None)
+    if unrecorded:
+        notes.append(f"Other processes' CPU use was not recorded for {unrecorded} of the "
+                     f"{len(loads)} runs (their results.json is from before the trainer "
+                     "recorded it): their timing is unmarked, loaded or not.")
+    elif not loaded:
+        notes.append(f"Timing: every run trained while other processes used under "
+                     f"{BUSY_CORES} cores.")
+    return [*notes, ""]
 
 
 def describe_scores(settings: Sequence[Setting]) -> str:
@@ -336,13 +431,13 @@ def markdown_report(report: Report, chart: str | None = None) -> str:
         "",
         "Scores are the mean ± sample standard deviation over seeds (sacreBLEU, detokenized, "
         "cased); " + describe_scores(settings) + " Best in bold; train time excludes evaluation. "
-        "vs best: sacreBLEU's paired bootstrap resampling of test BLEU against the best setting "
-        f"({BOOTSTRAP_SAMPLES} resamples; with several seeds, the first runs by seed joined, as "
-        f"many from each setting); n.s. marks a difference that is not significant "
+        "vs best: the difference in test BLEU from the best setting, + for higher, and its "
+        "p-value from sacreBLEU's paired bootstrap resampling against the best setting "
+        f"({BOOTSTRAP_SAMPLES} resamples; both on the paired runs' test outputs joined, see "
+        f"below the table); n.s. marks a difference that is not significant "
         f"(p >= {SIGNIFICANCE_LEVEL}).",
         "",
         markdown_table(settings),
-        "",
     ]
     signatures = {job.results["test"].get("signatures", {}).get(name)
                   for s in settings for job in s.jobs for name in ("bleu", "chrf")}

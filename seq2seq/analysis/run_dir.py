@@ -39,7 +39,8 @@ def read_results(file: Path) -> tuple[dict[str, Any] | None, str | None]:
         error = last_error(file.parent / "train.log")
         if error:
             return None, f"failed: {error}"
-        return None, "no results.json (stopped or still running)"
+        # a job killed by a signal or the OOM killer, or one still training, writes no error
+        return None, "no results.json and no error in train.log: killed or still running"
     try:
         results = json.loads(file.read_text(encoding="utf-8"))
         for _, keys, _ in METRICS.values():

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from seq2seq.config import (
     Range,
     threads_refusal,
 )
+from seq2seq.cpu_load import BUSY_CORES, other_busy_cores
 from seq2seq.errors import Seq2SeqError
 
 if TYPE_CHECKING:
@@ -91,7 +91,6 @@ def user_errors() -> Iterator[None]:
 # machine. So: PASSIVE when other work holds a core, else a short spin that is as fast as the
 # default when idle and limits the loss if other work starts later.
 SHORT_SPIN = "10000"
-BUSY_CORES = 0.5  # other processes' use of the CPU, in cores, that makes threads sleep
 # How long the CPU is watched: 0.1 s (10 clock ticks a core) saw busy neighbours as idle, e.g.
 # two sweeps started together, each at its quiet start-up. OpenMP reads the setting when torch
 # is first imported, so it is chosen once, before that, for the whole run.
@@ -115,27 +114,6 @@ def choose_omp_wait_policy() -> str:
         return f"idle CPU threads will sleep, because {use}"
     os.environ["GOMP_SPINCOUNT"] = SHORT_SPIN
     return f"idle CPU threads will spin briefly, because {use}"
-
-
-def other_busy_cores(seconds: float) -> float:
-    """How many cores other processes keep busy, from /proc/stat over `seconds` (this process
-    sleeps meanwhile); 0 where /proc/stat is missing (not Linux)."""
-    def sample() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as stat_file:
-                fields = [int(v) for v in stat_file.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields), idle
-
-    first = sample()
-    time.sleep(seconds)
-    second = sample()
-    if first is None or second is None or second[0] <= first[0]:
-        return 0.0
-    total, idle = second[0] - first[0], second[1] - first[1]
-    return (total - idle) / total * (os.cpu_count() or 1)
 
 
 def setup_logging(level: int = logging.WARNING) -> None:

@@ -3,7 +3,9 @@
 Every setting is a Hydra override (see conf/); `-m` runs sweeps. A bad key or value, or a model
 too large for this machine's memory, stops a run (a sweep: in any of its jobs) at once with one
 line on stderr and exit code 1, before any data work; so do errors in the data. Ctrl-C or SIGTERM
-save last.pt first.
+save last.pt first. Why a run failed goes into its train.log too (for anything but a user error,
+with the traceback). In a sweep, a job that fails for any reason is one line and the rest still
+run; the sweep ends with `error: N of M jobs failed (see their train.log): JOB: ERROR; ...`.
 
 `torchrun --nproc_per_node=N scripts/train.py [overrides]` trains with DistributedDataParallel:
 the processes join the job before Hydra starts, so rank 0 can fix the run dir for all of them.
@@ -15,10 +17,12 @@ import logging
 import math
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import hydra
@@ -28,6 +32,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.analysis.run_dir import last_error
 from seq2seq.cli.common import (
     CONFIG_NAME,
     CONFIG_PATH,
@@ -47,6 +52,8 @@ if TYPE_CHECKING:  # torch is imported in main(), after the OpenMP wait policy i
 
 log = logging.getLogger("seq2seq.train")
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
 
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
 def train(cfg: DictConfig) -> float:
@@ -55,16 +62,19 @@ def train(cfg: DictConfig) -> float:
     from seq2seq.training.state import AlreadyFinished, Interrupted  # after Hydra: fast --help
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    in_sweep = HydraConfig.get().mode is RunMode.MULTIRUN
     log.info("%s", choose_omp_wait_policy())  # the choice main() made
     try:
         with user_errors():
             try:
                 results = build_trainer(to_object(cfg), run_dir).fit()
-            except Seq2SeqError as error:
-                log_to_file(logging.ERROR, str(error))  # the terminal shows it once, below
+            except (AlreadyFinished, Interrupted):
+                raise  # how a run ends, not a failure
+            except Exception as error:
+                log_failure(error)  # the terminal shows it once, below
                 raise
-    except SystemExit:
-        if HydraConfig.get().mode is RunMode.MULTIRUN:
+    except SystemExit:  # a user error, which user_errors printed
+        if in_sweep:
             return float("nan")  # one failed job must not cancel the rest of a sweep
         RunDirGuard.remove_what_the_run_made(run_dir)
         raise
@@ -76,13 +86,34 @@ def train(cfg: DictConfig) -> float:
         log_to_file(logging.WARNING, str(stop))
         print(f"stopped: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)
+    except Exception as error:  # not the user's: a bug, or the machine's (no threads, no memory)
+        if not in_sweep:
+            raise
+        print(f"error: {failure_line(error)} (the traceback is in {run_dir / 'train.log'})",
+              file=sys.stderr)
+        return float("nan")  # nor must a job that ran out of threads or memory
     log.info("results in %s", run_dir / "results.json")
     return results["valid"]["bleu"]
 
 
-def log_to_file(level: int, message: str) -> None:
+def log_failure(error: Exception) -> None:
+    """Write why a run failed into its train.log, where report.py and SweepOutcome read it: a
+    user error's message; anything else's `failure_line`, then its traceback."""
+    if isinstance(error, Seq2SeqError):
+        log_to_file(logging.ERROR, str(error))
+    else:
+        log_to_file(logging.ERROR, failure_line(error), (type(error), error, error.__traceback__))
+
+
+def failure_line(error: BaseException) -> str:
+    """The traceback's last line, e.g. `RuntimeError: Resource temporarily unavailable` (its
+    first line, when the message has several)."""
+    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[0]
+
+
+def log_to_file(level: int, message: str, exc_info: ExcInfo | None = None) -> None:
     """A record for train.log only (report.py reads why a job failed from there)."""
-    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, exc_info)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
@@ -136,26 +167,28 @@ HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # in .hydra/
 
 class SweepOutcome(Callback):
     """A Hydra callback (config.yaml, hydra.callbacks): counts a sweep's failed jobs, and ends
-    a sweep with failures with a line that names them and exit code 1. Jobs after a failed one
-    still run: one job's failure (in its data, say) must not cost the rest of the comparison.
+    a sweep with failures with a line that names each with its error (from its train.log, as
+    report.py reads it) and exit code 1. Jobs after a failed one still run: one job's failure
+    (in its data, say, or a machine short of threads) must not cost the rest of the comparison.
     (A bad setting gets no job started: `check_sweep` refuses the sweep first.)"""
 
     def __init__(self) -> None:
         self.jobs: list[str] = []
-        self.failed: list[str] = []
+        self.failed: list[str] = []  # "NAME: ERROR", or NAME where its train.log has no error
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        name = Path(config.hydra.runtime.output_dir).name  # the job's folder in the sweep dir
-        self.jobs.append(name)
+        job_dir = Path(config.hydra.runtime.output_dir)
+        self.jobs.append(job_dir.name)  # the job's folder in the sweep dir
         failed = job_return.status is not JobStatus.COMPLETED
         value = None if failed else job_return.return_value
         if failed or (isinstance(value, float) and math.isnan(value)):
-            self.failed.append(name)
+            error = last_error(job_dir / "train.log")
+            self.failed.append(f"{job_dir.name}: {error}" if error else job_dir.name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.failed:
-            print(f"error: {len(self.failed)} of {len(self.jobs)} jobs failed: "
-                  f"{', '.join(self.failed)} (see their train.log)", file=sys.stderr)
+            print(f"error: {len(self.failed)} of {len(self.jobs)} jobs failed (see their "
+                  f"train.log): {'; '.join(self.failed)}", file=sys.stderr)
             sys.exit(1)
 
 

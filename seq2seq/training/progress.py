@@ -1,5 +1,6 @@
 """What a user watches while a run trains: a progress bar per epoch (loss, tokens/s, time left)
-and, a few steps in, how long an epoch and the run will take."""
+and, a few steps in, how long an epoch and the run will take; beside them, at each log step, how
+busy other processes keep the CPU, which the tokens/s depend on."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seq2seq.analysis.run_dir import format_duration
 from seq2seq.config import TrainConfig
+from seq2seq.cpu_load import LoadWatch
 from seq2seq.training.state import TrainState, seconds_left
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class EpochProgress:
         self.bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.max_epochs}", unit="batch",
                         leave=False, dynamic_ncols=True, initial=state.batch_in_epoch,
                         total=batches_per_epoch, disable=None if show else True)
+        self.load = LoadWatch()
         self._open = ExitStack()
 
     def __enter__(self) -> EpochProgress:
@@ -44,6 +47,7 @@ class EpochProgress:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
+        self._add_load()  # the epoch's last steps, after its last log step
         self._open.close()  # the console's handlers back, then the bar gone
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -61,7 +65,15 @@ class EpochProgress:
                 log.info("step %d epoch %d loss %.3f lr %.2e %.0f tok/s", state.step,
                          state.epoch + 1, loss_per_token, lr,
                          state.train_tokens / max(state.train_seconds, 1e-9))
+        if state.step % self.cfg.log_every == 0:
+            self._add_load()
         if state.step == ETA_STEP:
             per_epoch = state.train_seconds / state.step * self.batches_per_epoch
             log.info("at this speed: %s per epoch, at most %s of training left (early stopping "
                      "may end it sooner)", format_duration(per_epoch), format_duration(left))
+
+    def _add_load(self) -> None:
+        core_seconds, seconds = self.load.since_last()
+        self.state.other_core_seconds += core_seconds
+        self.state.load_seconds += seconds
+

@@ -40,6 +40,10 @@ def run_results(config: dict[str, Any], parameters: dict[str, int], device: torc
         "steps": state["step"],
         "train_seconds": state["train_seconds"],  # evaluation excluded
         "tokens_per_s": state["train_tokens"] / max(state["train_seconds"], 1e-9),
+        # the cores other processes kept busy meanwhile, on average: what the timing depends
+        # on besides the model (None where not measured: not Linux, or no log step reached)
+        "other_busy_cores": (state["other_core_seconds"] / state["load_seconds"]
+                             if state["load_seconds"] > 0 else None),
         "peak_rss_mb": peak_rss_mb(),
         "best_step": state["best_step"],
         "valid": valid,

@@ -29,6 +29,10 @@ class TrainState:
     last_eval_step: int = -1
     train_seconds: float = 0.0  # time spent in training steps, evaluation excluded
     train_tokens: int = 0  # target tokens trained on
+    # other processes' CPU use, sampled at log steps (cpu_load.LoadWatch): their busy cores
+    # summed over `load_seconds` of wall time, whose mean results.json reports
+    other_core_seconds: float = 0.0
+    load_seconds: float = 0.0
     finished: bool = False  # training stopped on its own (not by a signal)
     stop_reason: str = ""  # why it stopped: max_steps, max_epochs, max_minutes, early stopping
     # [step, val BLEU] of the evaluations whose weights are kept for averaging, by step
