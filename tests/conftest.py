@@ -338,3 +338,17 @@ def refused_training(monkeypatch, capsys, tmp_path):
         return err
 
     return refused
+
+
+@pytest.fixture(autouse=True)
+def project_logger_restored():
+    """The commands that tests run in-process (`translate.main(...)`) add their stderr handler
+    to the "seq2seq" logger (cli.common.setup_logging); each test gets the logger back as it
+    found it, so one test's handler never prints into another's output."""
+    import logging
+
+    logger = logging.getLogger("seq2seq")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)

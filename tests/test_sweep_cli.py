@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -181,7 +182,9 @@ def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep):
         assert row.count("±") == 4 and "| 2 | " in row  # 4 scores, 2 seeds, then vs best
     # the runs saved their test translations and references: the report tested them
     assert sum(row.rstrip(" |").endswith("| best") for row in rows) == 1
-    assert any("| p=" in row for row in rows)
+    # the other: the signed difference and its p, or that both score the same
+    assert any(re.search(r"\| ([+-]\d+\.\d\d, p=\d\.\d{3}(, n\.s\.)?|0\.00, the same score) \|",
+                         row) for row in rows), rows
     assert "`debug=smoke`" in report and "missing" not in done.stdout
     assert (tiny_sweep / "report.png").stat().st_size > 0
     assert rows[0] in done.stdout
