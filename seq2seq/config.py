@@ -75,12 +75,16 @@ class Range:
         return (self.low < value if self.low_open else self.low <= value) and value <= self.high
 
     def __str__(self) -> str:
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return f"{'(' if self.low_open else '['}{_shown(self.low)}, {_shown(self.high)}]"
 
     def refusal(self, value: float) -> str | None:
         """None for an allowed value, else why not (the CLIs and the Translator say it)."""
-        shown = value if isinstance(value, int) else f"{value:g}"  # 10000000, not 1e+07
-        return None if value in self else f"must be in {self}, got {shown}"
+        return None if value in self else f"must be in {self}, got {_shown(value)}"
+
+
+def _shown(value: float) -> str:
+    """An int in full (10000000, not 1e+07), a float as %g."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 # GNMT alpha: 0.6-2 in practice; ((5 + |Y|) / 6) ** alpha overflows past this
@@ -93,7 +97,7 @@ CHARACTER_COVERAGE = Range(0.98, 1.0)
 # val loss of 3e32), so no one means it
 LEARNING_RATE = Range(0.0, 10.0, low_open=True)
 # the seeds NumPy takes too; torch takes up to 2**64 - 1, room for the ranks' seed + rank
-MAX_SEED = 2**32 - 1
+SEED = Range(0, 2**32 - 1)
 # averaging needs two sets of weights: train.average_checkpoints, and the evaluations a run keeps
 MIN_AVERAGED_CHECKPOINTS = 2
 # beam sizes that every search takes (translate, evaluate, serve, training's evaluations): a
@@ -432,7 +436,7 @@ class Config:
     def __post_init__(self) -> None:
         """The root's own settings (seed) and the checks that join two groups; they run with the
         others, before any data work."""
-        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an int in [0, {MAX_SEED}]")
+        _check(self.seed in SEED, "seed", self.seed, f"an int in {SEED}")
         attention, hidden = self.attention, self.model.hidden_size
         _check(ATTENTION_CONFIGS.get(attention.type) is type(attention), "attention.type",
                attention.type, f"the scorer of these settings ({type(attention).__name__}): "

@@ -44,17 +44,6 @@ def other_cores_between(first: CpuTimes, second: CpuTimes) -> float | None:
     return max(busy - (second.own - first.own) / wall, 0.0)
 
 
-def other_busy_cores(seconds: float = 0.1) -> float:
-    """How many cores other processes keep busy, measured over `seconds` (this process sleeps
-    meanwhile); 0 where /proc/stat is missing (not Linux)."""
-    first = read_cpu_times()
-    time.sleep(seconds)
-    second = read_cpu_times()
-    if first is None or second is None:
-        return 0.0
-    return other_cores_between(first, second) or 0.0
-
-
 class LoadWatch:
     """Other processes' CPU use from one call of `since_last` to the next: the trainer samples
     it at its log steps and keeps the sum, whose mean over the run results.json reports."""
@@ -73,3 +62,12 @@ class LoadWatch:
         if cores is None:
             return 0.0, 0.0
         return cores * (now.wall - last.wall), now.wall - last.wall
+
+
+def other_busy_cores(seconds: float = 0.1) -> float:
+    """How many cores other processes keep busy, measured over `seconds` (this process sleeps
+    meanwhile); 0 where /proc/stat is missing (not Linux)."""
+    watch = LoadWatch()
+    time.sleep(seconds)
+    core_seconds, measured = watch.since_last()
+    return core_seconds / measured if measured else 0.0

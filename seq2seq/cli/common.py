@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from seq2seq.config import (
     BEAM_SIZE,
@@ -27,7 +27,6 @@ from seq2seq.config import (
     THREADS_PER_CORE,
     Config,
     DeviceName,
-    Range,
     threads_refusal,
 )
 from seq2seq.cpu_load import BUSY_CORES, other_busy_cores
@@ -37,6 +36,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig, ListConfig
 
     from seq2seq.inference.translator import Translator
+
+Number = TypeVar("Number", int, float)
 
 # The Hydra configs ship inside the package, so an installed seq2seq finds them from any directory.
 CONFIG_PATH = "pkg://seq2seq.conf"
@@ -384,31 +385,27 @@ def positive_int(text: str) -> int:
 
 
 def beam_size(text: str) -> int:
-    value = int(text)
-    if refusal := BEAM_SIZE.refusal(value):
-        raise argparse.ArgumentTypeError(refusal)
-    return value
+    return checked(text, int, BEAM_SIZE.refusal)
 
 
 def cpu_threads(text: str) -> int:
-    value = int(text)
-    if refusal := threads_refusal(value):
-        raise argparse.ArgumentTypeError(refusal)
-    return value
+    return checked(text, int, threads_refusal)
 
 
 def length_penalty(text: str) -> float:
-    return in_range(text, LENGTH_PENALTY)
+    return checked(text, float, LENGTH_PENALTY.refusal)
 
 
 def length_ratio(text: str) -> float:
-    return in_range(text, MAX_LEN_RATIO)
+    return checked(text, float, MAX_LEN_RATIO.refusal)
 
 
-def in_range(text: str, allowed: Range) -> float:
-    value = float(text)
-    if refusal := allowed.refusal(value):
-        raise argparse.ArgumentTypeError(refusal)
+def checked(text: str, parse: Callable[[str], Number], refusal: Callable[[Number], str | None]
+            ) -> Number:
+    """An argparse type: `text` parsed, or the option's one-line refusal (a Range's, say)."""
+    value = parse(text)
+    if why := refusal(value):
+        raise argparse.ArgumentTypeError(why)
     return value
 
 
