@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from seq2seq.cli.common import (
     add_model_arguments,
@@ -75,7 +75,7 @@ def evaluate(args: argparse.Namespace) -> None:
             check_output_file(path, option)
     translator = load_translator(args)
     if args.split is not None:
-        pairs = checkpoint_split(args, translator.config.data, translator.checkpoints[0])
+        pairs = checkpoint_split(args, translator.config.data, translator.training_data)
         sources, references = [s for s, _ in pairs], [t for _, t in pairs]
         name = args.split
     else:
@@ -122,17 +122,18 @@ def evaluate(args: argparse.Namespace) -> None:
             write([json.dumps(report, indent=2)])
 
 
-def checkpoint_split(args: argparse.Namespace, cfg: DataConfig, checkpoint: Path
-                     ) -> list[tuple[str, str]]:
+def checkpoint_split(args: argparse.Namespace, cfg: DataConfig,
+                     training_data: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The pairs of `--split` of the corpus the checkpoint was trained on, read where its
-    config (or --data-source and --data-root) says the files are."""
-    from seq2seq.config import CorpusKind
+    config (or --data-source and --data-root) says the files are; a split held out of its
+    training file is the one its `training_data` recorded (None: an older checkpoint, which
+    kept no record)."""
     from seq2seq.data.prepare import read_split
     from seq2seq.errors import DataError
 
     cfg = with_data_location(cfg, args.data_source, args.data_root)
     try:
-        held_out = held_out_pairs(checkpoint) if cfg.corpus is CorpusKind.custom else {}
+        held_out = training_data["held_out"] if training_data else None
         return read_split(cfg, args.split, held_out)
     except DataError as error:
         moved = "not found" in str(error) or "not a directory" in str(error)
@@ -140,15 +141,6 @@ def checkpoint_split(args: argparse.Namespace, cfg: DataConfig, checkpoint: Path
             raise
         raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
                         "--data-source DIR points at where its files are now)") from None
-
-
-def held_out_pairs(path: Path) -> dict[str, bytes] | None:
-    """The splits that a checkpoint recorded as held out of its training file, by content;
-    None for a checkpoint of an older seq2seq, which kept no record."""
-    from seq2seq.checkpoint import load_checkpoint
-
-    record = load_checkpoint(path).get("training_data")
-    return record["held_out"] if record else None
 
 
 def with_data_location(cfg: DataConfig, source: str | None, root: str | None) -> DataConfig:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,9 +85,11 @@ class Translator:
 
     def __init__(self, model: Seq2Seq | Ensemble, tokenizer: Tokenizer, config: Config,
                  device: torch.device, checkpoints: Sequence[Path] = (),
-                 quantization: str | None = None) -> None:
+                 quantization: str | None = None,
+                 training_data: dict[str, Any] | None = None) -> None:
         """`quantization="int8"` (CPU only) replaces the model's Linear and GRU layers by int8
-        ones; `parameters` still counts the trained model's."""
+        ones; `parameters` still counts the trained model's. `training_data` is the checkpoint's
+        record of its data (`PreparedData.record()`; None from an older seq2seq)."""
         self.parameters = sum(p.numel() for p in model.parameters())
         if quantization is not None:
             if device.type != "cpu":
@@ -98,6 +101,7 @@ class Translator:
         self.device = device
         self.checkpoints = list(checkpoints)  # several for an ensemble
         self.quantization = quantization  # None (the trained weights) or "int8"
+        self.training_data = training_data  # an ensemble's: its first member's
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | Sequence[str | Path], device: str = "auto",
@@ -129,7 +133,7 @@ class Translator:
         model = first.model if len(loaded) == 1 else Ensemble([one.model for one in loaded])
         device = select_device("cpu" if quantize is not None else device)
         return cls(model, first.tokenizer, first.config, device, [one.path for one in loaded],
-                   quantize)
+                   quantize, first.training_data)
 
     def settings(self, beam_size: int = 5, length_penalty: float | None = None,
                  max_len_ratio: float | None = None, nbest: int = 1,
@@ -220,6 +224,7 @@ class _Loaded:
     model: Seq2Seq
     tokenizer: Tokenizer
     config: Config
+    training_data: dict[str, Any] | None
 
 
 def _load_model(path: str | Path, name: str | None) -> _Loaded:
@@ -236,7 +241,7 @@ def _load_model(path: str | Path, name: str | None) -> _Loaded:
                               f"{error}") from None
     _check_fit(payload["model"], model.state_dict(), path)
     model.load_state_dict(payload["model"])
-    return _Loaded(path, model, tokenizer, config)
+    return _Loaded(path, model, tokenizer, config, payload.get("training_data"))
 
 
 def _check_fit(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
