@@ -1,8 +1,9 @@
-"""The serve command run in the background on loopback, and clients for it: what the load test,
-the README screenshot and the end-to-end tests share.
+"""The serve command (or TensorBoard) run in the background on loopback, and clients for it:
+what the load test, the README screenshots and the end-to-end tests share.
 
 `ServerProcess` starts `python -m seq2seq.cli.serve` on a free port, waits until GET /health
-answers (failing with the server's log if it exits or hangs first) and stops it with SIGTERM.
+answers (failing with the server's log if it exits or hangs first) and stops it with SIGTERM;
+`tensorboard_process` does the same for TensorBoard on a log dir.
 The server's stderr goes to a file, not a pipe: uvicorn logs every request, and a pipe that
 nobody reads fills up and blocks the server.
 """
@@ -58,10 +59,13 @@ class ServerProcess:
 
     def __init__(self, args: Sequence[str], log: Path, startup_timeout_s: float = 120,
                  threads: int | None = None, env: dict[str, str] | None = None,
-                 command: Sequence[str] = (sys.executable, "-m", "seq2seq.cli.serve")) -> None:
+                 command: Sequence[str] = (sys.executable, "-m", "seq2seq.cli.serve"),
+                 health_path: str = "/health") -> None:
         """`command` runs the server (e.g. an installed `seq2seq-serve`), with `args` and
-        loopback host and port options; `threads` sets OMP_NUM_THREADS in its environment."""
+        loopback host and port options; `threads` sets OMP_NUM_THREADS in its environment;
+        GET `health_path` answers JSON once it is ready."""
         self.command, self.args, self.log = list(command), list(args), log
+        self.health_path = health_path
         self.startup_timeout_s = startup_timeout_s
         self.env = {**(os.environ if env is None else env),
                     **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
@@ -87,13 +91,13 @@ class ServerProcess:
         self.stop()
 
     def wait_until_healthy(self) -> None:
-        """Poll GET /health; the pause between polls is a wait on the process, so a server that
-        dies is noticed at once."""
+        """Poll GET health_path; the pause between polls is a wait on the process, so a server
+        that dies is noticed at once."""
         assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             try:
-                request_json(f"{self.url}/health", timeout=5)
+                request_json(f"{self.url}{self.health_path}", timeout=5)
                 return
             except (urllib.error.URLError, ConnectionError):
                 pass  # not listening yet
@@ -103,8 +107,8 @@ class ServerProcess:
                 continue
             raise ServerError(f"the server exited with {self.process.returncode}:\n"
                               f"{self.output()}")
-        raise ServerError(f"GET /health did not answer within {self.startup_timeout_s:g} s:\n"
-                          f"{self.output()}")
+        raise ServerError(f"GET {self.health_path} did not answer within "
+                          f"{self.startup_timeout_s:g} s:\n{self.output()}")
 
     def stop(self, timeout: float = 60) -> int | None:
         """SIGTERM (the server finishes what is in flight, then exits), then wait; kill if it
@@ -129,6 +133,14 @@ class ServerProcess:
         fields = dict(line.split(":", 1) for line in
                       Path(f"/proc/{self.process.pid}/status").read_text().splitlines())
         return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+
+
+def tensorboard_process(logdir: Path, log: Path) -> ServerProcess:
+    """TensorBoard on `logdir`, ready once its environment answers (it reads the event files
+    after that: wait for what the page should show)."""
+    return ServerProcess(["--logdir", str(logdir)], log,
+                         command=(sys.executable, "-m", "tensorboard.main"),
+                         health_path="/data/environment")
 
 
 def headless_chromium(width: int = 1200, height: int = 900, scale: float = 1.0) -> WebDriver:

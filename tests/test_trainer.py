@@ -27,7 +27,7 @@ from seq2seq.training.precision import precision_name
 from seq2seq.training.progress import EpochProgress
 from seq2seq.training.setup import build_trainer
 from seq2seq.training.state import AlreadyFinished, Interrupted, TrainState
-from seq2seq.training.tensorboard import Board
+from seq2seq.training.tensorboard import Board, plotted_lines
 
 # the tiny run, with two evaluations, frequent logging and the attention plots
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
@@ -68,7 +68,9 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path)
                 "2_train/tokens_per_s", "1_val/loss", "1_val/perplexity", "1_val/bleu",
                 "1_val/chrf"):
         assert tag in scalars
-    assert any(tag.startswith("attention/sentence_0") for tag in images)
+    plotted = plotted_lines(data.valid.src_ids, cfg.train.num_plot_sentences)
+    assert len(plotted) == cfg.train.num_plot_sentences
+    assert sorted(images) == sorted(f"attention/sentence_{line}" for line in plotted)
     # the checkpoint is self-contained: config, tokenizer and weights
     best = load_checkpoint(tmp_path)
     assert best["config"]["model"]["hidden_size"] == 32 and best["tokenizer"]["src"]

@@ -1,8 +1,8 @@
-"""Attention heatmaps (matplotlib) for TensorBoard and PNG files."""
+"""Attention heatmaps (matplotlib) for TensorBoard and PNG files: target subwords down, source
+subwords across, every label the same size wherever the figure is shown."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,10 +14,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-# TensorBoard shows an image card at most about this wide: a larger figure is shrunk until its
-# tick labels cannot be read, so card figures are drawn to fit it (PNG files keep full size).
-CARD_PIXELS = (640, 560)
-CARD_DPI = 100
+# Sizes are in CSS pixels (1/100 inch at dpi 100). Labels of 8.5 points are 11.8 px tall; a
+# row or column of the heatmap is 1.25 labels wide, so rotated source labels never touch.
+PX_PER_INCH = 100
+LABEL_POINTS = 8.5
+PITCH_PX = 1.25 * LABEL_POINTS * PX_PER_INCH / 72
+CHAR_PX = 0.62 * LABEL_POINTS * PX_PER_INCH / 72  # a DejaVu Sans character, on average
+# TensorBoard's Images tab shows every image in a card 350 CSS px wide, shrinking a wider image
+# to fit (measured in Chromium by tests/test_tensorboard_cards.py): card figures are exactly that
+# wide, drawn at twice the pixels so that text stays sharp on dense screens and at actual size.
+CARD_WIDTH_PX = 350
+CARD_SCALE = 2
+# Room beside the heatmap on a card: target labels of up to 10 characters on the left, a margin
+# on the right; what is left holds this many source subwords (with EOS) at full label size.
+CARD_SOURCE_TOKENS = int((CARD_WIDTH_PX - (10 * CHAR_PX + 18) - 12) // PITCH_PX)
 
 
 def attention_figures(
@@ -25,78 +35,74 @@ def attention_figures(
     src_tokens: Sequence[str],
     tgt_tokens: Sequence[str],
     title: str = "",
-    fit: tuple[int, int] | None = None,
+    card: bool = False,
 ) -> list[Figure]:
-    """One heatmap per head: source subwords on x, target subwords on y.
+    """One heatmap per head.
 
     weights: (heads, T, S) with T == len(tgt_tokens) and S == len(src_tokens). The figure grows
-    with the sentence so that labels stay readable; `fit` (width, height in pixels) caps it and
-    shrinks the labels to match instead.
+    with the sentence so that labels keep their size; a `card` figure is TensorBoard's card wide
+    (wider only when the source has more than CARD_SOURCE_TOKENS subwords).
     """
+    heads, _, _ = _checked_shape(weights, src_tokens, tgt_tokens)
+    figures = []
+    for head in range(heads):
+        head_title = f"{title}, head {head + 1} of {heads}" if heads > 1 else title
+        figures.append(_stacked_heatmaps(weights[head:head + 1], src_tokens, tgt_tokens,
+                                         head_title, [""], card))
+    return figures
+
+
+def heads_stacked(weights: torch.Tensor, src_tokens: Sequence[str], tgt_tokens: Sequence[str],
+                  title: str = "", card: bool = True) -> Figure:
+    """Every head of weights (heads, T, S) in one figure, one above the other with its name and
+    target labels and the source labels under the last, to compare where the heads look."""
+    heads, _, _ = _checked_shape(weights, src_tokens, tgt_tokens)
+    return _stacked_heatmaps(weights, src_tokens, tgt_tokens, title,
+                             [f"head {head + 1}" for head in range(heads)], card)
+
+
+def _checked_shape(weights: torch.Tensor, src_tokens: Sequence[str],
+                   tgt_tokens: Sequence[str]) -> tuple[int, int, int]:
     heads, T, S = weights.shape
     if (T, S) != (len(tgt_tokens), len(src_tokens)):
         raise ValueError(f"weights are {T}x{S} but there are {len(tgt_tokens)} target and "
                          f"{len(src_tokens)} source tokens")
-    figures = []
-    for head in range(heads):
-        size, fontsize = _figure_size(1, T, S, fit)
-        figure, axes = plt.subplots(figsize=size, dpi=CARD_DPI)
-        head_title = f"{title} head {head + 1}/{heads}" if heads > 1 else title
-        _heatmap(figure, axes, weights[head], src_tokens, tgt_tokens, head_title, fontsize)
-        figure.tight_layout()
-        figures.append(figure)
-    return figures
+    return heads, T, S
 
 
-def heads_side_by_side(weights: torch.Tensor, title: str = "",
-                       fit: tuple[int, int] = CARD_PIXELS) -> Figure:
-    """Every head of weights (heads, T, S) in one figure, two to a row, to compare where they
-    look; without tick labels (the per-head figures have them), so that it fits `fit`."""
-    heads = weights.shape[0]
-    columns = min(heads, 2)
-    rows = math.ceil(heads / columns)
-    figure, all_axes = plt.subplots(rows, columns, figsize=(fit[0] / CARD_DPI, fit[1] / CARD_DPI),
-                                    dpi=CARD_DPI, squeeze=False)
-    for head, axes in enumerate(all_axes.flat):
-        if head >= heads:
-            axes.set_visible(False)
-            continue
-        image = axes.imshow(weights[head].float().cpu().numpy(), cmap="viridis", vmin=0.0,
-                            vmax=1.0, aspect="auto")
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.set_title(f"head {head + 1}", fontsize=9)
-    figure.colorbar(image, ax=all_axes.ravel().tolist(), fraction=0.046, pad=0.04)
-    figure.suptitle(f"{title} (source across, target down)" if title else "", fontsize=9)
-    return figure
-
-
-def _figure_size(panels: int, T: int, S: int,
-                 fit: tuple[int, int] | None) -> tuple[tuple[float, float], float]:
-    """(width, height) in inches and a label font size for `panels` heatmaps of T x S."""
-    width, height = panels * max(4.0, 0.35 * S + 1.5), max(3.0, 0.3 * T + 1.2)
-    fontsize = 8.0
-    if fit is not None:
-        scale = min(1.0, fit[0] / CARD_DPI / width, fit[1] / CARD_DPI / height)
-        width, height, fontsize = width * scale, height * scale, max(4.0, 8.0 * scale)
-    return (width, height), fontsize
-
-
-def _heatmap(figure: Figure, axes, weights: torch.Tensor, src_tokens: Sequence[str],
-             tgt_tokens: Sequence[str], title: str, fontsize: float) -> None:
-    image = axes.imshow(weights.float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0,
-                        aspect="auto")
-    axes.set_xticks(range(len(src_tokens)), labels=list(src_tokens), rotation=90,
-                    fontsize=fontsize)
-    if tgt_tokens:
-        axes.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens), fontsize=fontsize)
-        axes.set_ylabel("target", fontsize=fontsize)
-    else:
-        axes.set_yticks([])
-    axes.set_xlabel("source", fontsize=fontsize)
+def _stacked_heatmaps(weights: torch.Tensor, src_tokens: Sequence[str],
+                      tgt_tokens: Sequence[str], title: str, panel_titles: Sequence[str],
+                      card: bool) -> Figure:
+    """Heatmaps of weights (panels, T, S) one above the other, sharing the source axis, with a
+    colour bar on top: sized from the labels so that each keeps LABEL_POINTS."""
+    panels, T, S = weights.shape
+    left = max((len(token) for token in tgt_tokens), default=1) * CHAR_PX + 18
+    width = left + S * PITCH_PX + 12
+    if card:
+        width = max(width, CARD_WIDTH_PX)
+    titled = any(panel_titles)
+    panel = T * PITCH_PX + (1.6 * PITCH_PX if titled else 0)
+    below = max((len(token) for token in src_tokens), default=1) * CHAR_PX + 12
+    above = (1.8 * PITCH_PX if title else 0) + 2.6 * PITCH_PX  # title, colour bar and its ticks
+    height = above + panels * panel + below
+    figure, all_axes = plt.subplots(panels, 1, sharex=True, squeeze=False, layout="constrained",
+                                    figsize=(width / PX_PER_INCH, height / PX_PER_INCH),
+                                    dpi=PX_PER_INCH * (CARD_SCALE if card else 1))
+    axes_list = list(all_axes[:, 0])
+    for axes, panel_weights, panel_title in zip(axes_list, weights, panel_titles, strict=True):
+        image = axes.imshow(panel_weights.float().cpu().numpy(), cmap="viridis", vmin=0.0,
+                            vmax=1.0, aspect="auto", interpolation="nearest")
+        axes.set_yticks(range(T), labels=list(tgt_tokens), fontsize=LABEL_POINTS)
+        if panel_title:
+            axes.set_title(panel_title, fontsize=LABEL_POINTS, loc="left")
+    axes_list[-1].set_xticks(range(S), labels=list(src_tokens), rotation=90,
+                             fontsize=LABEL_POINTS)
+    bar = figure.colorbar(image, ax=axes_list, location="top", fraction=0.9 * PITCH_PX / height,
+                          aspect=40)
+    bar.ax.tick_params(labelsize=LABEL_POINTS)
     if title:
-        axes.set_title(title, fontsize=fontsize + 1)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+        figure.suptitle(title, fontsize=LABEL_POINTS)
+    return figure
 
 
 def save_attention_pngs(
@@ -114,7 +120,8 @@ def save_attention_pngs(
     for head, figure in enumerate(figures):
         suffix = f".head{head + 1}.png" if len(figures) > 1 else ".png"
         path = path_stem.with_name(path_stem.name + suffix)
-        figure.savefig(path, dpi=100)
+        figure.savefig(path)
         plt.close(figure)
         paths.append(path)
     return paths
+

@@ -43,11 +43,11 @@ class Board:
                            ("bleu", bleu), ("chrf", chrf)):
             self.writer.add_scalar(f"{VAL}/{tag}", value, step)
 
-    def translations(self, step: int, translations: Sequence[Translation],
-                     references: Sequence[str]) -> None:
-        pairs = zip(translations, references, strict=False)  # references of every val line
-        for number, (translation, reference) in enumerate(pairs):
-            log_translation(self.writer, number, step, translation, reference)
+    def translations(self, step: int, lines: Sequence[int],
+                     translations: Sequence[Translation], references: Sequence[str]) -> None:
+        """The text and attention cards of val `lines` (see plotted_lines)."""
+        for line, translation, reference in zip(lines, translations, references, strict=True):
+            log_translation(self.writer, line, step, translation, reference)
 
     def hparams(self, config: dict[str, Any], overrides: Sequence[str], step: int,
                 test_bleu: float, test_chrf: float) -> None:
@@ -60,29 +60,49 @@ class Board:
         self.writer.close()
 
 
-def log_translation(writer, number: int, step: int, translation: Translation,
-                    reference: str) -> None:
-    """TensorBoard cards of validation sentence `number` at `step`: its translation (Text tab)
-    and the attention of the best one, sized for a card (Images tab: `attention/sentence_N`, or
-    `.../head_k` per head and `.../all_heads` side by side); an empty line has no attention."""
+def plotted_lines(src_ids: Sequence[Sequence[int]], count: int) -> list[int]:
+    """The val lines whose attention is plotted: the first `count` whose source (with EOS) fits
+    a card at full label size, then the shortest others if too few do."""
+    if count == 0:
+        return []
     # matplotlib (~1 s to import) only for a run that plots: train.num_plot_sentences > 0
-    from seq2seq.analysis.plots import CARD_PIXELS, attention_figures, heads_side_by_side
+    from seq2seq.analysis.plots import CARD_SOURCE_TOKENS
 
-    writer.add_text(f"translation/sentence_{number}",
+    fitting = [line for line, ids in enumerate(src_ids) if len(ids) + 1 <= CARD_SOURCE_TOKENS]
+    others = sorted(set(range(len(src_ids))) - set(fitting), key=lambda line: len(src_ids[line]))
+    return (fitting + others)[:count]
+
+
+def log_translation(writer, line: int, step: int, translation: Translation,
+                    reference: str) -> None:
+    """TensorBoard cards of val line `line` (from 0) at `step`: its translation (Text tab) and
+    the attention of the best one, sized for a card (Images tab: `attention/sentence_N`, or
+    `.../head_k` per head and `.../all_heads` one above the other); an empty line has no
+    attention."""
+    from seq2seq.analysis.plots import attention_figures, heads_stacked
+
+    writer.add_text(f"translation/sentence_{line}",
                     f"src: {translation.source}  \nhyp: {translation.text}  \nref: {reference}",
                     step)
     if not translation.hypotheses:
         return
     src_tokens, tgt_tokens = translation.attention_labels()
     weights = translation.weights()[:, : len(tgt_tokens), : len(src_tokens)]
-    title = f"val {number} step {step}"
-    figures = attention_figures(weights, src_tokens, tgt_tokens, title, fit=CARD_PIXELS)
-    for head, figure in enumerate(figures):
-        tag = f"attention/sentence_{number}" + (f"/head_{head + 1}" if len(figures) > 1 else "")
-        writer.add_figure(tag, figure, step, close=True)
+    title = f"val sentence {line}, step {step}"
+    figures = attention_figures(weights, src_tokens, tgt_tokens, title, card=True)
     if len(figures) > 1:
-        writer.add_figure(f"attention/sentence_{number}/all_heads",
-                          heads_side_by_side(weights, title), step, close=True)
+        figures.append(heads_stacked(weights, src_tokens, tgt_tokens, title))
+    for tag, figure in zip(attention_tags(line, len(weights)), figures, strict=True):
+        writer.add_figure(tag, figure, step, close=True)
+
+
+def attention_tags(line: int, heads: int) -> list[str]:
+    """The Images tab's tags of val line `line`'s attention: one, or one per head and
+    `all_heads`."""
+    if heads == 1:
+        return [f"attention/sentence_{line}"]
+    return [*(f"attention/sentence_{line}/head_{head}" for head in range(1, heads + 1)),
+            f"attention/sentence_{line}/all_heads"]
 
 
 def log_hparams(writer, config: dict[str, Any], overrides: list[str], step: int,

@@ -45,7 +45,7 @@ from seq2seq.training.precision import precision_name
 from seq2seq.training.progress import EpochProgress
 from seq2seq.training.resume import save_training
 from seq2seq.training.state import Interrupted, TrainState, budget_share, spent_budget
-from seq2seq.training.tensorboard import Board
+from seq2seq.training.tensorboard import Board, plotted_lines
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +272,10 @@ class Trainer:
         beam_size = self.cfg.train.valid_beam_size
         _, scores = self._decode(valid, beam_size)
         self.board.val_scalars(step, val_loss, scores.bleu, scores.chrf)
-        shown = valid.src[:self.cfg.train.num_plot_sentences]  # again, keeping their attention
-        settings = search_settings(self.cfg, beam_size, attention=True)
-        self.board.translations(step, self.translator.search(shown, settings), valid.ref)
+        lines = plotted_lines(valid.src_ids, self.cfg.train.num_plot_sentences)
+        settings = search_settings(self.cfg, beam_size, attention=True)  # again, with attention
+        found = self.translator.search([valid.src[line] for line in lines], settings)
+        self.board.translations(step, lines, found, [valid.ref[line] for line in lines])
         return val_loss, scores.bleu, scores.chrf
 
     def _decode(self, split: EvalSplit, beam_size: int) -> tuple[list[str], Scores]:
