@@ -49,6 +49,21 @@ def shown_label_heights(figure, shown_width: float) -> list[float]:
     return [text.get_fontsize() / 72 * 100 * shown_width / css_width(figure) for text in texts]
 
 
+def cut_labels(figure) -> list[str]:
+    """Tick labels and titles that reach past the figure's edges (cut off when drawn)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    edge = figure.bbox
+    texts = [label for axes in figure.axes
+             for label in (*axes.get_xticklabels(), *axes.get_yticklabels(), axes.title)
+             if label.get_text()] + list(figure.texts)
+    return [text.get_text() for text in texts
+            if not (edge.x0 <= text.get_window_extent(renderer).x0
+                    and text.get_window_extent(renderer).x1 <= edge.x1
+                    and edge.y0 <= text.get_window_extent(renderer).y0
+                    and text.get_window_extent(renderer).y1 <= edge.y1)]
+
+
 def overlapping_labels(figure) -> list[tuple[str, str]]:
     """Pairs of neighbouring tick labels whose drawn boxes overlap."""
     figure.canvas.draw()
@@ -79,7 +94,7 @@ def test_a_card_is_tensorboards_card_wide_with_labels_over_11_px_that_never_touc
     (card,) = attention_figures(weights, src, tgt, "val sentence 0, step 10", card=True)
     assert css_width(card) == CARD_WIDTH_PX
     assert min(shown_label_heights(card, CARD_WIDTH_PX)) >= 11
-    assert overlapping_labels(card) == []
+    assert overlapping_labels(card) == [] and cut_labels(card) == []
 
 
 def test_a_longer_source_widens_the_figure_instead_of_shrinking_its_labels():
@@ -89,7 +104,7 @@ def test_a_longer_source_widens_the_figure_instead_of_shrinking_its_labels():
         (figure,) = attention_figures(weights, src, src[:40], card=card)
         assert css_width(figure) > CARD_WIDTH_PX
         assert min(shown_label_heights(figure, css_width(figure))) >= 11
-        assert overlapping_labels(figure) == []
+        assert overlapping_labels(figure) == [] and cut_labels(figure) == []
 
 
 def test_multi_head_attention_gets_a_card_per_head_and_all_heads_labelled_in_one():
@@ -109,7 +124,7 @@ def test_multi_head_attention_gets_a_card_per_head_and_all_heads_labelled_in_one
     for figure in writer.figures.values():
         assert css_width(figure) == CARD_WIDTH_PX
         assert min(shown_label_heights(figure, CARD_WIDTH_PX)) >= 11
-        assert overlapping_labels(figure) == []
+        assert overlapping_labels(figure) == [] and cut_labels(figure) == []
     assert "hyp: t" in writer.texts["translation/sentence_0"]
 
 

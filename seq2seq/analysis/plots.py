@@ -13,21 +13,24 @@ matplotlib.use("Agg")  # headless: figures go to TensorBoard or files, never a w
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.textpath import TextPath  # noqa: E402
 
 # Sizes are in CSS pixels (1/100 inch at dpi 100). Labels of 8.5 points are 11.8 px tall; a
 # row or column of the heatmap is 1.25 labels wide, so rotated source labels never touch.
 PX_PER_INCH = 100
 LABEL_POINTS = 8.5
 PITCH_PX = 1.25 * LABEL_POINTS * PX_PER_INCH / 72
-CHAR_PX = 0.62 * LABEL_POINTS * PX_PER_INCH / 72  # a DejaVu Sans character, on average
+TICK_PX = 18  # a tick and the gap between it and its label
 # TensorBoard's Images tab shows every image in a card 350 CSS px wide, shrinking a wider image
 # to fit (measured in Chromium by tests/test_tensorboard_cards.py): card figures are exactly that
 # wide, drawn at twice the pixels so that text stays sharp on dense screens and at actual size.
 CARD_WIDTH_PX = 350
 CARD_SCALE = 2
-# Room beside the heatmap on a card: target labels of up to 10 characters on the left, a margin
-# on the right; what is left holds this many source subwords (with EOS) at full label size.
-CARD_SOURCE_TOKENS = int((CARD_WIDTH_PX - (10 * CHAR_PX + 18) - 12) // PITCH_PX)
+# Beside a card's heatmap: target labels up to this wide (10 characters of most words) on the
+# left, a margin on the right; what is left holds this many source subwords (with EOS).
+CARD_TARGET_LABEL_PX = 75
+CARD_SOURCE_TOKENS = int((CARD_WIDTH_PX - CARD_TARGET_LABEL_PX - TICK_PX - 12) // PITCH_PX)
 
 
 def attention_figures(
@@ -74,35 +77,59 @@ def _stacked_heatmaps(weights: torch.Tensor, src_tokens: Sequence[str],
                       tgt_tokens: Sequence[str], title: str, panel_titles: Sequence[str],
                       card: bool) -> Figure:
     """Heatmaps of weights (panels, T, S) one above the other, sharing the source axis, with a
-    colour bar on top: sized from the labels so that each keeps LABEL_POINTS."""
+    colour bar on top. Every box is placed from the label sizes (in CSS px, top down), so each
+    label keeps LABEL_POINTS: a layout engine would do the same at several times the cost."""
     panels, T, S = weights.shape
-    left = max((len(token) for token in tgt_tokens), default=1) * CHAR_PX + 18
-    width = left + S * PITCH_PX + 12
-    if card:
-        width = max(width, CARD_WIDTH_PX)
+    left = _widest(tgt_tokens) + TICK_PX
+    width = max(left + S * PITCH_PX + 12, CARD_WIDTH_PX if card else 0)
+    heatmap_width = width - left - 12
     titled = any(panel_titles)
-    panel = T * PITCH_PX + (1.6 * PITCH_PX if titled else 0)
-    below = max((len(token) for token in src_tokens), default=1) * CHAR_PX + 12
-    above = (1.8 * PITCH_PX if title else 0) + 2.6 * PITCH_PX  # title, colour bar and its ticks
-    height = above + panels * panel + below
-    figure, all_axes = plt.subplots(panels, 1, sharex=True, squeeze=False, layout="constrained",
-                                    figsize=(width / PX_PER_INCH, height / PX_PER_INCH),
-                                    dpi=PX_PER_INCH * (CARD_SCALE if card else 1))
-    axes_list = list(all_axes[:, 0])
-    for axes, panel_weights, panel_title in zip(axes_list, weights, panel_titles, strict=True):
+    boxes = []  # (top, height) of each box from the figure's top, in CSS px
+    top = 1.8 * PITCH_PX if title else 0.4 * PITCH_PX
+    bar = (top + 1.6 * PITCH_PX, 0.6 * PITCH_PX)  # room above it for its tick labels
+    top = bar[0] + bar[1] + 0.8 * PITCH_PX
+    for _ in range(panels):
+        top += 2.0 * PITCH_PX if titled else 0
+        boxes.append((top, T * PITCH_PX))
+        top += T * PITCH_PX
+    height = top + _widest(src_tokens) + TICK_PX
+
+    figure = plt.figure(figsize=(width / PX_PER_INCH, height / PX_PER_INCH),
+                        dpi=PX_PER_INCH * (CARD_SCALE if card else 1))
+
+    def placed(box: tuple[float, float]):
+        box_top, box_height = box
+        return figure.add_axes((left / width, 1 - (box_top + box_height) / height,
+                                heatmap_width / width, box_height / height))
+
+    for index, (panel_weights, panel_title) in enumerate(zip(weights, panel_titles,
+                                                             strict=True)):
+        axes = placed(boxes[index])
         image = axes.imshow(panel_weights.float().cpu().numpy(), cmap="viridis", vmin=0.0,
                             vmax=1.0, aspect="auto", interpolation="nearest")
         axes.set_yticks(range(T), labels=list(tgt_tokens), fontsize=LABEL_POINTS)
+        if index == panels - 1:
+            axes.set_xticks(range(S), labels=list(src_tokens), rotation=90,
+                            fontsize=LABEL_POINTS)
+        else:
+            axes.set_xticks([])
         if panel_title:
             axes.set_title(panel_title, fontsize=LABEL_POINTS, loc="left")
-    axes_list[-1].set_xticks(range(S), labels=list(src_tokens), rotation=90,
-                             fontsize=LABEL_POINTS)
-    bar = figure.colorbar(image, ax=axes_list, location="top", fraction=0.9 * PITCH_PX / height,
-                          aspect=40)
-    bar.ax.tick_params(labelsize=LABEL_POINTS)
+    colour_bar = figure.colorbar(image, cax=placed(bar), orientation="horizontal",
+                                 ticklocation="top")
+    colour_bar.ax.tick_params(labelsize=LABEL_POINTS)
     if title:
-        figure.suptitle(title, fontsize=LABEL_POINTS)
+        figure.suptitle(title, fontsize=LABEL_POINTS, y=1 - 0.3 * PITCH_PX / height,
+                        va="top")
     return figure
+
+
+def _widest(labels: Sequence[str]) -> float:
+    """The width in CSS px of the widest label drawn at LABEL_POINTS."""
+    font = FontProperties(size=LABEL_POINTS)
+    widest = max((TextPath((0, 0), label, prop=font).get_extents().width
+                  for label in set(labels) if label.strip()), default=0.0)
+    return widest * PX_PER_INCH / 72  # TextPath measures in points
 
 
 def save_attention_pngs(
