@@ -30,7 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="how many cards, as train.num_plot_sentences (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("docs/tensorboard.png"),
                         help="PNG to write (default: %(default)s)")
-    parser.add_argument("--size", default="1400x1100", metavar="WxH",
+    parser.add_argument("--size", default="1400x1200", metavar="WxH",
                         help="viewport in CSS pixels (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         width, height = (int(part) for part in args.size.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--size: expected WxH such as 1400x1100, got {args.size!r}") from None
+        raise SystemExit(f"--size: expected WxH such as 1400x1200, got {args.size!r}") from None
     with tempfile.TemporaryDirectory() as logs:
         run_dir = Path(logs)
         tags = log_cards(args.checkpoint, args.src, args.sentences, run_dir)

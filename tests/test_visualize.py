@@ -14,6 +14,7 @@ from seq2seq.analysis.plots import (
     CARD_WIDTH_PX,
     attention_figures,
     heads_stacked,
+    piece_label,
 )
 from seq2seq.inference.search import Hypothesis
 from seq2seq.inference.translator import Translation
@@ -117,7 +118,8 @@ def test_multi_head_attention_gets_a_card_per_head_and_all_heads_labelled_in_one
     panels = [axes for axes in stacked.axes if axes.get_images()]
     assert [axes.get_title(loc="left") for axes in panels] == [
         "head 1", "head 2", "head 3", "head 4"]
-    src, tgt = found.attention_labels()
+    src, tgt = ([piece_label(piece) for piece in pieces] for pieces in found.attention_labels())
+    assert tgt[:2] == ["tgt0", "tgt1"] and tgt[-1] == "</s>"
     for axes in panels:  # every head names its target rows; the source is named under the last
         assert [label.get_text() for label in axes.get_yticklabels()] == tgt
     assert [label.get_text() for label in panels[-1].get_xticklabels()] == src
@@ -126,6 +128,12 @@ def test_multi_head_attention_gets_a_card_per_head_and_all_heads_labelled_in_one
         assert min(shown_label_heights(figure, CARD_WIDTH_PX)) >= 11
         assert overlapping_labels(figure) == [] and cut_labels(figure) == []
     assert "hyp: t" in writer.texts["translation/sentence_0"]
+
+
+def test_labels_write_subwords_as_the_servers_page_does():
+    pieces = ["▁Mann", "farbenen", ".", "▁", "</s>", "<unk>", "!?", "▁."]
+    assert [piece_label(piece) for piece in pieces] == [
+        "Mann", "·farbenen", ".", "␣", "</s>", "<unk>", "!?", "."]
 
 
 def test_the_stacked_heads_refuse_labels_that_do_not_match_the_weights():

@@ -1,8 +1,10 @@
 """Attention heatmaps (matplotlib) for TensorBoard and PNG files: target subwords down, source
-subwords across, every label the same size wherever the figure is shown."""
+subwords across, every label the same size wherever the figure is shown, and written as the
+server's page writes it."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ PX_PER_INCH = 100
 LABEL_POINTS = 8.5
 PITCH_PX = 1.25 * LABEL_POINTS * PX_PER_INCH / 72
 TICK_PX = 18  # a tick and the gap between it and its label
+WORD_START = "\u2581"  # sentencepiece's "▁": the piece starts a word
 # TensorBoard's Images tab shows every image in a card 350 CSS px wide, shrinking a wider image
 # to fit (measured in Chromium by tests/test_tensorboard_cards.py): card figures are exactly that
 # wide, drawn at twice the pixels so that text stays sharp on dense screens and at actual size.
@@ -64,6 +67,18 @@ def heads_stacked(weights: torch.Tensor, src_tokens: Sequence[str], tgt_tokens: 
                              [f"head {head + 1}" for head in range(heads)], card)
 
 
+def piece_label(piece: str) -> str:
+    """A subword as the server's page shows it (pieceLabel in serving/web/index.html): "▁Mann"
+    -> "Mann"; a piece that continues a word -> "·farbenen", but punctuation stays "."; a lone
+    "▁" -> "␣"; "</s>" and "<unk>" as they are."""
+    if piece in ("</s>", "<unk>"):
+        return piece
+    if piece.startswith(WORD_START):
+        return piece[len(WORD_START):] or "\u2423"
+    punctuation = all(unicodedata.category(char)[0] in "PS" for char in piece)
+    return piece if punctuation else f"\u00b7{piece}"
+
+
 def _checked_shape(weights: torch.Tensor, src_tokens: Sequence[str],
                    tgt_tokens: Sequence[str]) -> tuple[int, int, int]:
     heads, T, S = weights.shape
@@ -80,6 +95,8 @@ def _stacked_heatmaps(weights: torch.Tensor, src_tokens: Sequence[str],
     colour bar on top. Every box is placed from the label sizes (in CSS px, top down), so each
     label keeps LABEL_POINTS: a layout engine would do the same at several times the cost."""
     panels, T, S = weights.shape
+    src_tokens, tgt_tokens = ([piece_label(piece) for piece in pieces]
+                              for pieces in (src_tokens, tgt_tokens))
     left = _widest(tgt_tokens) + TICK_PX
     width = max(left + S * PITCH_PX + 12, CARD_WIDTH_PX if card else 0)
     heatmap_width = width - left - 12
