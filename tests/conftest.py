@@ -320,14 +320,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class Done(NamedTuple):
-    """What a command run by `run_command` left, as subprocess.run(..., text=True) tells it."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def run_command(monkeypatch, capfd, tmp_path):
     """`run_command(NAME, args, cwd=tmp_path, stdin=b"") -> Done`: `python scripts/NAME.py ARGS`
@@ -344,7 +336,7 @@ def run_command(monkeypatch, capfd, tmp_path):
     import logging
     import sys
 
-    from commands import command_env
+    from commands import Done, command_env
 
     def run(name: str, args: Sequence[str], cwd: Path | None = None,
             stdin: bytes = b"") -> Done:
