@@ -283,13 +283,15 @@ def untrained_translator(trained_checkpoint):
 def serve(tmp_path_factory):
     """`serve("--checkpoint", RUN, ...)`: the serve command on a free loopback port, healthy
     (a ServerProcess: `.url`, `.process`, `.output()`); every server is stopped at the end."""
+    from commands import command_env
     from server_process import ServerError, ServerProcess
 
     logs = tmp_path_factory.mktemp("serve_logs")
     started: list[ServerProcess] = []
 
     def start(*args: str) -> ServerProcess:
-        server = ServerProcess(args, logs / f"serve_{len(started)}.log", threads=1)
+        server = ServerProcess(args, logs / f"serve_{len(started)}.log", threads=1,
+                               env=command_env())
         started.append(server)
         try:
             return server.__enter__()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from commands import command_env
 from server_process import free_port
 from torch.nn.parallel import DistributedDataParallel
 
@@ -79,8 +80,7 @@ def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_set
                                                                        tmp_path):
     cfg, data = tiny_setup
     trace = tmp_path / "trace"
-    env = {**os.environ, TRACE_ENV: str(trace), "OMP_NUM_THREADS": "1", **TEST_TIMEOUT}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = command_env(**{TRACE_ENV: str(trace), "OMP_NUM_THREADS": "1", **TEST_TIMEOUT})
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(REPO / "scripts" / "train.py"), *overrides],
