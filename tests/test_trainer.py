@@ -29,9 +29,10 @@ from seq2seq.training.setup import build_trainer
 from seq2seq.training.state import AlreadyFinished, Interrupted, TrainState
 from seq2seq.training.tensorboard import Board
 
-# the tiny run, with two evaluations, frequent logging and the attention plots
+# the tiny run, with two evaluations, frequent logging and an attention plot (one: plotting is
+# most of a tiny run's time; tests/test_visualize.py covers the sentences after the first)
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
-               "train.beam_size=2", "data.max_eval_pairs=20", "train.num_plot_sentences=4"]
+               "train.beam_size=2", "data.max_eval_pairs=20", "train.num_plot_sentences=1"]
 
 
 @pytest.fixture(scope="module")
