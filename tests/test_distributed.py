@@ -71,7 +71,15 @@ def join_job(rank: int, world_size: int, port: int) -> None:
 
 
 def spawn(worker, *args) -> None:
-    mp.spawn(worker, args=(free_port(), *args), nprocs=2, join=True)
+    """`worker(rank, port, *args)` in two processes of their own, forked from a server that
+    imported this module (torch, seq2seq) once per test worker: a fresh interpreter per rank
+    spent ~5 s of a busy 2-core machine on those imports. Not torch._dynamo, which a process's
+    first DistributedDataParallel imports: preloaded, it left no reference cycle around the
+    wrapper, and test_shutdown_frees_a_dropped_ddp_wrapper... must meet the cycle a torchrun
+    rank meets."""
+    mp.set_forkserver_preload([__name__])
+    mp.start_processes(worker, args=(free_port(), *args), nprocs=2, join=True,
+                       start_method="forkserver")
 
 
 # ---- torchrun, as a user runs it ---------------------------------------------------------------
