@@ -283,13 +283,15 @@ def untrained_translator(trained_checkpoint):
 def serve(tmp_path_factory):
     """`serve("--checkpoint", RUN, ...)`: the serve command on a free loopback port, healthy
     (a ServerProcess: `.url`, `.process`, `.output()`); every server is stopped at the end."""
+    from commands import command_env
     from server_process import ServerError, ServerProcess
 
     logs = tmp_path_factory.mktemp("serve_logs")
     started: list[ServerProcess] = []
 
     def start(*args: str) -> ServerProcess:
-        server = ServerProcess(args, logs / f"serve_{len(started)}.log", threads=1)
+        server = ServerProcess(args, logs / f"serve_{len(started)}.log", threads=1,
+                               env=command_env())
         started.append(server)
         try:
             return server.__enter__()
@@ -321,21 +323,63 @@ def one_thread():
 
 
 @pytest.fixture
-def refused_training(monkeypatch, capsys, tmp_path):
-    """`refused_training(args) -> stderr`: `python scripts/train.py ARGS`, run in this process
-    from tmp_path, that must stop before Hydra starts with exit code 1 and one line on stderr."""
+def run_command(monkeypatch, capfd, tmp_path):
+    """`run_command(NAME, args, cwd=tmp_path, stdin=b"") -> Done`: `python scripts/NAME.py ARGS`
+    run in this process, through the `main()` that the script calls (seq2seq.cli.NAME), with
+    the environment of a started command (helpers/commands.py). A new process would spend 3-5 s
+    importing what this one holds; tests start one where its boundary is what they test.
+
+    The exit code is main()'s SystemExit, or 0; stdout and stderr are read from the file
+    descriptors, so what native code writes counts too. Hydra's logging (a run's train.log and
+    its console handler) is taken down after each command.
+    """
+    import importlib
+    import io
+    import logging
     import sys
 
-    from seq2seq.cli import train
+    from commands import Done, command_env
+
+    def run(name: str, args: Sequence[str], cwd: Path | None = None,
+            stdin: bytes = b"") -> Done:
+        main = importlib.import_module(f"seq2seq.cli.{name}").main
+        env = command_env()
+        for key in os.environ.keys() - env.keys():
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(cwd or tmp_path)
+        monkeypatch.setattr(sys, "argv", [str(REPO / "scripts" / f"{name}.py"), *args])
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        capfd.readouterr()  # what the test printed before is not the command's
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        finally:
+            for handler in [h for h in root.handlers if h not in handlers]:
+                root.removeHandler(handler)
+                handler.close()
+            root.setLevel(level)
+        out, err = capfd.readouterr()
+        return Done(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def refused_training(run_command):
+    """`refused_training(args) -> stderr`: `python scripts/train.py ARGS`, run in this process
+    from tmp_path, that must stop before Hydra starts with exit code 1 and one line on stderr."""
 
     def refused(args: Sequence[str]) -> str:
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(sys, "argv", ["train.py", *args])
-        with pytest.raises(SystemExit) as done:
-            train.main()
-        err = capsys.readouterr().err
-        assert done.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
-        return err
+        done = run_command("train", args)
+        assert done.returncode == 1 and done.stderr.startswith("error: ") \
+            and done.stderr.count("\n") == 1, done.stderr
+        return done.stderr
 
     return refused
 

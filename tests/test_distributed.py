@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from commands import command_env
 from server_process import free_port
 from torch.nn.parallel import DistributedDataParallel
 
@@ -70,7 +71,15 @@ def join_job(rank: int, world_size: int, port: int) -> None:
 
 
 def spawn(worker, *args) -> None:
-    mp.spawn(worker, args=(free_port(), *args), nprocs=2, join=True)
+    """`worker(rank, port, *args)` in two processes of their own, forked from a server that
+    imported this module (torch, seq2seq) once per test worker: a fresh interpreter per rank
+    spent ~5 s of a busy 2-core machine on those imports. Not torch._dynamo, which a process's
+    first DistributedDataParallel imports: preloaded, it left no reference cycle around the
+    wrapper, and test_shutdown_frees_a_dropped_ddp_wrapper... must meet the cycle a torchrun
+    rank meets."""
+    mp.set_forkserver_preload([__name__])
+    mp.start_processes(worker, args=(free_port(), *args), nprocs=2, join=True,
+                       start_method="forkserver")
 
 
 # ---- torchrun, as a user runs it ---------------------------------------------------------------
@@ -79,8 +88,7 @@ def test_torchrun_two_cpu_processes_share_one_run_and_split_every_epoch(tiny_set
                                                                        tmp_path):
     cfg, data = tiny_setup
     trace = tmp_path / "trace"
-    env = {**os.environ, TRACE_ENV: str(trace), "OMP_NUM_THREADS": "1", **TEST_TIMEOUT}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = command_env(**{TRACE_ENV: str(trace), "OMP_NUM_THREADS": "1", **TEST_TIMEOUT})
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(REPO / "scripts" / "train.py"), *overrides],

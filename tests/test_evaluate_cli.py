@@ -4,9 +4,6 @@ translate.py with the same settings, and one-line errors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +12,6 @@ from sacrebleu.metrics import BLEU, CHRF
 from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import evaluate, translate
 from seq2seq.training.setup import build_trainer
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_script(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def printed_scores(stdout: str) -> dict[str, float]:
@@ -131,8 +120,8 @@ def test_data_errors_are_one_line_errors(args, message, trained_checkpoint, tiny
     assert stop.value.code == 1 and err.startswith("error: ") and message in err
 
 
-def test_checkpoint_errors_are_one_line_errors(tmp_path):
-    done = run_script(["--checkpoint", str(tmp_path / "no_run"), "--split", "test"])
+def test_checkpoint_errors_are_one_line_errors(tmp_path, run_command):
+    done = run_command("evaluate", ["--checkpoint", str(tmp_path / "no_run"), "--split", "test"])
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: no checkpoint 'best.pt' in directory") or \
         done.stderr.startswith("error: checkpoint not found")
@@ -162,10 +151,10 @@ def test_the_trainers_test_pass_is_evaluate_and_keeps_an_empty_line_empty(
 
 
 @pytest.mark.parametrize("option", ["--json", "--output"])
-def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, option):
+def test_an_output_under_a_file_is_one_line_before_any_work(tmp_path, option, run_command):
     (tmp_path / "file").write_text("x")
-    done = run_script(["--checkpoint", str(tmp_path / "no_such_run"), "--split", "val",
-                       option, str(tmp_path / "file" / "out")])
+    done = run_command("evaluate", ["--checkpoint", str(tmp_path / "no_such_run"), "--split",
+                                    "val", option, str(tmp_path / "file" / "out")])
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: {option} ") and "is a file" in done.stderr
 

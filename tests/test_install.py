@@ -3,13 +3,13 @@ work from any directory, as a user who ran `pip install .` meets them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from commands import command_env
 from server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -26,8 +26,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 def test_a_wheel_trains_translates_reports_and_serves_from_another_directory(tiny_run, tmp_path):
     wheel_dir, site, work = tmp_path / "wheel", tmp_path / "site", tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = command_env(PYTHONPATH=str(site), OMP_NUM_THREADS="1")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheel_dir), str(REPO)],
         cwd=tmp_path, env=env)
     (wheel,) = wheel_dir.glob("seq2seq-*.whl")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from commands import command_env
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from omegaconf import OmegaConf
@@ -140,21 +140,17 @@ def test_job_folder_names_are_short_readable_and_flat(grids):
 # ---- one real sweep -----------------------------------------------------------------------
 
 
-def run_script(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def tiny_sweep(tiny_run, build_once) -> Path:
-    """`train.py -m experiment=attention_ablation` shrunk to 2 scorers x 2 seeds, 10 steps each."""
+    """`train.py -m experiment=attention_ablation` shrunk to 2 scorers x 2 seeds, 10 steps each,
+    in a process of its own as a user starts it."""
     def sweep(root: Path) -> None:
-        done = run_script("train.py", [
+        done = subprocess.run([
+            sys.executable, str(REPO / "scripts" / "train.py"),
             "-m", "experiment=attention_ablation", "attention=additive,dot", "seed=1,2",
             *tiny_run, "train.max_steps=10", "train.num_plot_sentences=1",
             f"hydra.sweep.dir={root / 'multirun'}",
-        ], cwd=root)
+        ], cwd=root, env=command_env(), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
 
     return build_once("tiny_sweep", sweep) / "multirun"
@@ -172,8 +168,8 @@ def test_each_job_writes_its_results_into_a_readable_folder(tiny_sweep):
         assert results["seed"] == int(job[-1])
 
 
-def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep):
-    done = run_script("report.py", [str(tiny_sweep)], cwd=tiny_sweep)
+def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep, run_command):
+    done = run_command("report", [str(tiny_sweep)], cwd=tiny_sweep)
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tiny_sweep / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| `")]
@@ -223,42 +219,26 @@ def test_tensorboard_shows_each_job_as_a_named_run_with_its_hparams(tiny_sweep):
 
 
 @pytest.fixture
-def failing_sweep(monkeypatch, capsys, tmp_path):
+def failing_sweep(run_command, tmp_path):
     """`failing_sweep(args) -> (sweep dir, stderr)`: `python scripts/train.py -m ARGS` run in this
-    process from tmp_path, its jobs named by number, that must end with exit code 1. Hydra's
-    logging (each job's train.log) is taken down after the test."""
-    import logging
-
-    from seq2seq.cli import train
-
+    process from tmp_path, its jobs named by number, that must end with exit code 1."""
     sweep_dir = tmp_path / "multirun"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # main() would set it for the whole process
-    root = logging.getLogger()
-    kept, level = list(root.handlers), root.level
 
     def run(args: list[str]) -> tuple[Path, str]:
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr(sys, "argv", ["train.py", "-m", *args, f"data.root={tmp_path}/data",
-                                          f"hydra.sweep.dir={sweep_dir}",
-                                          "hydra.sweep.subdir=${hydra.job.num}"])
-        with pytest.raises(SystemExit) as done:
-            train.main()
-        assert done.value.code == 1
-        return sweep_dir, capsys.readouterr().err
+        done = run_command("train", ["-m", *args, f"data.root={tmp_path}/data",
+                                     f"hydra.sweep.dir={sweep_dir}",
+                                     "hydra.sweep.subdir=${hydra.job.num}"])
+        assert done.returncode == 1, done.stderr[-3000:]
+        return sweep_dir, done.stderr
 
-    yield run
-    for handler in [h for h in root.handlers if h not in kept]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
+    return run
 
 
-def reported(sweep_dir: Path, capsys) -> list[str]:
-    """What `report.py SWEEP_DIR --no-plot` prints, by line."""
-    from seq2seq.cli.report import main
-
-    main([str(sweep_dir), "--no-plot"])
-    return capsys.readouterr().out.splitlines()
+@pytest.fixture
+def reported(run_command):
+    """`reported(sweep_dir)`: what `report.py SWEEP_DIR --no-plot` prints, by line."""
+    return lambda sweep_dir: run_command("report", [str(sweep_dir), "--no-plot"]).stdout \
+        .splitlines()
 
 
 # a vocabulary the tiny corpus cannot give (at most 156 pieces): a job that fails once it runs,
@@ -277,7 +257,7 @@ TOO_LARGE = too_large(1000)
 QUICK = ["train.max_steps=2", "train.eval_every=2", "data.max_eval_pairs=4"]
 
 
-def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, failing_sweep, capsys):
+def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, failing_sweep, reported):
     sweep_dir, err = failing_sweep([*tiny_run, f"{TOO_LARGE_VOCAB},128", *QUICK])
     assert f"error: {TOO_LARGE}\n" in err
     assert err.splitlines()[-1] == ("error: 1 of 2 jobs failed (see their train.log): "
@@ -285,11 +265,11 @@ def test_a_failed_job_does_not_cancel_the_rest_of_the_sweep(tiny_run, failing_sw
     assert f"[ERROR] - {TOO_LARGE}\n" in (sweep_dir / "0" / "train.log").read_text()
     assert not (sweep_dir / "0" / "results.json").exists()
     assert (sweep_dir / "1" / "results.json").is_file()  # the second job still ran
-    assert f"missing: {sweep_dir / '0'}: failed: {TOO_LARGE}" in reported(sweep_dir, capsys)
+    assert f"missing: {sweep_dir / '0'}: failed: {TOO_LARGE}" in reported(sweep_dir)
 
 
 def test_jobs_that_die_of_no_user_error_are_logged_counted_and_reported(tiny_run, failing_sweep,
-                                                                        monkeypatch, capsys):
+                                                                        monkeypatch, reported):
     """Errors that are not the user's (sentencepiece's thread pool on a machine short of
     threads, memory, a bug) once escaped the job as a traceback that ended the sweep, with no
     summary and nothing in the job's train.log."""
@@ -314,7 +294,7 @@ def test_jobs_that_die_of_no_user_error_are_logged_counted_and_reported(tiny_run
     assert err.splitlines()[-1] == ("error: 2 of 3 jobs failed (see their train.log): "
                                     f"0: {lines['0']}; 1: {lines['1']}")
     assert (sweep_dir / "2" / "results.json").is_file()  # the third job still ran
-    report = reported(sweep_dir, capsys)
+    report = reported(sweep_dir)
     for job, line in lines.items():
         assert f"missing: {sweep_dir / job}: failed: {line}" in report
 

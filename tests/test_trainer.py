@@ -29,9 +29,10 @@ from seq2seq.training.setup import build_trainer
 from seq2seq.training.state import AlreadyFinished, Interrupted, TrainState
 from seq2seq.training.tensorboard import Board, plotted_lines
 
-# the tiny run, with two evaluations, frequent logging and the attention plots
+# the tiny run, with two evaluations, frequent logging and an attention plot (one: plotting is
+# most of a tiny run's time; tests/test_visualize.py covers the sentences after the first)
 TRAINER_RUN = ["train.max_steps=24", "train.eval_every=12", "train.log_every=4",
-               "train.beam_size=2", "data.max_eval_pairs=20", "train.num_plot_sentences=4"]
+               "train.beam_size=2", "data.max_eval_pairs=20", "train.num_plot_sentences=1"]
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,33 @@ def with_train(cfg, **changes):
     return replace(cfg, train=replace(cfg.train, **changes))
 
 
+# Runs that several tests only read, trained once per worker (not shared between workers: each
+# trains its own tokenizer, and the tests compare these runs exactly with runs of their own).
+SIX_STEPS = {"max_steps": 6, "eval_every": 3}
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_setup, tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny run, uninterrupted: its run dir and what fit() returned."""
+    cfg, data = tiny_setup
+    run_dir = tmp_path_factory.mktemp("full_run")
+    return run_dir, build_trainer(cfg, run_dir, data).fit()
+
+
+@pytest.fixture(scope="module")
+def six_step_run(tiny_setup, tmp_path_factory) -> tuple[Path, dict]:
+    """A finished 6-step run (evaluated at steps 3 and 6): its run dir and what fit() returned."""
+    cfg, data = tiny_setup
+    run_dir = tmp_path_factory.mktemp("six_step_run")
+    return run_dir, build_trainer(with_train(cfg, **SIX_STEPS), run_dir, data).fit()
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
-def test_run_dir_holds_checkpoints_tensorboard_and_results(tiny_setup, tmp_path):
-    cfg, data = tiny_setup
-    results = build_trainer(cfg, tmp_path, data).fit()
+def test_run_dir_holds_checkpoints_tensorboard_and_results(full_run):
+    tmp_path, results = full_run
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -181,10 +202,9 @@ def scalar_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             for tag in events.Tags()["scalars"] if not tag.endswith("tokens_per_s")}
 
 
-def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_setup, tmp_path,
-                                                                         monkeypatch):
+def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_setup, full_run,
+                                                                         tmp_path, monkeypatch):
     cfg, data = tiny_setup
-    build_trainer(cfg, tmp_path / "full", data).fit()
     cut = build_trainer(cfg, tmp_path / "cut", data)
     real_step = cut.train_step
 
@@ -198,7 +218,7 @@ def test_a_run_resumed_in_place_shows_the_curves_of_an_uninterrupted_one(tiny_se
     with pytest.raises(Interrupted):
         cut.fit()
     build_trainer(with_train(cfg, resume=str(tmp_path / "cut")), tmp_path / "cut", data).fit()
-    full, resumed = scalar_curves(tmp_path / "full"), scalar_curves(tmp_path / "cut")
+    full, resumed = scalar_curves(full_run[0]), scalar_curves(tmp_path / "cut")
     assert resumed.keys() == full.keys()
     assert [step for step, _ in resumed["1_val/bleu"]] == [12, 24]
     for tag, curve in full.items():
@@ -262,11 +282,11 @@ def test_a_gpu_sized_model_on_the_cpu_points_at_the_cpu_recipe(tiny_setup, tmp_p
     assert any("experiment=cpu40 is the CPU recipe" in r.getMessage() for r in caplog.records)
 
 
-def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tiny_setup, tmp_path,
-                                                                         monkeypatch):
+def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tiny_setup, six_step_run,
+                                                                         tmp_path, monkeypatch):
     cfg, data = tiny_setup
-    cfg = with_train(cfg, max_steps=6, eval_every=3)
-    full = build_trainer(cfg, tmp_path / "full", data).fit()
+    cfg = with_train(cfg, **SIX_STEPS)
+    _, full = six_step_run
     cut = build_trainer(cfg, tmp_path / "cut", data)
     real_decode = cut._decode
 
@@ -289,21 +309,19 @@ def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tiny_se
         build_trainer(again, tmp_path / "cut", data)
 
 
-def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, tmp_path):
+def test_resuming_a_finished_run_does_nothing_but_say_so(tiny_setup, six_step_run, tmp_path):
     cfg, data = tiny_setup
-    cfg = with_train(cfg, max_steps=6, eval_every=3)
-    build_trainer(cfg, tmp_path / "done", data).fit()
-    last = (tmp_path / "done" / "checkpoints" / "last.pt").read_bytes()
+    done, _ = six_step_run
+    last = (done / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(AlreadyFinished, match="finished at step 6 \\(max_steps"):
-        build_trainer(with_train(cfg, resume=str(tmp_path / "done")), tmp_path / "again", data)
-    assert (tmp_path / "done" / "checkpoints" / "last.pt").read_bytes() == last
+        build_trainer(with_train(cfg, **SIX_STEPS, resume=str(done)), tmp_path / "again", data)
+    assert (done / "checkpoints" / "last.pt").read_bytes() == last
     assert not (tmp_path / "again").exists()
 
 
-def test_a_finished_run_with_a_larger_budget_trains_on_to_it(tiny_setup, tmp_path):
+def test_a_finished_run_with_a_larger_budget_trains_on_to_it(tiny_setup, six_step_run, tmp_path):
     cfg, data = tiny_setup
-    build_trainer(with_train(cfg, max_steps=6, eval_every=3), tmp_path / "short", data).fit()
-    longer = with_train(cfg, max_steps=9, eval_every=3, resume=str(tmp_path / "short"))
+    longer = with_train(cfg, max_steps=9, eval_every=3, resume=str(six_step_run[0]))
     results = build_trainer(longer, tmp_path / "longer", data).fit()
     assert results["steps"] == 9
 

@@ -1,9 +1,9 @@
 """scripts/translate.py as a user runs it: arguments, stdin (streamed), files, n-best, attention,
-and one-line errors for bad checkpoints and bad input."""
+and one-line errors for bad checkpoints and bad input. Where stdin stays open, a signal comes or
+stdin is closed, the command runs in its own process; elsewhere in this one (`run_command`)."""
 
 from __future__ import annotations
 
-import io
 import os
 import select
 import shutil
@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from commands import command_env
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli.translate import main
@@ -25,25 +26,11 @@ SCRIPT = REPO / "scripts" / "translate.py"
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau singt."]
 
 
-def run_script(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], input=stdin, env=env,
-                          capture_output=True, timeout=300)
-
-
 def start_interactive(checkpoint: Path, *args: str) -> subprocess.Popen:
     """translate.py reading stdin, with every pipe open: for tests that talk to it line by line."""
     return subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint", str(checkpoint), *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def run_main(args: list[str], capsysbinary, monkeypatch, stdin: bytes = b"") -> tuple[str, str]:
-    """The same command in this process (faster): returns stdout and stderr."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    main(args)
-    out, err = capsysbinary.readouterr()
-    return out.decode("utf-8"), err.decode("utf-8")
+                            env=command_env(OMP_NUM_THREADS="1"))
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +39,20 @@ def translator(trained_checkpoint) -> Translator:
     return Translator.from_checkpoint(trained_checkpoint, device="cpu")
 
 
-def test_sentences_as_arguments_give_one_translation_per_line(trained_checkpoint, translator):
-    done = run_script(["--checkpoint", str(trained_checkpoint), "--beam", "2", *SENTENCES])
-    assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode("utf-8").split("\n") == [
+def test_sentences_as_arguments_give_one_translation_per_line(trained_checkpoint, translator,
+                                                             run_command):
+    done = run_command("translate", ["--checkpoint", str(trained_checkpoint), "--beam", "2",
+                                     *SENTENCES])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n") == [
         *translator.translate(SENTENCES, translator.settings(beam_size=2)), ""]
 
 
-def test_stdin_lines_give_as_many_output_lines_empty_for_empty(trained_checkpoint, translator):
-    done = run_script(["--checkpoint", str(trained_checkpoint)], stdin=b"a\n\nb\n")
-    assert done.returncode == 0, done.stderr.decode()
-    lines = done.stdout.decode("utf-8").split("\n")
+def test_stdin_lines_give_as_many_output_lines_empty_for_empty(trained_checkpoint, translator,
+                                                               run_command):
+    done = run_command("translate", ["--checkpoint", str(trained_checkpoint)], stdin=b"a\n\nb\n")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
     assert len(lines) == 4 and lines[3] == ""  # three lines, each ended by a newline
     assert lines[1] == "" and lines[:3] == translator.translate(["a", "", "b"])
 
@@ -108,15 +98,14 @@ def test_sigterm_mid_run_keeps_the_old_output_and_leaves_no_temp_file(trained_ch
 
 
 def test_file_to_file_keeps_every_line_and_leaves_no_temp_file(trained_checkpoint, translator,
-                                                                tmp_path, capsysbinary,
-                                                                monkeypatch):
+                                                                tmp_path, run_command):
     max_len = translator.config.data.max_len
     lines = [SENTENCES[0], "", SENTENCES[1], " ".join(["Ein Hund läuft."] * max_len), "   "]
     source = tmp_path / "in.de"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     target = tmp_path / "out" / "out.en"
-    out, err = run_main(["--checkpoint", str(trained_checkpoint), "--input", str(source),
-                         "--output", str(target)], capsysbinary, monkeypatch)
+    _, out, err = run_command("translate", ["--checkpoint", str(trained_checkpoint),
+                                            "--input", str(source), "--output", str(target)])
     written = target.read_text(encoding="utf-8").split("\n")
     assert written == [*translator.translate(lines), ""]
     assert written[1] == "" and written[3] != "" and written[4] == ""
@@ -132,10 +121,10 @@ def test_a_full_disk_names_the_output(trained_checkpoint, capsys):
     assert capsys.readouterr().err == "error: could not write /dev/full: the disk is full\n"
 
 
-def test_nbest_writes_k_tsv_rows_per_input_line(trained_checkpoint, capsysbinary, monkeypatch):
-    out, _ = run_main(["--checkpoint", str(trained_checkpoint), "--beam", "4", "--nbest", "3"],
-                      capsysbinary, monkeypatch, stdin=f"{SENTENCES[0]}\n\n{SENTENCES[1]}\n"
-                      .encode())
+def test_nbest_writes_k_tsv_rows_per_input_line(trained_checkpoint, run_command):
+    _, out, _ = run_command("translate", ["--checkpoint", str(trained_checkpoint), "--beam", "4",
+                                          "--nbest", "3"],
+                            stdin=f"{SENTENCES[0]}\n\n{SENTENCES[1]}\n".encode())
     rows = [line.split("\t") for line in out.splitlines()]
     assert len(rows) == 9 and all(len(row) == 4 for row in rows)
     assert [(int(i), int(rank)) for i, rank, _, _ in rows] == [
@@ -146,11 +135,11 @@ def test_nbest_writes_k_tsv_rows_per_input_line(trained_checkpoint, capsysbinary
     assert [row[2:] for row in rows[3:6]] == [["0.0000", ""], ["-inf", ""], ["-inf", ""]]
 
 
-def test_plot_and_show_attention(trained_checkpoint, tmp_path, capsysbinary, monkeypatch):
+def test_plot_and_show_attention(trained_checkpoint, tmp_path, run_command):
     plots = tmp_path / "plots"
-    out, err = run_main(["--checkpoint", str(trained_checkpoint), "--plot-attention", str(plots),
-                         "--show-attention", SENTENCES[0], "", SENTENCES[2]],
-                        capsysbinary, monkeypatch)
+    _, out, err = run_command("translate", ["--checkpoint", str(trained_checkpoint),
+                                            "--plot-attention", str(plots), "--show-attention",
+                                            SENTENCES[0], "", SENTENCES[2]])
     assert len(out.splitlines()) == 3  # stdout holds only the translations
     assert sorted(p.name for p in plots.iterdir()) == ["0000.png", "0002.png"]
     for path in plots.iterdir():
@@ -189,7 +178,8 @@ def _checkpoint_with_code(path: Path, marker: Path) -> None:
     ("other_version", "format version 99"),
     ("code", "refused by the weights-only loader"),
 ])
-def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, tmp_path):
+def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, tmp_path,
+                                             run_command):
     path, marker = tmp_path / "model.pt", tmp_path / "code-ran"
     if case == "not_a_checkpoint":
         path.write_text("Ein Mann fährt Fahrrad.\n")
@@ -199,9 +189,9 @@ def test_bad_checkpoints_are_one_line_errors(case, message, trained_checkpoint, 
         torch.save(payload, path)
     elif case == "code":
         _checkpoint_with_code(path, marker)
-    done = run_script(["--checkpoint", str(path), SENTENCES[0]])
-    stderr = done.stderr.decode()
-    assert done.returncode == 1 and done.stdout == b""
+    done = run_command("translate", ["--checkpoint", str(path), SENTENCES[0]])
+    stderr = done.stderr
+    assert done.returncode == 1 and done.stdout == ""
     assert stderr.startswith("error: ") and message in stderr and "Traceback" not in stderr
     assert not marker.exists()
 
@@ -227,19 +217,20 @@ def test_broken_checkpoints_translate_nothing(case, message, trained_checkpoint,
     assert err.count("\n") == 1
 
 
-def test_a_run_with_only_last_pt_translates_with_a_notice(trained_checkpoint, tmp_path):
+def test_a_run_with_only_last_pt_translates_with_a_notice(trained_checkpoint, tmp_path,
+                                                          run_command):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     shutil.copy(trained_checkpoint / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
-    done = run_script(["--checkpoint", str(run), SENTENCES[0]])
+    done = run_command("translate", ["--checkpoint", str(run), SENTENCES[0]])
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 1
-    assert "warning: no best.pt in" in done.stderr.decode() and "last.pt" in done.stderr.decode()
+    assert "warning: no best.pt in" in done.stderr and "last.pt" in done.stderr
 
 
 def test_a_closed_stdin_is_one_line_before_the_model_loads():
     done = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", "/nonexistent"],
                           preexec_fn=lambda: os.close(0), capture_output=True, text=True,
-                          timeout=120)
+                          env=command_env(), timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == ("error: nothing to translate: stdin is closed; give sentences as "
                            "arguments, --input FILE, or lines on stdin\n")
@@ -295,11 +286,11 @@ def test_numeric_options_must_be_finite_and_in_range(trained_checkpoint, capsys,
     ("--plot-attention", "{tmp}/file", ["--plot-attention", "is a file"]),
 ])
 def test_an_output_that_cannot_be_written_is_one_line_before_loading(tmp_path, option, target,
-                                                                     words):
+                                                                     words, run_command):
     (tmp_path / "file").write_text("x")
-    done = run_script(["--checkpoint", str(tmp_path / "no_such_run"),
-                       option, target.format(tmp=tmp_path), "Ein Satz."])
-    stderr = done.stderr.decode()
+    done = run_command("translate", ["--checkpoint", str(tmp_path / "no_such_run"),
+                                     option, target.format(tmp=tmp_path), "Ein Satz."])
+    stderr = done.stderr
     assert done.returncode == 1 and stderr.count("\n") == 1, stderr
     for word in words:
         assert word in stderr
