@@ -73,8 +73,9 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
-def test_run_dir_holds_checkpoints_tensorboard_and_results(full_run):
+def test_run_dir_holds_checkpoints_tensorboard_and_results(full_run, tiny_setup):
     tmp_path, results = full_run
+    cfg, data = tiny_setup
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
