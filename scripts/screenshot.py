@@ -19,7 +19,16 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from server_process import ServerError, ServerProcess, headless_chromium
+from server_process import (
+    ServerError,
+    ServerProcess,
+    device_scale,
+    headless_chromium,
+    viewport,
+)
+
+from seq2seq.errors import Seq2SeqError
+from seq2seq.files import check_output_file
 
 DEFAULT_SENTENCE = "Ein Mann mit einem orangefarbenen Hut starrt auf etwas."
 TRANSLATE_TIMEOUT_S = 120
@@ -36,9 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="PNG to write (default: %(default)s)")
     parser.add_argument("--hover", type=int, default=1, metavar="ROW",
                         help="heatmap row (target subword, from 0) to hover (default: %(default)s)")
-    parser.add_argument("--size", default="1200x900", metavar="WxH",
+    parser.add_argument("--size", type=viewport, default="1200x900", metavar="WxH",
                         help="viewport in CSS pixels (default: %(default)s)")
-    parser.add_argument("--scale", type=float, default=1.0,
+    parser.add_argument("--scale", type=device_scale, default=1.0,
                         help="device pixel ratio: 2 gives a sharper, twice as large PNG")
     return parser.parse_args(argv)
 
@@ -62,29 +71,27 @@ def capture(driver: WebDriver, url: str, sentence: str, hover: int, output: Path
         raise SystemExit(f"the page shows an error: {error.text}")
     rows = driver.find_elements(By.CSS_SELECTOR, "#heatmap g.row")
     ActionChains(driver).move_to_element(rows[min(max(hover, 0), len(rows) - 1)]).perform()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)  # check_output_file said it can be
     if not driver.save_screenshot(str(output)):
         raise SystemExit(f"could not write {output}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    width, height = args.size
     try:
-        width, height = (int(part) for part in args.size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--size: expected WxH such as 1200x900, got {args.size!r}") from None
-    with tempfile.TemporaryDirectory() as logs:
-        try:
-            with ServerProcess(["--checkpoint", args.checkpoint], Path(logs) / "serve.log") \
-                    as server:
-                driver = headless_chromium(width, height, args.scale)
-                try:
-                    capture(driver, server.url, args.sentence.replace("\\n", "\n"), args.hover,
-                            args.output)
-                finally:
-                    driver.quit()
-        except ServerError as error:
-            raise SystemExit(str(error)) from None
+        check_output_file(args.output, "--output")
+        with tempfile.TemporaryDirectory() as logs, \
+                ServerProcess(["--checkpoint", args.checkpoint], Path(logs) / "serve.log") \
+                as server:
+            driver = headless_chromium(width, height, args.scale)
+            try:
+                capture(driver, server.url, args.sentence.replace("\\n", "\n"), args.hover,
+                        args.output)
+            finally:
+                driver.quit()
+    except (ServerError, Seq2SeqError) as error:
+        raise SystemExit(f"error: {error}") from None
     print(args.output)
 
 

@@ -16,8 +16,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from server_process import ServerError, headless_chromium, tensorboard_process
-from tensorboard_page import open_images_tab
+from server_process import ServerError, headless_chromium, tensorboard_process, viewport
+from tensorboard_page import CARDS_PER_PAGE, open_images_tab
+
+from seq2seq.cli.common import checked
+from seq2seq.config import Range
+from seq2seq.errors import DataError, Seq2SeqError
+from seq2seq.files import check_output_file
+
+SENTENCES = Range(1, CARDS_PER_PAGE)  # the cards of more would not be on the first page
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -26,17 +33,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a run dir (its final model) or a checkpoint file")
     parser.add_argument("--src", required=True, type=Path, metavar="FILE",
                         help="the val source sentences, one per line (plain or .gz, .xz, .bz2)")
-    parser.add_argument("--sentences", type=int, default=4,
+    parser.add_argument("--sentences", default=4,
+                        type=lambda text: checked(text, int, SENTENCES.refusal),
                         help="how many cards, as train.num_plot_sentences (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("docs/tensorboard.png"),
                         help="PNG to write (default: %(default)s)")
-    parser.add_argument("--size", default="1400x1200", metavar="WxH",
+    parser.add_argument("--size", type=viewport, default="1400x1200", metavar="WxH",
                         help="viewport in CSS pixels (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def log_cards(checkpoint: str, src: Path, count: int, run_dir: Path) -> set[str]:
     """Log the checkpoint's attention cards of `count` val lines as its run would; their tags."""
+    from seq2seq.analysis.plots import CARD_SOURCE_TOKENS
     from seq2seq.checkpoint import load_checkpoint
     from seq2seq.files import read_lines
     from seq2seq.inference.decoding import search_settings
@@ -50,35 +59,36 @@ def log_cards(checkpoint: str, src: Path, count: int, run_dir: Path) -> set[str]
     lines = plotted_lines(translator.tokenizer.encode_src(sources), count)
     settings = search_settings(translator.config, translator.config.train.valid_beam_size,
                                attention=True)
+    if not lines:
+        raise DataError(f"none of the {len(sources):,} lines of {src} is a sentence of 1 to "
+                        f"{CARD_SOURCE_TOKENS - 1} subwords, which a card shows readably")
     found = translator.search([sources[line] for line in lines], settings)
     board = Board(run_dir)
     board.translations(step, lines, found, [""] * len(lines))
     board.close()
-    return {tag for line, one in zip(lines, found, strict=True) if one.hypotheses
+    return {tag for line, one in zip(lines, found, strict=True)
             for tag in attention_tags(line, len(one.weights()))}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    width, height = args.size
     try:
-        width, height = (int(part) for part in args.size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--size: expected WxH such as 1400x1200, got {args.size!r}") from None
-    with tempfile.TemporaryDirectory() as logs:
-        run_dir = Path(logs)
-        tags = log_cards(args.checkpoint, args.src, args.sentences, run_dir)
-        try:
+        check_output_file(args.output, "--output")
+        with tempfile.TemporaryDirectory() as logs:
+            run_dir = Path(logs)
+            tags = log_cards(args.checkpoint, args.src, args.sentences, run_dir)
             with tensorboard_process(run_dir / "tb", run_dir / "tensorboard.log") as server:
                 driver = headless_chromium(width, height)
                 try:
                     open_images_tab(driver, server.url, tags)
                     args.output.parent.mkdir(parents=True, exist_ok=True)
                     if not driver.save_screenshot(str(args.output)):
-                        raise SystemExit(f"could not write {args.output}")
+                        raise SystemExit(f"error: could not write {args.output}")
                 finally:
                     driver.quit()
-        except ServerError as error:
-            raise SystemExit(str(error)) from None
+    except (ServerError, Seq2SeqError, TimeoutError) as error:
+        raise SystemExit(f"error: {error}") from None
     print(args.output)
 
 

@@ -10,6 +10,7 @@ nobody reads fills up and blocks the server.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -25,8 +26,33 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from seq2seq.cli.common import checked
+from seq2seq.config import Range
+
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
+
+VIEWPORT_PX = Range(200, 8000)  # a browser window's width or height, in CSS px
+DEVICE_SCALE = Range(0.5, 4.0)  # device pixels per CSS px
+
+
+def viewport(text: str) -> tuple[int, int]:
+    """An argparse type: `WxH` in CSS px, such as 1400x1200."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 1400x1200, got {text!r}") \
+            from None
+    for value in (width, height):
+        if why := VIEWPORT_PX.refusal(value):
+            raise argparse.ArgumentTypeError(f"{text}: {why}")
+    return width, height
+
+
+def device_scale(text: str) -> float:
+    """An argparse type: the device pixel ratio."""
+    return checked(text, float, DEVICE_SCALE.refusal)
+
 
 CHROMIUM_HINT = ("install Debian's chromium and chromium-driver "
                  "(apt-get install chromium chromium-driver; .ci/run does)")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
+CARDS_PER_PAGE = 12  # the Images tab shows a tag group's cards 12 to a page
 LOAD_TIMEOUT_S = 120  # TensorBoard reads the event files after it answers, then the page polls
 
 # every <img> of the page, through shadow roots, with its place and sizes (CSS px)
@@ -58,13 +59,22 @@ def shown_images(driver: WebDriver) -> list[ShownImage]:
 
 
 def open_images_tab(driver: WebDriver, url: str, tags: set[str]) -> list[ShownImage]:
-    """Open TensorBoard's Images tab at `url` and wait until the cards of `tags` are loaded."""
+    """Open TensorBoard's Images tab at `url` and wait until the cards of `tags` on its first
+    page are loaded (all of them, up to CARDS_PER_PAGE)."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def loaded(driver: WebDriver) -> list[ShownImage]:
+        return [image for image in shown_images(driver) if image.tag in tags]
+
     driver.get(f"{url}/?darkMode=false#images")
-    WebDriverWait(driver, LOAD_TIMEOUT_S).until(
-        lambda driver: tags <= {image.tag for image in shown_images(driver)})
-    return [image for image in shown_images(driver) if image.tag in tags]
+    try:
+        WebDriverWait(driver, LOAD_TIMEOUT_S).until(
+            lambda driver: len(loaded(driver)) >= min(len(tags), CARDS_PER_PAGE))
+    except TimeoutException:
+        raise TimeoutError(f"TensorBoard's Images tab showed {len(loaded(driver))} of the "
+                           f"{len(tags)} cards within {LOAD_TIMEOUT_S} s") from None
+    return loaded(driver)
 
 
 def _tag(src: str) -> str:

@@ -128,3 +128,26 @@ def test_the_stacked_card_names_every_head(shown):
     text = read_back(screenshot, stacked)
     assert [f"head {h}" in text for h in range(1, HEADS + 1)] == [True] * HEADS, text
 
+
+
+def test_the_readme_screenshot_script_draws_a_checkpoints_cards(trained_checkpoint, tmp_path):
+    import screenshot_tensorboard
+
+    src, png = tmp_path / "val.de", tmp_path / "cards.png"
+    src.write_text("ein hund .\n\nzwei katzen .\n", encoding="utf-8")
+    screenshot_tensorboard.main(["--checkpoint", str(trained_checkpoint), "--src", str(src),
+                                 "--sentences", "2", "--output", str(png)])
+    assert Image.open(png).size == (1400, 1200)
+
+
+def test_the_screenshot_script_refuses_sources_without_a_sentence_to_plot(trained_checkpoint,
+                                                                         tmp_path):
+    import screenshot_tensorboard
+
+    src = tmp_path / "blank.de"
+    src.write_text("\n \n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"^error: none of the 2 lines of .*blank.de is a "
+                                         r"sentence of 1 to \d+ subwords"):
+        screenshot_tensorboard.main(["--checkpoint", str(trained_checkpoint), "--src", str(src),
+                                     "--output", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()

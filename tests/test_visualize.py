@@ -18,7 +18,7 @@ from seq2seq.analysis.plots import (
 )
 from seq2seq.inference.search import Hypothesis
 from seq2seq.inference.translator import Translation
-from seq2seq.training.tensorboard import log_translation, plotted_lines
+from seq2seq.training.tensorboard import log_translation, plotted_lines, too_few_plotted
 
 
 class RecordingWriter:
@@ -141,13 +141,17 @@ def test_the_stacked_heads_refuse_labels_that_do_not_match_the_weights():
         heads_stacked(torch.zeros(2, 3, 4), ["a"] * 4, ["b"] * 2)
 
 
-def test_plotted_lines_are_the_first_that_fit_a_card_then_the_shortest_others():
+def test_plotted_lines_are_the_first_non_empty_ones_that_fit_a_card():
     fits, too_long = [[5] * (CARD_SOURCE_TOKENS - 1)], [[5] * CARD_SOURCE_TOKENS]
-    src_ids = too_long * 2 + fits + [[5] * 40] + fits + too_long
-    assert plotted_lines(src_ids, 2) == [2, 4]
-    assert plotted_lines(src_ids, 4) == [2, 4, 0, 1]
+    src_ids = too_long * 2 + fits + [[]] + [[5] * 40] + fits + [[5]] + too_long
+    assert plotted_lines(src_ids, 2) == [2, 5]
+    assert plotted_lines(src_ids, 100) == [2, 5, 6]
     assert plotted_lines(src_ids, 0) == []
-    assert plotted_lines(src_ids, 100) == [2, 4, 0, 1, 5, 3]
+    assert too_few_plotted([2, 5], 2, len(src_ids)) is None
+    assert too_few_plotted([2, 5, 6], 4, len(src_ids)) == (
+        f"only 3 of the 8 val lines have a source of 1 to {CARD_SOURCE_TOKENS - 1} subwords, "
+        "which a TensorBoard card shows readably: 3 attention cards instead of "
+        "train.num_plot_sentences=4")
 
 
 def test_an_empty_line_gets_its_text_card_and_no_heatmap():

@@ -61,16 +61,27 @@ class Board:
 
 
 def plotted_lines(src_ids: Sequence[Sequence[int]], count: int) -> list[int]:
-    """The val lines whose attention is plotted: the first `count` whose source (with EOS) fits
-    a card at full label size, then the shortest others if too few do."""
+    """The val lines whose attention is plotted: the first `count` non-empty ones whose source
+    (with EOS) fits a card at full label size. Fewer when fewer fit: a longer sentence's card
+    cannot be read at card size, and 8 heads of 100 subwords take minutes and gigabytes."""
     if count == 0:
         return []
     # matplotlib (~1 s to import) only for a run that plots: train.num_plot_sentences > 0
     from seq2seq.analysis.plots import CARD_SOURCE_TOKENS
 
-    fitting = [line for line, ids in enumerate(src_ids) if len(ids) + 1 <= CARD_SOURCE_TOKENS]
-    others = sorted(set(range(len(src_ids))) - set(fitting), key=lambda line: len(src_ids[line]))
-    return (fitting + others)[:count]
+    return [line for line, ids in enumerate(src_ids)
+            if 0 < len(ids) < CARD_SOURCE_TOKENS][:count]
+
+
+def too_few_plotted(lines: Sequence[int], count: int, val_lines: int) -> str | None:
+    """The warning for a val split with fewer than `count` lines that fit a card."""
+    if len(lines) == count:
+        return None
+    from seq2seq.analysis.plots import CARD_SOURCE_TOKENS
+
+    return (f"only {len(lines)} of the {val_lines:,} val lines have a source of 1 to "
+            f"{CARD_SOURCE_TOKENS - 1} subwords, which a TensorBoard card shows readably: "
+            f"{len(lines)} attention cards instead of train.num_plot_sentences={count}")
 
 
 def log_translation(writer, line: int, step: int, translation: Translation,

@@ -45,7 +45,7 @@ from seq2seq.training.precision import precision_name
 from seq2seq.training.progress import EpochProgress
 from seq2seq.training.resume import save_training
 from seq2seq.training.state import Interrupted, TrainState, budget_share, spent_budget
-from seq2seq.training.tensorboard import Board, plotted_lines
+from seq2seq.training.tensorboard import Board, plotted_lines, too_few_plotted
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Trainer:
             self.train_model = DistributedDataParallel(
                 self.loss, device_ids=[device.index] if device.type == "cuda" else None)
         self.translator = Translator(model, data.tokenizer, cfg, device)  # val and test
+        self.plotted = self._plotted_lines() if board is not None else []
         self.batch_trace = batch_trace_path(dist)
         self.kept = KeptEvaluations(self.checkpoint_dir, cfg.train)
         self.divergence = DivergenceWatch(data.tokenizer.tgt_vocab_size, cfg.train.lr)
@@ -272,11 +273,19 @@ class Trainer:
         beam_size = self.cfg.train.valid_beam_size
         _, scores = self._decode(valid, beam_size)
         self.board.val_scalars(step, val_loss, scores.bleu, scores.chrf)
-        lines = plotted_lines(valid.src_ids, self.cfg.train.num_plot_sentences)
+        lines = self.plotted
         settings = search_settings(self.cfg, beam_size, attention=True)  # again, with attention
         found = self.translator.search([valid.src[line] for line in lines], settings)
         self.board.translations(step, lines, found, [valid.ref[line] for line in lines])
         return val_loss, scores.bleu, scores.chrf
+
+    def _plotted_lines(self) -> list[int]:
+        """The val lines whose attention cards every evaluation logs, said once if too few."""
+        count, valid = self.cfg.train.num_plot_sentences, self.data.valid
+        lines = plotted_lines(valid.src_ids, count)
+        if warning := too_few_plotted(lines, count, len(valid)):
+            log.warning(warning)
+        return lines
 
     def _decode(self, split: EvalSplit, beam_size: int) -> tuple[list[str], Scores]:
         """The model's translations of a val or test split, and their scores: exactly what
