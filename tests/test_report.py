@@ -17,6 +17,7 @@ from seq2seq.analysis.report import (
     markdown_table,
     report_figure,
 )
+from seq2seq.analysis.run_dir import read_results
 from seq2seq.cli.report import main
 from seq2seq.errors import ReportError
 
@@ -159,6 +160,19 @@ def test_a_truncated_results_json_is_named_and_no_missing_log_is_pointed_at(tmp_
     with pytest.raises(ReportError) as error:
         build_report(tmp_path)
     assert "unreadable results.json" in str(error.value) and "train.log" not in str(error.value)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('{"seed": 1, "te', "unreadable results.json (not JSON: "),
+    ("[1, 2]", "unreadable results.json (a JSON list, not an object)"),
+    ('{"seed": 1}', "unreadable results.json (no number at test.bleu)"),
+    ('{"test": {"bleu": "many"}}', "unreadable results.json (test.bleu is not a number: 'many')"),
+    ('{"test": {"bleu": NaN}}', "unreadable results.json (test.bleu is nan)"),
+])
+def test_a_broken_results_json_says_what_is_wrong_with_it(tmp_path, content, problem):
+    (tmp_path / "results.json").write_text(content)
+    results, why = read_results(tmp_path / "results.json")
+    assert results is None and why.startswith(problem), why
 
 
 def test_cli_output_dir_under_a_file_is_one_line(tmp_path, capsys):

@@ -43,10 +43,17 @@ def read_results(file: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "no results.json and no error in train.log: killed or still running"
     try:
         results = json.loads(file.read_text(encoding="utf-8"))
-        for _, keys, _ in METRICS.values():
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, f"unreadable results.json (not JSON: {error})"
+    if not isinstance(results, dict):
+        return None, f"unreadable results.json (a JSON {type(results).__name__}, not an object)"
+    for _, keys, _ in METRICS.values():
+        try:
             metric_value(results, keys)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        return None, f"unreadable results.json ({type(error).__name__}: {error})"
+        except (KeyError, TypeError):
+            return None, f"unreadable results.json (no number at {'.'.join(keys)})"
+        except ValueError as error:
+            return None, f"unreadable results.json ({error})"
     return results, None
 
 
@@ -64,7 +71,10 @@ def metric_value(results: dict[str, Any], keys: Sequence[str]) -> float:
     value: Any = results
     for key in keys:
         value = value[key]
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{'.'.join(keys)} is not a number: {value!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{'.'.join(keys)} is {value}")
     return value
