@@ -113,6 +113,18 @@ def test_attention_comes_per_head_one_row_per_target_subword(client, model, head
             assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]), atol=1e-3)
 
 
+def test_alignments_come_per_line_and_per_hypothesis(client, translator):
+    answer = client.post("/translate", json={"text": LINES, "beam": 3, "nbest": 2,
+                                             "alignments": True}).json()
+    expected = [found.alignment() for found in translator.search(LINES, translator.settings(
+        3, nbest=2, attention=True))]
+    got = answer["translations"]
+    assert [[tuple(link) for link in line["alignment"]] for line in got] == expected
+    assert all(line["alignment"] == line["hypotheses"][0]["alignment"]
+               for line in got if line["hypotheses"])
+    assert got[1]["alignment"] == [] and "attention" not in got[0]["hypotheses"][0]
+
+
 def test_without_attention_no_subwords_are_sent(client):
     line = client.post("/translate", json={"text": LINES[:1]}).json()["translations"][0]
     assert "src_pieces" not in line and "attention" not in line["hypotheses"][0]

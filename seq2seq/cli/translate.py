@@ -3,8 +3,10 @@
 Sentences come from the arguments, from `--input FILE`, or else from stdin, one per line; stdin
 is streamed: each batch of the lines that have arrived is translated and flushed at once, so the
 command works at the end of a pipe that sends one line at a time. Output: one line per input line
-(`--nbest K`: K tab-separated lines `index, rank, score, translation` per input line). Attention
-(`--show-attention`) goes to stderr, so stdout holds only translations.
+(`--nbest K`: K tab-separated lines `index, rank, score, translation` per input line); with
+`--alignments hard|soft` each translation is followed by ` ||| ` and its word alignment, as
+fairseq and fast_align users expect. Attention (`--show-attention`) goes to stderr, so stdout
+holds only translations.
 
 argparse rather than Hydra, and torch is imported only after the arguments are parsed: `--help`
 and argument errors answer at once.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from seq2seq.inference.decoding import SearchSettings
     from seq2seq.inference.translator import Translation, Translator
 
+ALIGNMENTS = ("hard", "soft")  # Pharaoh links, or the word-level attention matrix
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                "(1 = best), score (log-probability divided by the GNMT length penalty; higher is "
                "better) and translation, separated by TABs. --show-attention prints, per "
                "sentence to stderr, the source subword each target subword attends to most "
-               "(heads averaged) and its weight.")
+               "(heads averaged) and its weight. --alignments appends ' ||| ' and word "
+               "alignments from attention to each translation: hard, Pharaoh links i-j (source "
+               "word i, target word j, 0-based) from each target word to its most attended "
+               "source word; soft, per target word its comma-separated weights over the source "
+               "words (a word's pieces: summed over the source, averaged over the target; EOS "
+               "left out).")
     parser.add_argument("sentences", nargs="*", metavar="SENTENCE",
                         help="sentences to translate (default: read --input or stdin)")
     add_model_arguments(parser)
@@ -60,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot-attention", type=Path, metavar="DIR",
                         help="write an attention heatmap per sentence: DIR/<index>.png, or "
                              "DIR/<index>.head<k>.png per head of multi-head attention")
+    parser.add_argument("--alignments", choices=ALIGNMENTS,
+                        help="append ' ||| ' and each translation's word alignment (see below)")
     parser.add_argument("--show-attention", action="store_true",
                         help="print the most attended source subword of each target subword "
                              "to stderr")
@@ -92,7 +102,8 @@ def translate(args: argparse.Namespace) -> None:
     translator = load_translator(args)
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio,
                                    args.nbest, attention=bool(args.show_attention
-                                                              or args.plot_attention))
+                                                              or args.plot_attention
+                                                              or args.alignments))
     if args.sentences:
         found = enumerate(translator.iter_search(check_arguments(args.sentences), settings,
                                                  args.batch_size))
@@ -106,7 +117,7 @@ def translate(args: argparse.Namespace) -> None:
 
     with open_output(args.output) as write:
         for index, translation in found:
-            write(format_translation(index, translation, args.nbest))
+            write(format_translation(index, translation, args.nbest, args.alignments))
             if args.show_attention:
                 print(format_attention(index, translation), file=sys.stderr, flush=True)
             if args.plot_attention and translation.hypotheses:
@@ -193,16 +204,33 @@ def _chunk_reader(stream: BinaryIO) -> Callable[[], bytes]:
     return lambda: os.read(fd, 1 << 16)
 
 
-def format_translation(index: int, translation: Translation, nbest: int) -> list[str]:
-    """One line, or with n-best exactly `nbest` TSV lines (missing ranks: empty, score -inf)."""
+def format_translation(index: int, translation: Translation, nbest: int,
+                       alignments: str | None = None) -> list[str]:
+    """One line, or with n-best exactly `nbest` TSV lines (missing ranks: empty, score -inf);
+    with `alignments` each ends in ` ||| ` and its alignment (empty where there is none)."""
+    texts = translation.texts or [""]  # an empty line: its empty translation is certain
     if nbest == 1:
-        return [translation.text]
-    if not translation.hypotheses:  # an empty line: its empty translation is certain
-        return [f"{index}\t1\t0.0000\t"] + [f"{index}\t{rank}\t-inf\t"
-                                            for rank in range(2, nbest + 1)]
-    rows = [f"{index}\t{rank}\t{hyp.score:.4f}\t{text}" for rank, (hyp, text)
-            in enumerate(zip(translation.hypotheses, translation.texts, strict=True), start=1)]
-    return rows + [f"{index}\t{rank}\t-inf\t" for rank in range(len(rows) + 1, nbest + 1)]
+        rows = [texts[0]]
+    else:
+        scores = [f"{hyp.score:.4f}" for hyp in translation.hypotheses] or ["0.0000"]
+        rows = [f"{index}\t{rank}\t{score}\t{text}" for rank, (score, text)
+                in enumerate(zip(scores, texts, strict=True), start=1)]
+        rows += [f"{index}\t{rank}\t-inf\t" for rank in range(len(rows) + 1, nbest + 1)]
+    if alignments is None:
+        return rows
+    found = [format_alignment(translation, rank, alignments)
+             for rank in range(len(translation.hypotheses))]
+    found += [""] * (len(rows) - len(found))
+    return [f"{row} ||| {alignment}" for row, alignment in zip(rows, found, strict=True)]
+
+
+def format_alignment(translation: Translation, rank: int, kind: str) -> str:
+    """Hypothesis `rank`'s Pharaoh links ("hard") or word-level attention matrix ("soft")."""
+    from seq2seq.inference.alignment import format_soft, pharaoh
+
+    if kind == "hard":
+        return pharaoh(translation.alignment(rank))
+    return format_soft(translation.word_attention(rank))
 
 
 def format_attention(index: int, translation: Translation) -> str:

@@ -26,6 +26,7 @@ from seq2seq.checkpoint import load_checkpoint, resolve_checkpoint
 from seq2seq.config import DEFAULT_BATCH_SIZE, LENGTH_PENALTY, MAX_LEN_RATIO, Config, to_object
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.errors import CheckpointError, ConfigError, DataError, DeviceError
+from seq2seq.inference.alignment import Link, hard_links, word_attention
 from seq2seq.inference.decoding import SearchSettings, search_settings, translate_ids
 from seq2seq.inference.ensemble import Ensemble
 from seq2seq.inference.quantize import quantize
@@ -70,6 +71,18 @@ class Translation:
         strongest, where = weights.max(dim=1)  # (T + 1,), (T + 1,)
         src, tgt = self.attention_labels(rank)
         return [(tgt[t], src[int(where[t])], float(strongest[t])) for t in range(len(tgt))]
+
+    def word_attention(self, rank: int = 0) -> torch.Tensor:
+        """Hypothesis `rank`'s attention between words (target words, source words); see
+        seq2seq.inference.alignment. Empty (0, 0) for an empty line."""
+        if not self.hypotheses:
+            return torch.zeros(0, 0)
+        return word_attention(self.weights(rank), self.src_pieces, self.tgt_pieces[rank])
+
+    def alignment(self, rank: int = 0) -> list[Link]:
+        """Hypothesis `rank`'s hard links (source word, target word), sorted; [] for an empty
+        line."""
+        return hard_links(self.word_attention(rank))
 
     def weights(self, rank: int = 0) -> torch.Tensor:
         """Hypothesis `rank`'s attention (heads, T + 1, S); it was kept only if asked for."""

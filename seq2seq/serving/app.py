@@ -7,8 +7,10 @@ client drives the whole ASGI stack in tests; uvicorn serves it):
 - `GET /` the page (`web/index.html`): type a sentence, see the translation and where each target
   subword attends.
 - `GET /health`, `GET /models` (id, languages, scorer, parameters, the run's val/test BLEU).
-- `POST /translate` `{"text": [...], "model": ID, "beam": 5, "nbest": 1, "attention": false}`:
-  per line, its hypotheses (text, score) and, with attention, the subwords and the weights.
+- `POST /translate` `{"text": [...], "model": ID, "beam": 5, "nbest": 1, "attention": false,
+  "alignments": false}`: per line, its hypotheses (text, score) and, with attention, the
+  subwords and the weights; with alignments, hard word links `[[i, j], ...]` (source word i,
+  target word j) per hypothesis and, for the best, per line.
 - `GET /docs` the API's Swagger UI, and `GET /openapi.json` its schema. FastAPI's page loads
   Swagger UI from a CDN, blank offline; fastapi-offline's serves the same files from the
   package (under /static-offline-docs).
@@ -121,6 +123,7 @@ class TranslateRequest(BaseModel):
     beam: int = 5
     nbest: int = 1
     attention: bool = False
+    alignments: bool = False
 
 
 def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
@@ -191,12 +194,13 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
     async def translate(body: TranslateRequest, request: Request) -> JSONResponse:
         model = check_request(body, by_id, models[0], limits)
         settings = model.translator.settings(beam_size=body.beam, nbest=body.nbest,
-                                             attention=body.attention)
+                                             attention=body.attention or body.alignments)
         found = await request.app.state.batcher.translate(model.translator, body.text, settings)
         # A JSONResponse, not a dict: FastAPI would walk every attention weight through
         # jsonable_encoder first, which costs more than the json.dumps of the answer.
         return JSONResponse({"model": model.id,
-                             "translations": [translation_json(t, body.attention)
+                             "translations": [translation_json(t, body.attention,
+                                                               body.alignments)
                                               for t in found]})
 
     return app
@@ -246,24 +250,30 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[int, str, str | No
     if where is None:
         message = 'the body must be a JSON object: {"text": ["a sentence", ...], ...}'
     if error.get("type") == "extra_forbidden":
-        message = "unknown field; known: text, model, beam, nbest, attention"
+        message = f"unknown field; known: {', '.join(TranslateRequest.model_fields)}"
     return 422, f"{where}: {message}" if where else message, where
 
 
-def translation_json(found: Translation, attention: bool) -> dict[str, Any]:
+def translation_json(found: Translation, attention: bool,
+                     alignments: bool = False) -> dict[str, Any]:
     """One line's result; with `attention`, its subwords (with the final </s>) and weights as
-    (heads, target subwords, source subwords) lists, rounded to 4 decimals."""
+    (heads, target subwords, source subwords) lists, rounded to 4 decimals; with `alignments`,
+    hard word links as [source word, target word] pairs ([] for an empty line)."""
     hypotheses: list[dict[str, Any]] = []
     for rank, (hyp, text) in enumerate(zip(found.hypotheses, found.texts, strict=True)):
         entry: dict[str, Any] = {"text": text, "score": round(hyp.score, 4)}
         if attention:
             entry["tgt_pieces"] = found.attention_labels(rank)[1]
             entry["attention"] = found.weights(rank).double().round(decimals=4).tolist()
+        if alignments:
+            entry["alignment"] = [list(link) for link in found.alignment(rank)]
         hypotheses.append(entry)
     result: dict[str, Any] = {"source": found.source, "text": found.text,
                               "hypotheses": hypotheses}
     if attention:  # an empty line was not translated: no subwords
         result["src_pieces"] = found.attention_labels()[0] if found.hypotheses else []
+    if alignments:
+        result["alignment"] = [list(link) for link in found.alignment()]
     return result
 
 
