@@ -1,7 +1,9 @@
 """`python scripts/evaluate.py --checkpoint RUN --split test_2016_flickr`: score a saved model.
 
 Prints cased BLEU and chrF with their sacreBLEU signatures, and lowercased BLEU labelled as such
-(only for comparison with older papers). The source is translated exactly as translate.py does
+(only for comparison with older papers); with `--gold-alignments FILE`, also the AER, precision
+and recall of the model's attention (hard links while it force-decodes the references) against
+that Pharaoh file. The source is translated exactly as translate.py does
 with the same options (same batches, same output). `--split` reads a split of the corpus the
 checkpoint was trained on, as its config describes it; the checkpoint's own tokenizer encodes it,
 so nothing is retrained. A split held out of a one-file corpus is the one the checkpoint recorded,
@@ -47,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "says (Multi30k: the .gz files; custom: the split files by name)")
     data.add_argument("--data-root", metavar="DIR",
                       help="data root to fetch Multi30k into (default: the config's data.root)")
+    parser.add_argument("--gold-alignments", type=Path, metavar="FILE",
+                        help="score the model's attention on the references against these gold "
+                             "word alignments (Pharaoh, one line per pair, 0-based: i-j sure, "
+                             "i?j or i-j-p possible): AER, precision and recall")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the hypotheses here")
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help="write a JSON report (scores, signatures, settings) here")
@@ -61,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.split is None and (args.src is None or args.ref is None):
         parser.error("--src and --ref go together")
     refuse_same_files(parser, {"--src": args.src, "--ref": args.ref, "--output": args.output,
-                               "--json": args.json}, ["--output", "--json"])
+                               "--json": args.json, "--gold-alignments": args.gold_alignments},
+                      ["--output", "--json"])
     run_cli(lambda: evaluate(args))
 
 
@@ -86,6 +93,11 @@ def evaluate(args: argparse.Namespace) -> None:
         name = str(args.src)
     if not sources:
         raise DataError(f"{name} is empty: nothing to evaluate")
+    gold = None
+    if args.gold_alignments is not None:  # refused before the long part, if it must be
+        from seq2seq.analysis.aer import read_gold
+
+        gold = read_gold(args.gold_alignments, sources, references)
 
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio)
     started = time.perf_counter()
@@ -100,6 +112,16 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"chrF  {scores.chrf:6.2f}  {scores.signatures['chrf']}")
     print(f"BLEU  {scores.bleu_lowercase:6.2f}  {scores.signatures['bleu_lowercase']}"
           "  (lowercased, only to compare with older papers)")
+    alignment = None
+    if gold is not None:
+        from seq2seq.analysis.aer import alignment_scores
+        from seq2seq.inference.forced import forced_alignments
+
+        alignment = alignment_scores(
+            forced_alignments(translator, sources, references, args.batch_size), gold)
+        print(f"AER   {alignment.aer:7.4f}  precision {alignment.precision:.4f}  recall "
+              f"{alignment.recall:.4f}  (attention on the references, against "
+              f"{args.gold_alignments})")
     if args.output:
         with open_output(args.output) as write:
             write(hypotheses)
@@ -118,6 +140,8 @@ def evaluate(args: argparse.Namespace) -> None:
             "seconds": seconds,
             **scores.as_dict(),
         }
+        if alignment is not None:
+            report["alignment"] = {"gold": str(args.gold_alignments), **alignment.as_dict()}
         with open_output(args.json) as write:
             write([json.dumps(report, indent=2)])
 

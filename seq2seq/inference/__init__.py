@@ -1,5 +1,6 @@
 """Using a trained model: greedy and beam search, decoding settings and batched decoding, the
-scores (sacreBLEU), ensembles, int8 quantization and the `Translator` that loads checkpoints.
+scores (sacreBLEU), ensembles, int8 quantization, the `Translator` that loads checkpoints, word
+alignments from attention and forced decoding of references.
 
 Imports the shared ground, ``seq2seq.nn`` and ``seq2seq.data``; never training, serving,
 analysis or the CLI.

@@ -1,0 +1,98 @@
+"""Alignment error rate against gold word alignments (Och and Ney 2003).
+
+A gold file has one line per sentence pair, in Pharaoh format: `i-j` a sure link (source word
+i, target word j, 0-based), `i?j` or `i-j-p` a possible one (the RWTH / simalign convention).
+Sure links are possible too (S ⊆ P). Over a corpus of predicted links A:
+
+    precision = |A∩P| / |A|,  recall = |A∩S| / |S|,  AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from seq2seq.errors import DataError
+from seq2seq.files import read_lines
+
+Link = tuple[int, int]  # (source word, target word)
+_LINK = re.compile(r"(\d+)(?:-(\d+)(-[pP])?|\?(\d+))")
+
+
+@dataclass(frozen=True)
+class GoldLinks:
+    """One sentence pair's gold links; `possible` holds the sure ones too."""
+
+    sure: frozenset[Link]
+    possible: frozenset[Link]
+
+
+@dataclass(frozen=True)
+class AlignmentScores:
+    aer: float
+    precision: float
+    recall: float
+    links: int  # |A|
+    sure: int  # |S|
+    possible: int  # |P|
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_gold(path: str | Path, sources: Sequence[str],
+              references: Sequence[str]) -> list[GoldLinks]:
+    """The gold links of `path`, one line per (source, reference) pair; a DataError naming the
+    file and line for a wrong line count, a malformed link or a word index out of range."""
+    lines = read_lines(path)
+    if len(lines) != len(references):
+        raise DataError(f"{path} has {len(lines)} lines but there are {len(references)} "
+                        "references: it needs one alignment line per sentence pair")
+    gold = [_parse(line, len(src.split()), len(ref.split()), f"{path} line {number}")
+            for number, (line, src, ref) in enumerate(zip(lines, sources, references,
+                                                          strict=True), start=1)]
+    if not any(links.sure for links in gold):
+        raise DataError(f"{path} holds no sure links (i-j): recall and AER need some")
+    return gold
+
+
+def alignment_scores(predicted: Sequence[Sequence[Link]],
+                     gold: Sequence[GoldLinks]) -> AlignmentScores:
+    """Corpus-level AER, precision and recall of `predicted` links (one list per sentence)."""
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predicted alignments for {len(gold)} gold ones")
+    found = sure_hits = possible_hits = sure = possible = 0
+    for links, truth in zip(predicted, gold, strict=True):
+        links = set(links)
+        found += len(links)
+        sure += len(truth.sure)
+        possible += len(truth.possible)
+        sure_hits += len(links & truth.sure)
+        possible_hits += len(links & truth.possible)
+    if not sure:
+        raise ValueError("no sure gold links: recall and AER are undefined")
+    return AlignmentScores(
+        aer=1 - (sure_hits + possible_hits) / (found + sure),
+        precision=possible_hits / found if found else 0.0,
+        recall=sure_hits / sure,
+        links=found, sure=sure, possible=possible)
+
+
+def _parse(line: str, src_words: int, tgt_words: int, where: str) -> GoldLinks:
+    sure: set[Link] = set()
+    possible: set[Link] = set()
+    for token in line.split():
+        match = _LINK.fullmatch(token)
+        if match is None:
+            raise DataError(f"{where}: {token!r} is not a link (i-j sure; i?j or i-j-p "
+                            "possible; 0-based word indices)")
+        i, j, marked, j_possible = match.groups()
+        link = (int(i), int(j if j is not None else j_possible))
+        if link[0] >= src_words or link[1] >= tgt_words:
+            raise DataError(f"{where}: {token} is out of range: the source has {src_words} "
+                            f"words and the reference {tgt_words} (0-based indices)")
+        (possible if marked or j_possible is not None else sure).add(link)
+    return GoldLinks(frozenset(sure), frozenset(sure | possible))

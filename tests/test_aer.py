@@ -1,0 +1,128 @@
+"""AER against gold alignments: gold files read with sure and possible links, the scores of a
+hand computation, one-line refusals of bad gold files, and `evaluate.py --gold-alignments`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seq2seq.analysis.aer import GoldLinks, alignment_scores, read_gold
+from seq2seq.errors import DataError
+from seq2seq.inference.forced import forced_alignments
+from seq2seq.inference.translator import Translator
+
+SOURCES = ["a b c", "d e", "f g h i"]
+REFERENCES = ["x y z", "u v", "p q r"]
+GOLD = "0-0 1?1 2-2-p\n0-0 1-1\n0-0 1-1 2?1 3-2\n"
+
+
+def test_gold_links_are_sure_or_possible_and_sure_ones_are_possible(tmp_path):
+    path = tmp_path / "gold.align"
+    path.write_text(GOLD)
+    gold = read_gold(path, SOURCES, REFERENCES)
+    assert gold[0] == GoldLinks(frozenset({(0, 0)}), frozenset({(0, 0), (1, 1), (2, 2)}))
+    assert gold[1].sure == gold[1].possible == {(0, 0), (1, 1)}
+    assert gold[2].sure == {(0, 0), (1, 1), (3, 2)} and gold[2].possible - gold[2].sure == {(2, 1)}
+
+
+def test_scores_equal_a_hand_computation(tmp_path):
+    path = tmp_path / "gold.align"
+    path.write_text(GOLD)
+    predicted = [[(0, 0), (1, 1), (0, 2)],  # A∩S 1, A∩P 2
+                 [(0, 0), (0, 1)],  # A∩S 1, A∩P 1
+                 [(0, 0), (2, 1), (3, 2)]]  # A∩S 2, A∩P 3
+    scores = alignment_scores(predicted, read_gold(path, SOURCES, REFERENCES))
+    # |A| 8, |S| 6, |P| 9, |A∩S| 4, |A∩P| 6
+    assert (scores.links, scores.sure, scores.possible) == (8, 6, 9)
+    assert scores.precision == pytest.approx(6 / 8)
+    assert scores.recall == pytest.approx(4 / 6)
+    assert scores.aer == pytest.approx(1 - (4 + 6) / (8 + 6))
+    perfect = alignment_scores([sorted(g.sure) for g in read_gold(path, SOURCES, REFERENCES)],
+                               read_gold(path, SOURCES, REFERENCES))
+    assert (perfect.aer, perfect.precision, perfect.recall) == (0.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("gold, message", [
+    ("0-0\n0-0\n", "gold.align has 2 lines but there are 3 references"),
+    ("0-0\n0-0 1:1\n0-0\n", "gold.align line 2: '1:1' is not a link"),
+    ("0-0\n0-0\n0-0 1-x\n", "gold.align line 3: '1-x' is not a link"),
+    ("0-0\n0-2\n0-0\n", "gold.align line 2: 0-2 is out of range: the source has 2 words and "
+                        "the reference 2"),
+    ("3?0\n0-0\n0-0\n", "gold.align line 1: 3?0 is out of range"),
+    ("0?0\n\n1-1-p\n", "gold.align holds no sure links"),
+])
+def test_bad_gold_files_are_refused_naming_the_line(gold, message, tmp_path):
+    path = tmp_path / "gold.align"
+    path.write_text(gold)
+    with pytest.raises(DataError, match="^" + str(tmp_path).replace("\\", "\\\\")) as error:
+        read_gold(path, SOURCES, REFERENCES)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_test(tiny_corpus_dir):
+    tiny = tiny_corpus_dir / "tiny"
+    return tiny / "test.de", tiny / "test.en"
+
+
+def diagonal_gold(sources: list[str], references: list[str]) -> str:
+    """Sure links k-k and a possible k?k+1, as far as both sentences reach."""
+    lines = []
+    for src, ref in zip(sources, references, strict=True):
+        n, m = len(src.split()), len(ref.split())
+        links = [f"{k}-{k}" for k in range(min(n, m))]
+        links += [f"{k}?{k + 1}" for k in range(min(n, m - 1))]
+        lines.append(" ".join(links))
+    return "\n".join(lines) + "\n"
+
+
+def test_forced_alignments_link_every_reference_word_once(trained_checkpoint, tiny_test):
+    torch.set_num_threads(1)
+    translator = Translator.from_checkpoint(trained_checkpoint, device="cpu")
+    sources = tiny_test[0].read_text(encoding="utf-8").splitlines()[:6]
+    references = tiny_test[1].read_text(encoding="utf-8").splitlines()[:6]
+    found = forced_alignments(translator, sources, references, batch_size=4)
+    for links, src, ref in zip(found, sources, references, strict=True):
+        assert sorted(j for _, j in links) == list(range(len(ref.split())))
+        assert all(0 <= i < len(src.split()) for i, _ in links)
+    # batching changes nothing; an empty side has no words to link
+    assert forced_alignments(translator, sources, references, batch_size=1) == found
+    assert forced_alignments(translator, ["", sources[0], ""], [references[0], "", ""]) \
+        == [[], [], []]
+
+
+def test_evaluate_prints_aer_beside_bleu_and_in_the_json(trained_checkpoint, tiny_test,
+                                                          tmp_path, run_command):
+    src, ref = tiny_test
+    sources = src.read_text(encoding="utf-8").splitlines()
+    references = ref.read_text(encoding="utf-8").splitlines()
+    gold = tmp_path / "gold.align"
+    gold.write_text(diagonal_gold(sources, references))
+    done = run_command("evaluate", ["--checkpoint", str(trained_checkpoint), "--src", str(src),
+                                    "--ref", str(ref), "--beam", "1", "--gold-alignments",
+                                    str(gold), "--json", str(tmp_path / "report.json")])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("BLEU ") and lines[-1].startswith("AER ")
+    report = json.loads((tmp_path / "report.json").read_text())["alignment"]
+    translator = Translator.from_checkpoint(trained_checkpoint, device="cpu")
+    expected = alignment_scores(forced_alignments(translator, sources, references),
+                                read_gold(gold, sources, references))
+    assert report == {"gold": str(gold), **expected.as_dict()}
+    assert lines[-1].split()[:6] == ["AER", f"{expected.aer:.4f}", "precision",
+                                     f"{expected.precision:.4f}", "recall",
+                                     f"{expected.recall:.4f}"]
+
+
+def test_a_bad_gold_file_is_one_line_before_translating(trained_checkpoint, tiny_test, tmp_path,
+                                                        run_command):
+    src, ref = tiny_test
+    gold = tmp_path / "gold.align"
+    gold.write_text("0-0\n")
+    done = run_command("evaluate", ["--checkpoint", str(trained_checkpoint), "--src", str(src),
+                                    "--ref", str(ref), "--gold-alignments", str(gold)])
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f"error: {gold} has 1 lines but there are 50 references: it needs " \
+                          "one alignment line per sentence pair\n"
