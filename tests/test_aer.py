@@ -126,3 +126,33 @@ def test_a_bad_gold_file_is_one_line_before_translating(trained_checkpoint, tiny
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == f"error: {gold} has 1 lines but there are 50 references: it needs " \
                           "one alignment line per sentence pair\n"
+
+
+def test_forcing_the_models_own_translation_gives_its_search_attention(trained_checkpoint,
+                                                                        tiny_test):
+    """Teacher forcing on the subwords greedy search chose reproduces the search's attention:
+    the rows and columns forced decoding keeps are those the translator aligns."""
+    from seq2seq.inference.forced import _attention
+
+    torch.set_num_threads(1)
+    translator = Translator.from_checkpoint(trained_checkpoint, device="cpu")
+    sources = tiny_test[0].read_text(encoding="utf-8").splitlines()[:4]
+    found = translator.search(sources, translator.settings(1, attention=True))
+    src_ids = translator.tokenizer.encode_src(sources)
+    examples = [(k, src_ids[k], t.hypotheses[0].tokens) for k, t in enumerate(found)]
+    forced = _attention(translator, examples)  # (B, 1, T, S), padded
+    for k, translation in enumerate(found):
+        searched = translation.weights().mean(dim=0)  # (T + 1, S + 1)
+        rows, columns = searched.shape
+        torch.testing.assert_close(forced[k, 0, :rows, :columns], searched, atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_forced_alignments_for_every_scorer(scorer, attention_config, untrained_translator,
+                                            tiny_test):
+    translator = untrained_translator(attention_config)
+    sources = tiny_test[0].read_text(encoding="utf-8").splitlines()[:3]
+    references = tiny_test[1].read_text(encoding="utf-8").splitlines()[:3]
+    for links, ref in zip(forced_alignments(translator, sources, references), references,
+                          strict=True):
+        assert sorted(j for _, j in links) == list(range(len(ref.split())))
