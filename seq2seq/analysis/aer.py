@@ -17,8 +17,8 @@ from typing import Any
 
 from seq2seq.errors import DataError
 from seq2seq.files import read_lines
+from seq2seq.inference.alignment import Link
 
-Link = tuple[int, int]  # (source word, target word)
 _LINK = re.compile(r"(\d+)(?:-(\d+)(-[pP])?|\?(\d+))")
 
 
