@@ -18,13 +18,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.textpath import TextPath  # noqa: E402
 
+from seq2seq.inference.alignment import WORD_START  # noqa: E402
+
 # Sizes are in CSS pixels (1/100 inch at dpi 100). Labels of 8.5 points are 11.8 px tall; a
 # row or column of the heatmap is 1.25 labels wide, so rotated source labels never touch.
 PX_PER_INCH = 100
 LABEL_POINTS = 8.5
 PITCH_PX = 1.25 * LABEL_POINTS * PX_PER_INCH / 72
 TICK_PX = 18  # a tick and the gap between it and its label
-WORD_START = "\u2581"  # sentencepiece's "▁": the piece starts a word
 # TensorBoard's Images tab shows every image in a card 350 CSS px wide, shrinking a wider image
 # to fit (measured in Chromium by tests/test_tensorboard_cards.py): card figures are exactly that
 # wide, drawn at twice the pixels so that text stays sharp on dense screens and at actual size.
