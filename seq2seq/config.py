@@ -395,6 +395,10 @@ class TrainConfig:
         _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, "an int >= 1")
         _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps,
                "null or an int >= 1")
+        _check(self.max_steps is None or self.warmup_steps < self.max_steps,
+               "train.warmup_steps", self.warmup_steps,
+               f"an int below train.max_steps={self.max_steps} (the run would end before its "
+               "learning rate has warmed up)")
         _check(self.max_minutes is None or 0 < self.max_minutes < math.inf,
                "train.max_minutes", self.max_minutes, "null or a finite float > 0")
         _check(self.eval_every is None or self.eval_every >= 1, "train.eval_every",

@@ -110,6 +110,9 @@ def test_recipes_hold_only_what_changes(compose):
     (["seed=-1"], ["seed=-1", "[0, 4294967295]"]),
     (["train.lr=nan"], ["train.lr=nan"]),
     (["train.schedule=cosine", "train.min_lr=-0.01"], ["train.min_lr=-0.01"]),
+    # a warmup longer than the run trained at lr * step / warmup throughout, without a word
+    (["train.schedule=cosine", "train.warmup_steps=1000", "train.max_steps=30"],
+     ["train.warmup_steps=1000", "train.max_steps=30", "warmed up"]),
     (["train.min_lr=0.1"], ["train.min_lr=0.1", "train.lr=0.001"]),
     (["train.num_threads=-1"], ["train.num_threads=-1"]),
     (["train.beam_size=101"], ["train.beam_size=101", "[1, 100]"]),
