@@ -10,7 +10,7 @@ import torch
 
 from seq2seq.analysis.aer import GoldLinks, alignment_scores, read_gold
 from seq2seq.errors import DataError
-from seq2seq.inference.forced import forced_alignments
+from seq2seq.inference.forced import forced_alignments, forced_attention
 from seq2seq.inference.translator import Translator
 
 SOURCES = ["a b c", "d e", "f g h i"]
@@ -132,20 +132,16 @@ def test_forcing_the_models_own_translation_gives_its_search_attention(trained_c
                                                                         tiny_test):
     """Teacher forcing on the subwords greedy search chose reproduces the search's attention:
     the rows and columns forced decoding keeps are those the translator aligns."""
-    from seq2seq.inference.forced import _attention
-
     torch.set_num_threads(1)
     translator = Translator.from_checkpoint(trained_checkpoint, device="cpu")
     sources = tiny_test[0].read_text(encoding="utf-8").splitlines()[:4]
     found = translator.search(sources, translator.settings(1, attention=True))
     src_ids = translator.tokenizer.encode_src(sources)
-    examples = [(k, src_ids[k], t.hypotheses[0].tokens) for k, t in enumerate(found)]
-    forced = _attention(translator, examples)  # (B, 1, T, S), padded
-    for k, translation in enumerate(found):
-        searched = translation.weights().mean(dim=0)  # (T + 1, S + 1)
-        rows, columns = searched.shape
-        torch.testing.assert_close(forced[k, 0, :rows, :columns], searched, atol=1e-5,
-                                   rtol=1e-4)
+    tokens = [t.hypotheses[0].tokens for t in found]
+    for k, forced in forced_attention(translator, src_ids, tokens, batch_size=4):
+        searched = found[k].weights()  # (heads, T + 1, S + 1)
+        assert forced.shape == searched.shape
+        torch.testing.assert_close(forced, searched, atol=1e-5, rtol=1e-4)
 
 
 def test_forced_alignments_for_every_scorer(scorer, attention_config, untrained_translator,
