@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from seq2seq.analysis.attention_stats import AttentionStats, forced_stats
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Schedule, TrainConfig
 from seq2seq.data.prepare import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
+from seq2seq.inference.translator import Translator
 from seq2seq.training import trainer as trainer_module
 from seq2seq.training.precision import precision_name
 from seq2seq.training.progress import EpochProgress
@@ -97,6 +99,33 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(full_run, tiny_setup)
     best = load_checkpoint(tmp_path)
     assert best["config"]["model"]["hidden_size"] == 32 and best["tokenizer"]["src"]
 
+
+
+def test_attention_statistics_of_every_evaluation_and_of_the_final_model(full_run, tiny_setup):
+    """Each evaluation logs the val split's forced-decoding statistics; results.json holds the
+    final model's on val and test, the ones forced_stats gives for best.pt."""
+    run_dir, results = full_run
+    _, data = tiny_setup
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    for name in ("entropy", "coverage", "diagonal"):
+        assert [e.step for e in events.Scalars(f"1_val/attention_{name}")] == [12, 24]
+    translator = Translator.from_checkpoint(run_dir / "checkpoints" / "best.pt", device="cpu")
+    for block, split in (("valid", data.valid), ("test", data.test)):
+        [expected] = forced_stats(translator, split.src_ids, split.tgt_ids)
+        assert results[block]["attention"] == pytest.approx(asdict(expected))
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["test"]["attention"] == results["test"]["attention"]
+
+
+def test_each_heads_statistics_are_curves_beside_the_average(tmp_path):
+    board = Board(tmp_path)
+    board.attention_scalars(5, [AttentionStats(1.0, 0.5, 0.25), AttentionStats(2.0, 0.1, 0.2),
+                                AttentionStats(0.0, 0.9, 0.3)])
+    board.close()
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert events.Scalars("1_val/attention_entropy")[0].value == 1.0
+    assert events.Scalars("1_val/attention_coverage/head_1")[0].value == pytest.approx(0.1)
+    assert events.Scalars("1_val/attention_diagonal/head_2")[0].value == pytest.approx(0.3)
 
 def test_tensorboard_lists_the_val_curves_first_and_shows_booleans_as_text(tmp_path):
     board = Board(tmp_path)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from seq2seq.analysis.attention_stats import AttentionStats, stats_record
 from seq2seq.analysis.run_dir import read_overrides
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, Config, to_plain
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # a split and a beam size in, the model's translations of the split and their scores out
 Decode = Callable[[EvalSplit, int], tuple[list[str], Scores]]
+# a split in, the model's attention statistics on it out (see analysis.attention_stats)
+Attend = Callable[[EvalSplit], list[AttentionStats]]
 
 
 @dataclass
@@ -41,11 +44,12 @@ class Averaged:
 
 
 def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedData,
-                    state: TrainState, decode: Decode, kept: KeptEvaluations,
+                    state: TrainState, decode: Decode, attend: Attend, kept: KeptEvaluations,
                     board: Board | None, facts: dict[str, Any]) -> dict[str, Any]:
     """Test the best checkpoint with the final beam (and, with checkpoint averaging, the
     average of the kept evaluations' weights, which becomes the final model if its val BLEU
-    with that beam is higher); write results.json and HParams, and return results.json.
+    with that beam is higher); write results.json, with the final model's attention statistics
+    on val and test, and HParams, and return results.json.
     `facts` are results.json's device, precision, world_size, stop_reason and epochs."""
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
@@ -70,6 +74,7 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
         if averaged.final:
             hypotheses, scores, final_val = averaged.hypotheses, averaged.test, averaged.valid
         valid |= {"bleu": final_val.bleu, "chrf": final_val.chrf, "beam_size": beam_size}
+    valid["attention"] = stats_record(attend(data.valid))
     # the references beside the translations: report.py's significance test reads both
     for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
         atomic_write_text(run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")
@@ -81,7 +86,8 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
     log.info("BLEU signature: %s", scores.signatures["bleu"])
     results = run_results(
         config=to_plain(cfg), parameters=model.parameter_counts(), state=asdict(state),
-        valid=valid, test={"split": test.name, "beam_size": beam_size, **scores.as_dict()},
+        valid=valid, test={"split": test.name, "beam_size": beam_size, **scores.as_dict(),
+                                 "attention": stats_record(attend(test))},
         data=data.stats(), averaging=averaging, **facts)
     write_results(run_dir / "results.json", results)
     if board is not None:

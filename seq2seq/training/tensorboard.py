@@ -11,6 +11,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from seq2seq.analysis.attention_stats import AttentionStats
 from seq2seq.config import is_path_key, override_key
 from seq2seq.inference.translator import Translation
 
@@ -42,6 +43,15 @@ class Board:
         for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),
                            ("bleu", bleu), ("chrf", chrf)):
             self.writer.add_scalar(f"{VAL}/{tag}", value, step)
+
+    def attention_scalars(self, step: int, stats: Sequence[AttentionStats]) -> None:
+        """`1_val/attention_entropy`, `_coverage` and `_diagonal` of the heads average, and
+        each head's under `.../head_k` (stats: [heads averaged, head 1, ...])."""
+        for name, figures in (("", stats[0]), *((f"/head_{k}", head)
+                                                for k, head in enumerate(stats[1:], 1))):
+            for tag, value in (("entropy", figures.entropy), ("coverage", figures.coverage),
+                               ("diagonal", figures.diagonal)):
+                self.writer.add_scalar(f"{VAL}/attention_{tag}{name}", value, step)
 
     def translations(self, step: int, lines: Sequence[int],
                      translations: Sequence[Translation], references: Sequence[str]) -> None:

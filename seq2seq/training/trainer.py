@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from seq2seq.analysis.attention_stats import AttentionStats, forced_stats
 from seq2seq.config import Config, to_plain
 from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.data.prepare import EvalSplit, PreparedData
@@ -273,6 +274,12 @@ class Trainer:
         beam_size = self.cfg.train.valid_beam_size
         _, scores = self._decode(valid, beam_size)
         self.board.val_scalars(step, val_loss, scores.bleu, scores.chrf)
+        started = time.perf_counter()
+        stats = self._attention_stats(valid)
+        self.board.attention_scalars(step, stats)
+        log.info("val attention (forced on the references): entropy %.3f nats, coverage %.3f, "
+                 "diagonal %.3f (%.2fs)", stats[0].entropy, stats[0].coverage,
+                 stats[0].diagonal, time.perf_counter() - started)
         lines = self.plotted
         settings = search_settings(self.cfg, beam_size, attention=True)  # again, with attention
         found = self.translator.search([valid.src[line] for line in lines], settings)
@@ -294,6 +301,12 @@ class Trainer:
         hypotheses = [translation.text for translation in found]
         return hypotheses, score(hypotheses, split.ref)
 
+    def _attention_stats(self, split: EvalSplit) -> list[AttentionStats]:
+        """The split's attention statistics, [heads averaged, head 1, ...], from forced decoding
+        of the references: one teacher-forced pass (about a val loss's cost, far below a
+        search's), and the attention alignment studies score."""
+        return forced_stats(self.translator, split.src_ids, split.tgt_ids)
+
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
 
@@ -306,4 +319,5 @@ class Trainer:
                  "world_size": self.dist.world_size, "stop_reason": stop_reason,
                  "epochs": self._epochs_done()}
         return test_and_report(self.cfg, self.run_dir, self.model, self.data, self.state,
-                               self._decode, self.kept, self.board, facts)
+                               self._decode, self._attention_stats, self.kept, self.board,
+                               facts)
