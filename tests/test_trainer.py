@@ -30,6 +30,7 @@ from seq2seq.training.progress import EpochProgress
 from seq2seq.training.setup import build_trainer
 from seq2seq.training.state import AlreadyFinished, Interrupted, TrainState
 from seq2seq.training.tensorboard import Board, plotted_lines
+from seq2seq.training.validation import forced_validation
 
 # the tiny run, with two evaluations, frequent logging and an attention plot (one: plotting is
 # most of a tiny run's time; tests/test_visualize.py covers the sentences after the first)
@@ -102,8 +103,9 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(full_run, tiny_setup)
 
 
 def test_attention_statistics_of_every_evaluation_and_of_the_final_model(full_run, tiny_setup):
-    """Each evaluation logs the val split's forced-decoding statistics; results.json holds the
-    final model's on val and test, the ones forced_stats gives for best.pt."""
+    """Each evaluation logs the val split's forced-decoding statistics (from its val loss pass);
+    results.json holds the final model's on val and test, the ones forced_stats gives for
+    best.pt."""
     run_dir, results = full_run
     _, data = tiny_setup
     events = EventAccumulator(str(run_dir / "tb")).Reload()
@@ -113,6 +115,11 @@ def test_attention_statistics_of_every_evaluation_and_of_the_final_model(full_ru
     for block, split in (("valid", data.valid), ("test", data.test)):
         [expected] = forced_stats(translator, split.src_ids, split.tgt_ids)
         assert results[block]["attention"] == pytest.approx(asdict(expected))
+    # an evaluation's statistics come with its val loss, from the same forced decoding
+    val_loss, [stats] = forced_validation(translator.model, data.valid.src_ids,
+                                          data.valid.tgt_ids, 400, torch.device("cpu"), None)
+    assert asdict(stats) == pytest.approx(results["valid"]["attention"])
+    assert val_loss > 0
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["test"]["attention"] == results["test"]["attention"]
 

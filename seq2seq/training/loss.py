@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
+from seq2seq.data.batching import Batch
 from seq2seq.nn.model import Seq2Seq
 from seq2seq.special_ids import PAD_ID
 
@@ -140,12 +140,22 @@ class SequenceLoss(nn.Module):
                 label_smoothing: float = 0.0) -> Tensor:
         """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32 with
         AMP)."""
-        tgt_mask = tgt_out.ne(PAD_ID)  # (B, T)
-        memory, state = self.model.start(src, src_lengths)
-        attentional, _ = self.model.decoder.features(tgt_in, memory, state)  # (B, T, P)
-        output_layer = self.model.decoder.output_layer
-        return linear_cross_entropy(attentional[tgt_mask], output_layer.weight, output_layer.bias,
-                                    tgt_out[tgt_mask], label_smoothing)
+        return summed_loss(self.model, src, src_lengths, tgt_in, tgt_out, label_smoothing)[0]
+
+
+def summed_loss(model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                tgt_out: Tensor, label_smoothing: float = 0.0,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """SequenceLoss's scalar, and the attention (B, heads, T, S) when asked: validation reads
+    both from one pass."""
+    tgt_mask = tgt_out.ne(PAD_ID)  # (B, T)
+    memory, state = model.start(src, src_lengths)
+    attentional, weights = model.decoder.features(tgt_in, memory, state,
+                                                  need_weights)  # (B, T, P)
+    output_layer = model.decoder.output_layer
+    loss = linear_cross_entropy(attentional[tgt_mask], output_layer.weight, output_layer.bias,
+                                tgt_out[tgt_mask], label_smoothing)
+    return loss, weights
 
 
 def sequence_loss(loss: nn.Module, batch: Batch, label_smoothing: float,
@@ -156,19 +166,3 @@ def sequence_loss(loss: nn.Module, batch: Batch, label_smoothing: float,
                         enabled=autocast_dtype is not None):
         return loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing)
 
-
-@torch.inference_mode()
-def mean_token_loss(loss: SequenceLoss, src_ids: list[list[int]], tgt_ids: list[list[int]],
-                    batch_tokens: int, device: torch.device,
-                    autocast_dtype: torch.dtype | None) -> float:
-    """Teacher-forced loss per target token of a whole split (validation: pass a loss without
-    label smoothing, and it is a true perplexity's log)."""
-    loss.model.eval()
-    total, tokens = 0.0, 0
-    sampler = TokenBudgetSampler([len(s) for s in src_ids], [len(t) for t in tgt_ids],
-                                 batch_tokens, shuffle=False)
-    for indices in sampler:
-        batch = collate([(i, src_ids[i], tgt_ids[i]) for i in indices]).to(device)
-        total += float(sequence_loss(loss, batch, 0.0, autocast_dtype))
-        tokens += batch.num_tgt_tokens
-    return total / max(tokens, 1)

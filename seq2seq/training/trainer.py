@@ -40,13 +40,14 @@ from seq2seq.training.distributed import (
 )
 from seq2seq.training.divergence import DivergenceWatch
 from seq2seq.training.finish import test_and_report
-from seq2seq.training.loss import SequenceLoss, mean_token_loss, sequence_loss
+from seq2seq.training.loss import SequenceLoss, sequence_loss
 from seq2seq.training.optim import BudgetShare, is_plateau
 from seq2seq.training.precision import precision_name
 from seq2seq.training.progress import EpochProgress
 from seq2seq.training.resume import save_training
 from seq2seq.training.state import Interrupted, TrainState, budget_share, spent_budget
 from seq2seq.training.tensorboard import Board, plotted_lines, too_few_plotted
+from seq2seq.training.validation import forced_validation
 
 log = logging.getLogger(__name__)
 
@@ -269,17 +270,17 @@ class Trainer:
     def _validate(self) -> tuple[float, float, float]:
         """Val loss, BLEU and chrF, written to TensorBoard with the attention plots."""
         valid, step = self.data.valid, self.state.step
-        val_loss = mean_token_loss(self.loss, valid.src_ids, valid.tgt_ids,
-                                   self.cfg.train.batch_tokens, self.device, self.autocast_dtype)
+        started = time.perf_counter()
+        val_loss, stats = forced_validation(self.model, valid.src_ids, valid.tgt_ids,
+                                            self.cfg.train.batch_tokens, self.device,
+                                            self.autocast_dtype)
+        log.info("val attention (forced on the references): entropy %.3f nats, coverage %.3f, "
+                 "diagonal %.3f (with the val loss: %.2fs)", stats[0].entropy,
+                 stats[0].coverage, stats[0].diagonal, time.perf_counter() - started)
         beam_size = self.cfg.train.valid_beam_size
         _, scores = self._decode(valid, beam_size)
         self.board.val_scalars(step, val_loss, scores.bleu, scores.chrf)
-        started = time.perf_counter()
-        stats = self._attention_stats(valid)
         self.board.attention_scalars(step, stats)
-        log.info("val attention (forced on the references): entropy %.3f nats, coverage %.3f, "
-                 "diagonal %.3f (%.2fs)", stats[0].entropy, stats[0].coverage,
-                 stats[0].diagonal, time.perf_counter() - started)
         lines = self.plotted
         settings = search_settings(self.cfg, beam_size, attention=True)  # again, with attention
         found = self.translator.search([valid.src[line] for line in lines], settings)
@@ -303,8 +304,7 @@ class Trainer:
 
     def _attention_stats(self, split: EvalSplit) -> list[AttentionStats]:
         """The split's attention statistics, [heads averaged, head 1, ...], from forced decoding
-        of the references: one teacher-forced pass (about a val loss's cost, far below a
-        search's), and the attention alignment studies score."""
+        of the references (results.json's; each evaluation has them from its val loss pass)."""
         return forced_stats(self.translator, split.src_ids, split.tgt_ids)
 
     def _epochs_done(self) -> float:
