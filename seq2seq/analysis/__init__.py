@@ -4,6 +4,6 @@ alignment error rate against gold alignments, and attention statistics (entropy,
 diagonal share).
 
 Imports the shared ground, ``inference`` (forced decoding, alignments) and plotting libraries,
-never ``training`` or ``serving``, so that training (which logs plots and
-names durations) and serving (which reads run directories) can both use it.
+never ``training`` or ``serving``, so that training (which logs plots and names durations) and
+serving (which reads run directories) can both use it.
 """

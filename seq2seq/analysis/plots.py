@@ -26,6 +26,7 @@ PX_PER_INCH = 100
 LABEL_POINTS = 8.5
 PITCH_PX = 1.25 * LABEL_POINTS * PX_PER_INCH / 72
 TICK_PX = 18  # a tick and the gap between it and its label
+MARGIN_PX = 12  # right of the heatmap
 # TensorBoard's Images tab shows every image in a card 350 CSS px wide, shrinking a wider image
 # to fit (measured in Chromium by tests/test_tensorboard_cards.py): card figures are exactly that
 # wide, drawn at twice the pixels so that text stays sharp on dense screens and at actual size.
@@ -34,7 +35,8 @@ CARD_SCALE = 2
 # Beside a card's heatmap: target labels up to this wide (10 characters of most words) on the
 # left, a margin on the right; what is left holds this many source subwords (with EOS).
 CARD_TARGET_LABEL_PX = 75
-CARD_SOURCE_TOKENS = int((CARD_WIDTH_PX - CARD_TARGET_LABEL_PX - TICK_PX - 12) // PITCH_PX)
+CARD_SOURCE_TOKENS = int((CARD_WIDTH_PX - CARD_TARGET_LABEL_PX - TICK_PX - MARGIN_PX)
+                         // PITCH_PX)
 
 
 def attention_figures(
@@ -99,8 +101,8 @@ def _stacked_heatmaps(weights: torch.Tensor, src_tokens: Sequence[str],
     src_tokens, tgt_tokens = ([piece_label(piece) for piece in pieces]
                               for pieces in (src_tokens, tgt_tokens))
     left = _widest(tgt_tokens) + TICK_PX
-    width = max(left + S * PITCH_PX + 12, CARD_WIDTH_PX if card else 0)
-    heatmap_width = width - left - 12
+    width = max(left + S * PITCH_PX + MARGIN_PX, CARD_WIDTH_PX if card else 0)
+    heatmap_width = width - left - MARGIN_PX
     titled = any(panel_titles)
     boxes = []  # (top, height) of each box from the figure's top, in CSS px
     top = 1.8 * PITCH_PX if title else 0.4 * PITCH_PX
@@ -169,4 +171,3 @@ def save_attention_pngs(
         plt.close(figure)
         paths.append(path)
     return paths
-

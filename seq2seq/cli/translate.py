@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 ALIGNMENTS = ("hard", "soft")  # Pharaoh links, or the word-level attention matrix
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Translate sentences with a trained checkpoint (its tokenizer and config "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,10 @@ class Board:
     def attention_scalars(self, step: int, stats: Sequence[AttentionStats]) -> None:
         """`1_val/attention_entropy`, `_coverage` and `_diagonal` of the heads average, and
         each head's under `.../head_k` (stats: [heads averaged, head 1, ...])."""
-        for name, figures in (("", stats[0]), *((f"/head_{k}", head)
-                                                for k, head in enumerate(stats[1:], 1))):
-            for tag, value in (("entropy", figures.entropy), ("coverage", figures.coverage),
-                               ("diagonal", figures.diagonal)):
-                self.writer.add_scalar(f"{VAL}/attention_{tag}{name}", value, step)
+        suffixes = ["", *(f"/head_{k}" for k in range(1, len(stats)))]
+        for suffix, one in zip(suffixes, stats, strict=True):
+            for name, value in asdict(one).items():
+                self.writer.add_scalar(f"{VAL}/attention_{name}{suffix}", value, step)
 
     def translations(self, step: int, lines: Sequence[int],
                      translations: Sequence[Translation], references: Sequence[str]) -> None:
