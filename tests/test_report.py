@@ -42,6 +42,8 @@ def make_job(root: Path, name: str, overrides: list[str], test_bleu: float | Non
                      "bleu": test_bleu, "chrf": fields.get("test_chrf", 55.0),
                      "signatures": {"bleu": SIGNATURE}},
         }
+        if "attention" in fields:  # the final model's attention statistics, since issue 33
+            results["valid"]["attention"] = fields["attention"]
         if "other_busy_cores" in fields:  # what runs record since the trainer samples the load
             results["other_busy_cores"] = fields["other_busy_cores"]
         (job / "results.json").write_text(json.dumps(results))
@@ -89,6 +91,26 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
     assert row(table, "attention=additive")[1] == "**32.00 ± 2.00**"
     assert row(table, "attention=dot")[1] == "25.00 (n=1)"  # one seed has no spread to show
     assert row(table, "attention=dot")[-2] == "1"
+
+
+def test_attention_statistics_get_columns_where_runs_have_them(tmp_path):
+    for seed, (entropy, coverage) in enumerate([(1.0, 0.5), (1.5, 0.25)], start=1):
+        make_job(tmp_path, f"a{seed}", ["attention=dot", f"seed={seed}"], 30.0, seed=seed,
+                 attention={"entropy": entropy, "coverage": coverage, "diagonal": 0.75,
+                            "heads": []})
+    make_job(tmp_path, "b1", ["attention=general", "seed=1"], 31.0)  # an older run: none
+    table = markdown_table(build_report(tmp_path).settings)
+    header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
+    columns = header.index("val attention entropy"), header.index("val coverage"), \
+        header.index("val diagonal")
+    assert [row(table, "attention=dot")[i] for i in columns] == [
+        "1.250 ± 0.354", "0.375 ± 0.177", "0.750 ± 0.000"]
+    assert [row(table, "attention=general")[i] for i in columns] == ["–", "–", "–"]
+
+
+def test_no_attention_columns_without_statistics(tmp_path):
+    table = markdown_table(build_report(sweep(tmp_path, {"dot": [30.0]})).settings)
+    assert "entropy" not in table and "coverage" not in table
 
 
 def test_best_mean_is_bold_and_ties_are_all_bold(tmp_path):

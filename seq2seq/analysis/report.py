@@ -20,6 +20,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from seq2seq.analysis.run_dir import (
+    ATTENTION_METRICS,
     METRICS,
     format_duration,
     metric_value,
@@ -208,7 +209,19 @@ def label(setting: tuple[str, ...], common: tuple[str, ...]) -> str:
 def aggregate(setting: tuple[str, ...], name: str, jobs: list[Job]) -> Setting:
     stats = {key: Stat.of([metric_value(job.results, keys) for job in jobs])
              for key, (_, keys, _) in METRICS.items()}
+    for key, (_, keys) in ATTENTION_METRICS.items():  # only when every seed's run has them
+        values = [optional_value(job.results, keys) for job in jobs]
+        if None not in values:
+            stats[key] = Stat.of(values)
     return Setting(setting, name, jobs, stats)
+
+
+def optional_value(results: dict[str, Any], keys: Sequence[str]) -> float | None:
+    """A figure that older runs' results.json lack (None then, or when it is not a number)."""
+    try:
+        return metric_value(results, keys)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def consistency_notes(settings: Sequence[Setting]) -> list[str]:
@@ -318,10 +331,10 @@ def format_versus_best(value: Versus | str | None) -> str:
 # ---- writing ------------------------------------------------------------------------------
 
 
-def format_stat(stat: Stat) -> str:
+def format_stat(stat: Stat, digits: int = 2) -> str:
     if stat.std is None:
-        return f"{stat.mean:.2f} (n=1)"
-    return f"{stat.mean:.2f} ± {stat.std:.2f}"
+        return f"{stat.mean:.{digits}f} (n=1)"
+    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
 
 
 def best_settings(settings: Sequence[Setting], key: str) -> set[int]:
@@ -339,7 +352,9 @@ def best_settings(settings: Sequence[Setting], key: str) -> set[int]:
 
 def markdown_table(settings: Sequence[Setting]) -> str:
     """The table, and below it the footnotes that its pairing and its marks need."""
-    columns = ["setting", *(METRICS[key][0] for key in METRICS), "seeds", "vs best"]
+    attention = [key for key in ATTENTION_METRICS if any(key in s.stats for s in settings)]
+    columns = ["setting", *(METRICS[key][0] for key in METRICS),
+               *(ATTENTION_METRICS[key][0] for key in attention), "seeds", "vs best"]
     lines = ["| " + " | ".join(columns) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
     bold = {key: best_settings(settings, key) for key in BOLD}
@@ -349,14 +364,15 @@ def markdown_table(settings: Sequence[Setting]) -> str:
         cells["params"] = f"{stats['params'].mean:,.0f}"
         cells["tokens_per_s"] = f"{stats['tokens_per_s'].mean:,.0f}"
         cells["train_seconds"] = format_duration(stats["train_seconds"].mean)
+        cells |= {key: format_stat(stats[key], 3) if key in stats else "–" for key in attention}
         for key in BOLD:
             if index in bold[key]:
                 cells[key] = f"**{cells[key]}**"
         if loaded_cores(setting):
             for key in TIMING:
                 cells[key] += f" {LOADED}"
-        row = [f"`{setting.label}`", *(cells[key] for key in METRICS), str(len(setting.jobs)),
-               format_versus_best(setting.versus_best)]
+        row = [f"`{setting.label}`", *(cells[key] for key in (*METRICS, *attention)),
+               str(len(setting.jobs)), format_versus_best(setting.versus_best)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join([*lines, "", *pairing_footnote(settings), *timing_footnote(settings)])
 

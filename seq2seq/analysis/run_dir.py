@@ -22,6 +22,13 @@ METRICS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "tokens_per_s": ("tokens/s", ("tokens_per_s",), True),
     "train_seconds": ("train time", ("train_seconds",), False),
 }
+# The final model's attention on val (forced decoding of the references; see
+# analysis.attention_stats), columns of the runs that have them: none is better in itself.
+ATTENTION_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "val_entropy": ("val attention entropy", ("valid", "attention", "entropy")),
+    "val_coverage": ("val coverage", ("valid", "attention", "coverage")),
+    "val_diagonal": ("val diagonal", ("valid", "attention", "diagonal")),
+}
 
 
 def read_overrides(path: Path) -> tuple[str, ...] | None:
