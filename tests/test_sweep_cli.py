@@ -175,7 +175,8 @@ def test_report_has_one_row_per_attention_type_with_spread(tiny_sweep, run_comma
     rows = [line for line in report.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["attention=additive", "attention=dot"]
     for row in rows:
-        assert row.count("±") == 4 and "| 2 | " in row  # 4 scores, 2 seeds, then vs best
+        # 4 scores and the 3 val attention statistics of the runs' results.json, 2 seeds
+        assert row.count("±") == 7 and "| 2 | " in row
     # the runs saved their test translations and references: the report tested them
     assert sum(row.rstrip(" |").endswith("| best") for row in rows) == 1
     # the other: the signed difference and its p, or that both score the same

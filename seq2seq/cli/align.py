@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         seconds = time.perf_counter() - started
         start = 0
         for (_, _, output), size in zip(args.pair, sizes, strict=True):
-            lines = [pharaoh(pair) for pair in links[start:start + size]]
-            atomic_write_text(output, "".join(line + "\n" for line in lines))
+            split = links[start:start + size]
+            atomic_write_text(output, "".join(pharaoh(pair) + "\n" for pair in split))
+            print(f"{output}: {size} pairs, {sum(map(len, split))} links")
             start += size
-            print(f"{output}: {size} pairs, {sum(len(pair) for pair in links[start - size:start])}"
-                  " links")
     print(f"aligned {len(sources)} pairs with eflomal ({args.symmetrisation}) in {seconds:.1f}s")
