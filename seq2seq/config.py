@@ -219,6 +219,9 @@ class DataConfig:
     max_len: int = 100  # training pairs longer than this (in subwords, either side) are dropped
     max_train_pairs: int | None = None  # keep only the first N training pairs (smoke runs)
     max_eval_pairs: int | None = None  # evaluate on the first N val/test pairs (smoke runs)
+    # word alignments of the val pairs, one Pharaoh line each (scripts/align.py, or gold links):
+    # the final model's attention is scored against them in results.json's valid.alignment
+    valid_alignments: str | None = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def __post_init__(self) -> None:
@@ -456,7 +459,7 @@ class Config:
 # Settings that say where things are, not what is trained: left out of a sweep job's folder name
 # (conf/config.yaml takes them from here), of the report's settings and of TensorBoard's HParams.
 PATH_KEYS = ("data.source", "data.root", "train.resume", "data.train_files", "data.valid_files",
-             "data.test_files")
+             "data.test_files", "data.valid_alignments")
 
 
 def is_path_key(key: str) -> bool:

@@ -110,7 +110,7 @@ def test_evaluate_prints_aer_beside_bleu_and_in_the_json(trained_checkpoint, tin
     translator = Translator.from_checkpoint(trained_checkpoint, device="cpu")
     expected = alignment_scores(forced_alignments(translator, sources, references),
                                 read_gold(gold, sources, references))
-    assert report == {"gold": str(gold), **expected.as_dict()}
+    assert report == {"reference": str(gold), **expected.as_dict()}
     assert lines[-1].split()[:6] == ["AER", f"{expected.aer:.4f}", "precision",
                                      f"{expected.precision:.4f}", "recall",
                                      f"{expected.recall:.4f}"]
@@ -152,3 +152,42 @@ def test_forced_alignments_for_every_scorer(scorer, attention_config, untrained_
     for links, ref in zip(forced_alignments(translator, sources, references), references,
                           strict=True):
         assert sorted(j for _, j in links) == list(range(len(ref.split())))
+
+
+def diagonal_links(tsv) -> str:
+    """A Pharaoh line per pair of a TSV split: word i to word i, as far as both sides go."""
+    lines = []
+    for line in tsv.read_text(encoding="utf-8").splitlines():
+        src, ref = line.split("\t")[:2]
+        lines.append(" ".join(f"{i}-{i}" for i in range(min(len(src.split()),
+                                                             len(ref.split())))))
+    return "\n".join(lines) + "\n"
+
+
+def test_a_run_scores_its_final_attention_against_data_valid_alignments(
+        tiny_run, tiny_corpus_dir, tmp_path, run_command):
+    links = tmp_path / "val.align"
+    links.write_text(diagonal_links(tiny_corpus_dir / "tiny" / "val.tsv"))  # the whole split
+    run_dir = tmp_path / "run"
+    done = run_command("train", [*tiny_run, "train.max_steps=4", f"hydra.run.dir={run_dir}",
+                                 f"data.valid_alignments={links}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    alignment = json.loads((run_dir / "results.json").read_text())["valid"]["alignment"]
+    assert alignment["reference"] == str(links)
+    assert 0 <= alignment["aer"] <= 1 and alignment["links"] > 0
+    # data.max_eval_pairs=10: the first 10 lines' sure links, not the file's
+    assert alignment["sure"] == sum(len(line.split())
+                                    for line in links.read_text().splitlines()[:10])
+
+
+def test_a_bad_valid_alignments_file_stops_the_run_before_training(tiny_run, tmp_path,
+                                                                    run_command):
+    links = tmp_path / "val.align"
+    links.write_text("0-0\n")
+    run_dir = tmp_path / "run"
+    done = run_command("train", [*tiny_run, "train.max_steps=4", f"hydra.run.dir={run_dir}",
+                                 f"data.valid_alignments={links}"])
+    assert done.returncode == 1
+    assert f"{links} has 1 lines but there are 10 references" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (run_dir / "checkpoints").exists()

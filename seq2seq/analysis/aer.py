@@ -43,11 +43,12 @@ class AlignmentScores:
         return asdict(self)
 
 
-def read_gold(path: str | Path, sources: Sequence[str],
-              references: Sequence[str]) -> list[GoldLinks]:
-    """The gold links of `path`, one line per (source, reference) pair; a DataError naming the
-    file and line for a wrong line count, a malformed link or a word index out of range."""
-    lines = read_lines(path)
+def read_gold(path: str | Path, sources: Sequence[str], references: Sequence[str],
+              first: int | None = None) -> list[GoldLinks]:
+    """The gold links of `path`, one line per (source, reference) pair (of its `first` lines
+    only, for a split cut by data.max_eval_pairs); a DataError naming the file and line for a
+    wrong line count, a malformed link or a word index out of range."""
+    lines = read_lines(path)[:first]
     if len(lines) != len(references):
         raise DataError(f"{path} has {len(lines)} lines but there are {len(references)} "
                         "references: it needs one alignment line per sentence pair")

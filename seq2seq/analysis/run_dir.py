@@ -23,11 +23,13 @@ METRICS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "train_seconds": ("train time", ("train_seconds",), False),
 }
 # The final model's attention on val (forced decoding of the references; see
-# analysis.attention_stats), columns of the runs that have them: none is better in itself.
+# analysis.attention_stats), columns of the runs that have them, none in bold.
 ATTENTION_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "val_entropy": ("val attention entropy", ("valid", "attention", "entropy")),
     "val_coverage": ("val coverage", ("valid", "attention", "coverage")),
     "val_diagonal": ("val diagonal", ("valid", "attention", "diagonal")),
+    # against data.valid_alignments: an AER for gold links, disagreement for a reference aligner's
+    "val_aer": ("val AER vs data.valid_alignments", ("valid", "alignment", "aer")),
 }
 
 

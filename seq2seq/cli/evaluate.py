@@ -141,7 +141,7 @@ def evaluate(args: argparse.Namespace) -> None:
             **scores.as_dict(),
         }
         if alignment is not None:
-            report["alignment"] = {"gold": str(args.gold_alignments), **alignment.as_dict()}
+            report["alignment"] = {"reference": str(args.gold_alignments), **alignment.as_dict()}
         with open_output(args.json) as write:
             write([json.dumps(report, indent=2)])
 

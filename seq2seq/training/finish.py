@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 Decode = Callable[[EvalSplit, int], tuple[list[str], Scores]]
 # a split in, the model's attention statistics on it out (see analysis.attention_stats)
 Attend = Callable[[EvalSplit], list[AttentionStats]]
+# the val split in, its AER, precision and recall against data.valid_alignments out
+Align = Callable[[EvalSplit], dict[str, Any]]
 
 
 @dataclass
@@ -44,12 +46,13 @@ class Averaged:
 
 
 def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedData,
-                    state: TrainState, decode: Decode, attend: Attend, kept: KeptEvaluations,
-                    board: Board | None, facts: dict[str, Any]) -> dict[str, Any]:
+                    state: TrainState, decode: Decode, attend: Attend, align: Align | None,
+                    kept: KeptEvaluations, board: Board | None,
+                    facts: dict[str, Any]) -> dict[str, Any]:
     """Test the best checkpoint with the final beam (and, with checkpoint averaging, the
     average of the kept evaluations' weights, which becomes the final model if its val BLEU
     with that beam is higher); write results.json, with the final model's attention statistics
-    on val and test, and HParams, and return results.json.
+    on val and test (and its AER on val, given `align`), and HParams, and return results.json.
     `facts` are results.json's device, precision, world_size, stop_reason and epochs."""
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():
@@ -75,6 +78,8 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
             hypotheses, scores, final_val = averaged.hypotheses, averaged.test, averaged.valid
         valid |= {"bleu": final_val.bleu, "chrf": final_val.chrf, "beam_size": beam_size}
     valid["attention"] = stats_record(attend(data.valid))
+    if align is not None:
+        valid["alignment"] = align(data.valid)
     # the references beside the translations: report.py's significance test reads both
     for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
         atomic_write_text(run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")

@@ -20,12 +20,14 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from seq2seq.analysis.aer import alignment_scores, read_gold
 from seq2seq.analysis.attention_stats import AttentionStats, forced_stats
 from seq2seq.config import Config, to_plain
 from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.data.prepare import EvalSplit, PreparedData
 from seq2seq.errors import TrainingError
 from seq2seq.inference.decoding import search_settings
+from seq2seq.inference.forced import forced_alignments
 from seq2seq.inference.scores import Scores, score
 from seq2seq.inference.translator import Translator
 from seq2seq.nn.model import Seq2Seq
@@ -79,6 +81,9 @@ class Trainer:
         self.batch_trace = batch_trace_path(dist)
         self.kept = KeptEvaluations(self.checkpoint_dir, cfg.train)
         self.divergence = DivergenceWatch(data.tokenizer.tgt_vocab_size, cfg.train.lr)
+        alignments = cfg.data.valid_alignments  # read now: a bad file stops before training
+        self.valid_gold = None if alignments is None else read_gold(
+            alignments, data.valid.src, data.valid.ref, first=cfg.data.max_eval_pairs)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -305,6 +310,13 @@ class Trainer:
         of the references (results.json's; each evaluation has them from its val loss pass)."""
         return forced_stats(self.translator, split.src_ids, split.tgt_ids)
 
+    def _alignment(self, split: EvalSplit) -> dict[str, Any]:
+        """The AER, precision and recall of the attention on the references against
+        data.valid_alignments, as `evaluate.py --gold-alignments` scores them."""
+        links = forced_alignments(self.translator, split.src, split.ref)
+        return {"reference": self.cfg.data.valid_alignments,
+                **alignment_scores(links, self.valid_gold).as_dict()}
+
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
 
@@ -317,5 +329,6 @@ class Trainer:
                  "world_size": self.dist.world_size, "stop_reason": stop_reason,
                  "epochs": self._epochs_done()}
         return test_and_report(self.cfg, self.run_dir, self.model, self.data, self.state,
-                               self._decode, self._attention_stats, self.kept, self.board,
-                               facts)
+                               self._decode, self._attention_stats,
+                               None if self.valid_gold is None else self._alignment, self.kept,
+                               self.board, facts)
