@@ -17,11 +17,9 @@ from pathlib import Path
 
 from seq2seq.cli.common import user_errors
 
-DEFAULT_SYMMETRISATION = "grow-diag-final-and"
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from seq2seq.analysis.reference_aligner import SYMMETRISATIONS
+    from seq2seq.analysis.reference_aligner import DEFAULT_SYMMETRISATION, SYMMETRISATIONS
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[1].replace("\n", " "))
