@@ -339,6 +339,27 @@ ATTENTION_CONFIGS: dict[str, type[AttentionConfig]] = {
 
 
 @dataclass
+class GuidedAlignmentConfig:
+    """Guided alignment (Chen et al. 2016): a loss that pulls the attention towards given word
+    alignments of the training pairs (training/guided_alignment.py says how)."""
+
+    weight: float = 0.0  # of the alignment loss beside the translation loss; 0 is off
+    # one Pharaoh line per line of the training files (scripts/align.py writes them)
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.weight < math.inf, "train.guided_alignment.weight", self.weight,
+               "0 (off) or a finite float > 0")
+        _check((self.weight > 0) == (self.file is not None), "train.guided_alignment.file",
+               self.file, "a Pharaoh file of the training pairs when train.guided_alignment."
+               f"weight > 0 (it is {self.weight}), and null when the weight is 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+
+@dataclass
 class TrainConfig:
     batch_tokens: int = 6000  # token budget per batch, padding included
     optimizer: OptimizerName = OptimizerName.adam
@@ -376,6 +397,7 @@ class TrainConfig:
     # both decoded with the test's beam (train.beam_size)
     average_checkpoints: int = 0
     average_select: AverageSelect = AverageSelect.last
+    guided_alignment: GuidedAlignmentConfig = field(default_factory=GuidedAlignmentConfig)
 
     def __post_init__(self) -> None:
         _check(self.batch_tokens >= 1, "train.batch_tokens", self.batch_tokens, "an int >= 1")
@@ -451,6 +473,10 @@ class Config:
         _check(not self.model.share_embeddings or self.data.tokenizer.joint,
                "model.share_embeddings", self.model.share_embeddings,
                "false unless data.tokenizer.joint=true (one vocabulary for both languages)")
+        _check(not (self.train.guided_alignment.enabled and self.data.tokenizer.sampling.enabled),
+               "train.guided_alignment.weight", self.train.guided_alignment.weight,
+               "0 with data.tokenizer.sampling (the alignment targets follow one fixed "
+               "segmentation of the training pairs)")
         if isinstance(attention, MultiHeadAttentionConfig) and attention.head_dim is None:
             _check(hidden % attention.num_heads == 0, "attention.num_heads", attention.num_heads,
                    f"a divisor of model.hidden_size={hidden} (or set attention.head_dim)")
@@ -459,7 +485,7 @@ class Config:
 # Settings that say where things are, not what is trained: left out of a sweep job's folder name
 # (conf/config.yaml takes them from here), of the report's settings and of TensorBoard's HParams.
 PATH_KEYS = ("data.source", "data.root", "train.resume", "data.train_files", "data.valid_files",
-             "data.test_files", "data.valid_alignments")
+             "data.test_files", "data.valid_alignments", "train.guided_alignment.file")
 
 
 def is_path_key(key: str) -> bool:

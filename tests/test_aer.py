@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from alignments import diagonal_links, tsv_pairs
 
 from seq2seq.analysis.aer import GoldLinks, alignment_scores, read_gold
 from seq2seq.errors import DataError
@@ -154,20 +155,11 @@ def test_forced_alignments_for_every_scorer(scorer, attention_config, untrained_
         assert sorted(j for _, j in links) == list(range(len(ref.split())))
 
 
-def diagonal_links(tsv) -> str:
-    """A Pharaoh line per pair of a TSV split: word i to word i, as far as both sides go."""
-    lines = []
-    for line in tsv.read_text(encoding="utf-8").splitlines():
-        src, ref = line.split("\t")[:2]
-        lines.append(" ".join(f"{i}-{i}" for i in range(min(len(src.split()),
-                                                             len(ref.split())))))
-    return "\n".join(lines) + "\n"
-
-
 def test_a_run_scores_its_final_attention_against_data_valid_alignments(
         tiny_run, tiny_corpus_dir, tmp_path, run_command):
     links = tmp_path / "val.align"
-    links.write_text(diagonal_links(tiny_corpus_dir / "tiny" / "val.tsv"))  # the whole split
+    # the whole split
+    links.write_text(diagonal_links(tsv_pairs(tiny_corpus_dir / "tiny" / "val.tsv")))
     run_dir = tmp_path / "run"
     done = run_command("train", [*tiny_run, "train.max_steps=4", f"hydra.run.dir={run_dir}",
                                  f"data.valid_alignments={links}"])

@@ -52,7 +52,7 @@ def read_gold(path: str | Path, sources: Sequence[str], references: Sequence[str
     if len(lines) != len(references):
         raise DataError(f"{path} has {len(lines)} lines but there are {len(references)} "
                         "references: it needs one alignment line per sentence pair")
-    gold = [_parse(line, len(src.split()), len(ref.split()), f"{path} line {number}")
+    gold = [parse_links(line, len(src.split()), len(ref.split()), f"{path} line {number}")
             for number, (line, src, ref) in enumerate(zip(lines, sources, references,
                                                           strict=True), start=1)]
     if not any(links.sure for links in gold):
@@ -82,7 +82,9 @@ def alignment_scores(predicted: Sequence[Sequence[Link]],
         links=found, sure=sure, possible=possible)
 
 
-def _parse(line: str, src_words: int, tgt_words: int, where: str) -> GoldLinks:
+def parse_links(line: str, src_words: int, tgt_words: int, where: str) -> GoldLinks:
+    """One Pharaoh line's links; a DataError naming `where` for a malformed link or a word
+    index out of range of a pair of `src_words` and `tgt_words` words."""
     sure: set[Link] = set()
     possible: set[Link] = set()
     for token in line.split():

@@ -205,9 +205,16 @@ def _encode_chunks(train_pairs: TrainingPairs, tokenizer: Tokenizer, max_len: in
 def _within(src_ids: list[list[int]], tgt_ids: list[list[int]], max_len: int
             ) -> tuple[list[list[int]], list[list[int]]]:
     """The pairs of ids with at most max_len subwords on both sides."""
-    keep = [i for i in range(len(src_ids))
-            if len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len]
+    keep = kept_within(src_ids, tgt_ids, max_len)
     return [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+
+
+def kept_within(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
+                max_len: int) -> list[int]:
+    """The positions of the pairs that training keeps: at most max_len subwords on both
+    sides."""
+    return [i for i in range(len(src_ids))
+            if len(src_ids[i]) <= max_len and len(tgt_ids[i]) <= max_len]
 
 
 def sampled_train(data: PreparedData, cfg: DataConfig, seed: int, epoch: int) -> PairDataset:

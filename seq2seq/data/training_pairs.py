@@ -36,7 +36,7 @@ class TrainingPairs:
         self._limit = limit
         digest = hashlib.sha256()
         kept = selected = 0
-        for src, tgt in self._selected():
+        for _, (src, tgt) in self._selected():
             selected += 1
             if src.strip() and tgt.strip():
                 kept += 1
@@ -49,7 +49,17 @@ class TrainingPairs:
         return self._len
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return ((src, tgt) for src, tgt in self._selected() if src.strip() and tgt.strip())
+        return ((src, tgt) for _, src, tgt in self.numbered())
+
+    def numbered(self) -> Iterator[tuple[int, str, str]]:
+        """The pairs in order, each behind its 0-based line in the source: what a file of
+        per-line annotations (word alignments) is indexed by."""
+        return ((line, src, tgt) for line, (src, tgt) in self._selected()
+                if src.strip() and tgt.strip())
+
+    def source_lines(self) -> int:
+        """The lines of the source, the skipped, cut and empty ones too (one more pass)."""
+        return sum(1 for _ in self._source)
 
     def chunks(self, size: int) -> Iterator[list[tuple[str, str]]]:
         """The pairs in order, `size` at a time."""
@@ -74,9 +84,9 @@ class TrainingPairs:
             targets = wanted[len(self):] if side == "joint" else wanted
             yield from (tgt for (_, tgt), keep in zip(self, targets, strict=True) if keep)
 
-    def _selected(self) -> Iterator[tuple[str, str]]:
-        """The source's pairs less the skipped ones, at most `limit` of them."""
-        kept = ((src, tgt) for index, (src, tgt) in enumerate(self._source)
+    def _selected(self) -> Iterator[tuple[int, tuple[str, str]]]:
+        """The source's numbered pairs less the skipped ones, at most `limit` of them."""
+        kept = ((index, pair) for index, pair in enumerate(self._source)
                 if index not in self._skip)
         return islice(kept, self._limit)
 

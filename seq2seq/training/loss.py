@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from seq2seq.data.batching import Batch
 from seq2seq.nn.model import Seq2Seq
 from seq2seq.special_ids import PAD_ID
+from seq2seq.training.guided_alignment import GuidedAlignment, alignment_loss
 
 # logits per chunk: 2**23 floats = 32 MB, i.e. ~1,000 rows over an 8k vocabulary
 CHUNK_ELEMENTS = 2**23
@@ -137,10 +138,16 @@ class SequenceLoss(nn.Module):
         self.model = model
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
-                label_smoothing: float = 0.0) -> Tensor:
+                label_smoothing: float = 0.0, alignment: Tensor | None = None,
+                alignment_weight: float = 0.0) -> Tensor:
         """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32 with
-        AMP)."""
-        return summed_loss(self.model, src, src_lengths, tgt_in, tgt_out, label_smoothing)[0]
+        AMP). With `alignment` (B, T, S), the guided-alignment targets, their loss times
+        `alignment_weight` is added (training/guided_alignment.py)."""
+        loss, weights = summed_loss(self.model, src, src_lengths, tgt_in, tgt_out,
+                                    label_smoothing, need_weights=alignment is not None)
+        if alignment is None:
+            return loss
+        return loss + alignment_weight * alignment_loss(weights, alignment)
 
 
 def summed_loss(model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
@@ -159,10 +166,14 @@ def summed_loss(model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt_in: Tensor
 
 
 def sequence_loss(loss: nn.Module, batch: Batch, label_smoothing: float,
-                  autocast_dtype: torch.dtype | None) -> Tensor:
+                  autocast_dtype: torch.dtype | None,
+                  guided: GuidedAlignment | None = None) -> Tensor:
     """``loss`` (a SequenceLoss, or DDP around one) on a batch, under autocast when a dtype is
-    given: the summed label-smoothed cross-entropy over the batch's real target tokens."""
+    given: the summed label-smoothed cross-entropy over the batch's real target tokens, plus
+    the weighted guided-alignment loss when `guided` is given."""
+    alignment = None if guided is None else guided.targets(batch).to(batch.src.device)
     with torch.autocast(batch.src.device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
-        return loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing)
+        return loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing,
+                    alignment, 0.0 if guided is None else guided.weight)
 

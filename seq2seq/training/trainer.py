@@ -42,6 +42,7 @@ from seq2seq.training.distributed import (
 )
 from seq2seq.training.divergence import DivergenceWatch
 from seq2seq.training.finish import test_and_report
+from seq2seq.training.guided_alignment import load_guided_alignment
 from seq2seq.training.loss import SequenceLoss, sequence_loss
 from seq2seq.training.optim import BudgetShare, is_plateau
 from seq2seq.training.precision import precision_name
@@ -81,7 +82,10 @@ class Trainer:
         self.batch_trace = batch_trace_path(dist)
         self.kept = KeptEvaluations(self.checkpoint_dir, cfg.train)
         self.divergence = DivergenceWatch(data.tokenizer.tgt_vocab_size, cfg.train.lr)
-        alignments = cfg.data.valid_alignments  # read now: a bad file stops before training
+        guided = cfg.train.guided_alignment  # read now: a bad file stops before training
+        self.guided = load_guided_alignment(guided.file, guided.weight, data, cfg.data) \
+            if guided.enabled else None
+        alignments = cfg.data.valid_alignments
         self.valid_gold = None if alignments is None else read_gold(
             alignments, data.valid.src, data.valid.ref, first=cfg.data.max_eval_pairs)
 
@@ -180,7 +184,7 @@ class Trainer:
         # the one a single process would make on their union, whatever each rank's share
         num_tokens = self.dist.sum_over_ranks(batch.num_tgt_tokens)
         loss = sequence_loss(self.train_model, batch, cfg.label_smoothing,
-                             self.autocast_dtype) / num_tokens
+                             self.autocast_dtype, self.guided) / num_tokens
         if self.dist.enabled:
             loss = loss * self.dist.world_size  # DDP averages gradients over the ranks
         self.optimizer.zero_grad(set_to_none=True)
