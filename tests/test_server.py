@@ -23,6 +23,7 @@ from server_process import request_json
 
 from seq2seq.cli import serve as serve_command
 from seq2seq.config import MultiHeadAttentionConfig
+from seq2seq.inference.forced import forced_attention
 from seq2seq.inference.translator import Translator
 from seq2seq.serving.app import ServedModel, create_app, model_ids
 from seq2seq.serving.http_server import MAX_HEADER_BYTES, bind, http_server
@@ -123,6 +124,58 @@ def test_alignments_come_per_line_and_per_hypothesis(client, translator):
     assert all(line["alignment"] == line["hypotheses"][0]["alignment"]
                for line in got if line["hypotheses"])
     assert got[1]["alignment"] == [] and "attention" not in got[0]["hypotheses"][0]
+
+
+def test_attention_of_a_given_translation_is_the_forced_attention_with_links_and_stats(
+        client, translator):
+    targets = ["A woman is singing .", "", "A man runs in front of the house .", "Two dogs"]
+    answer = client.post("/attention", json={"text": LINES, "target": targets})
+    assert answer.status_code == 200 and answer.json()["model"] == "tiny"
+    pairs = answer.json()["pairs"]
+    assert [pair["source"] for pair in pairs] == LINES  # N lines in, N out, in order
+    assert [pair["target"] for pair in pairs] == targets
+    assert pairs[1]["attention"] == [] and pairs[1]["statistics"] is None  # an empty line
+    tokenizer = translator.tokenizer
+    kept = [0, 2, 3]
+    src_ids = tokenizer.encode_src([LINES[i] for i in kept])
+    tgt_ids = tokenizer.encode_tgt([targets[i] for i in kept])
+    for k, weights in forced_attention(translator, src_ids, tgt_ids):
+        pair = pairs[kept[k]]
+        assert pair["src_pieces"] == tokenizer.src_pieces(src_ids[k]) + ["</s>"]
+        assert pair["tgt_pieces"] == tokenizer.tgt_pieces(tgt_ids[k]) + ["</s>"]
+        torch.testing.assert_close(torch.tensor(pair["attention"]), weights,
+                                   atol=1e-4, rtol=0)
+        # every target word gets its one strongest source word
+        assert sorted(j for _, j in pair["alignment"]) == \
+            list(range(len(targets[kept[k]].split())))
+        assert set(pair["statistics"]) == {"entropy", "coverage", "diagonal"}
+
+
+def test_two_models_read_one_translation_on_the_same_axes(client):
+    body = {"text": LINES[:1], "target": ["A woman is singing ."]}
+    tiny, heads = (client.post("/attention", json={**body, "model": model}).json()["pairs"][0]
+                   for model in ("tiny", "heads"))
+    assert (tiny["src_pieces"], tiny["tgt_pieces"]) == (heads["src_pieces"], heads["tgt_pieces"])
+    T, S = len(tiny["tgt_pieces"]), len(tiny["src_pieces"])
+    assert torch.tensor(tiny["attention"]).shape == (1, T, S)
+    assert torch.tensor(heads["attention"]).shape == (2, T, S)
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({"text": ["a"]}, 422, "target"),
+    ({"text": ["a", "b"], "target": ["a"]}, 422, "target"),
+    ({"text": ["a"], "target": ["a\nb"]}, 422, "target[0]"),
+    ({"text": ["a"], "target": ["b" * 201]}, 413, "target[0]"),
+    ({"text": ["a"], "target": ["a"], "model": "nope"}, 404, "model"),
+    ({"text": ["a"], "target": ["a"], "beam": 2}, 422, "beam"),
+])
+def test_a_bad_attention_request_is_refused_naming_the_field(client, body, status, field):
+    response = client.post("/attention", json=body)
+    assert response.status_code == status
+    error = response.json()
+    assert error["field"] == field and error["error"].startswith(field)
+    if field == "beam":
+        assert error["error"].endswith("known: text, target, model")
 
 
 def test_without_attention_no_subwords_are_sent(client):

@@ -11,6 +11,9 @@ client drives the whole ASGI stack in tests; uvicorn serves it):
   "alignments": false}`: per line, its hypotheses (text, score) and, with attention, the
   subwords and the weights; with alignments, hard word links `[[i, j], ...]` (source word i,
   target word j) per hypothesis and, for the best, per line.
+- `POST /attention` `{"text": [...], "target": [...], "model": ID}`: per line, the model's
+  attention while it reads the given translation (forced decoding), its word links and
+  statistics: what the page's compare view draws for each model (`forced_attention.py`).
 - `GET /docs` the API's Swagger UI, and `GET /openapi.json` its schema. FastAPI's page loads
   Swagger UI from a CDN, blank offline; fastapi-offline's serves the same files from the
   package (under /static-offline-docs).
@@ -35,11 +38,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seq2seq.analysis.run_dir import METRICS, metric_value, read_results
 from seq2seq.inference.translator import Translation, Translator
+from seq2seq.serving.forced_attention import AttentionRequest, forced_json
 from seq2seq.serving.request_batcher import Batcher, Unavailable
 from seq2seq.serving.settings import Batching, Limits
 
@@ -126,6 +131,10 @@ class TranslateRequest(BaseModel):
     alignments: bool = False
 
 
+REQUEST_BODIES: dict[str, type[BaseModel]] = {"/translate": TranslateRequest,
+                                              "/attention": AttentionRequest}
+
+
 def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
                batching: Batching | None = None) -> FastAPI:
     """The app serving `models` (the first is the default)."""
@@ -173,7 +182,8 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return JSONResponse({"error": "send the body as JSON, with Content-Type: "
                                           "application/json", "field": None}, status_code=415)
-        status, message, where = describe_validation_error(error.errors()[0])
+        body = REQUEST_BODIES.get(request.url.path, TranslateRequest)
+        status, message, where = describe_validation_error(error.errors()[0], body)
         return JSONResponse({"error": message, "field": where}, status_code=status)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -203,42 +213,75 @@ def create_app(models: Sequence[ServedModel], limits: Limits | None = None,
                                                                body.alignments)
                                               for t in found]})
 
+    @app.post("/attention")
+    async def attention(body: AttentionRequest) -> JSONResponse:
+        model = check_attention_request(body, by_id, models[0], limits)
+        # one forward pass, off the event loop (the search's worker thread is the batcher's)
+        pairs = await run_in_threadpool(forced_json, model.translator, body.text, body.target)
+        return JSONResponse({"model": model.id, "pairs": pairs})
+
     return app
 
 
 def check_request(body: TranslateRequest, by_id: dict[str, ServedModel], default: ServedModel,
                   limits: Limits) -> ServedModel:
     """The model the request asks for; ApiError for what the limits or the model refuse."""
-    if body.model is not None and body.model not in by_id:
-        raise ApiError(404, f"model {body.model!r} is not served; served: {', '.join(by_id)}",
-                       "model")
-    if len(body.text) > limits.max_lines:
-        raise ApiError(413, f"text has {len(body.text)} lines, more than the "
-                            f"{limits.max_lines} a request may hold", "text")
-    for index, line in enumerate(body.text):
-        if len(line) > limits.max_chars:
-            raise ApiError(413, f"text[{index}] has {len(line)} characters, more than the "
-                                f"{limits.max_chars} a line may have", f"text[{index}]")
-        if "\n" in line or "\r" in line:
-            raise ApiError(422, f"text[{index}] holds a line break: send one sentence per "
-                                "list item", f"text[{index}]")
-        if not line.isascii():
-            try:
-                line.encode("utf-8")
-            except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, no character
-                raise ApiError(422, f"text[{index}] is not valid Unicode (a lone surrogate "
-                                    "escape)", f"text[{index}]") from None
+    model = requested_model(body.model, by_id, default)
+    check_lines(body.text, "text", limits)
     if not 1 <= body.beam <= limits.max_beam:
         raise ApiError(422, f"beam must be in [1, {limits.max_beam}], got {body.beam}", "beam")
     if not 1 <= body.nbest <= body.beam:
         raise ApiError(422, f"nbest must be in [1, beam={body.beam}], got {body.nbest}",
                        "nbest")
-    return by_id[body.model] if body.model is not None else default
+    return model
 
 
-def describe_validation_error(error: dict[str, Any]) -> tuple[int, str, str | None]:
-    """(status, message, field) of pydantic's first complaint: 400 for a body that is not JSON,
-    422 for a field of the wrong type, a missing or an unknown one."""
+def check_attention_request(body: AttentionRequest, by_id: dict[str, ServedModel],
+                            default: ServedModel, limits: Limits) -> ServedModel:
+    """POST /attention's check_request: the lines of both fields, one target per source."""
+    model = requested_model(body.model, by_id, default)
+    check_lines(body.text, "text", limits)
+    check_lines(body.target, "target", limits)
+    if len(body.target) != len(body.text):
+        raise ApiError(422, f"target has {len(body.target)} lines but text has "
+                            f"{len(body.text)}: send one translation per source line", "target")
+    return model
+
+
+def requested_model(model_id: str | None, by_id: dict[str, ServedModel],
+                    default: ServedModel) -> ServedModel:
+    if model_id is not None and model_id not in by_id:
+        raise ApiError(404, f"model {model_id!r} is not served; served: {', '.join(by_id)}",
+                       "model")
+    return by_id[model_id] if model_id is not None else default
+
+
+def check_lines(lines: list[str], field: str, limits: Limits) -> None:
+    """ApiError naming `field` (or the line, `field[i]`) for too many lines, a line too long,
+    a line break inside a line or text that is not Unicode."""
+    if len(lines) > limits.max_lines:
+        raise ApiError(413, f"{field} has {len(lines)} lines, more than the "
+                            f"{limits.max_lines} a request may hold", field)
+    for index, line in enumerate(lines):
+        where = f"{field}[{index}]"
+        if len(line) > limits.max_chars:
+            raise ApiError(413, f"{where} has {len(line)} characters, more than the "
+                                f"{limits.max_chars} a line may have", where)
+        if "\n" in line or "\r" in line:
+            raise ApiError(422, f"{where} holds a line break: send one sentence per "
+                                "list item", where)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, no character
+                raise ApiError(422, f"{where} is not valid Unicode (a lone surrogate "
+                                    "escape)", where) from None
+
+
+def describe_validation_error(error: dict[str, Any], body: type[BaseModel] = TranslateRequest
+                              ) -> tuple[int, str, str | None]:
+    """(status, message, field) of pydantic's first complaint about a `body`: 400 for a body
+    that is not JSON, 422 for a field of the wrong type, a missing or an unknown one."""
     if error.get("type") == "json_invalid":
         detail = error.get("ctx", {}).get("error", "")
         return 400, f"the body is not valid JSON: {detail}".rstrip(": "), None
@@ -250,7 +293,7 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[int, str, str | No
     if where is None:
         message = 'the body must be a JSON object: {"text": ["a sentence", ...], ...}'
     if error.get("type") == "extra_forbidden":
-        message = f"unknown field; known: {', '.join(TranslateRequest.model_fields)}"
+        message = f"unknown field; known: {', '.join(body.model_fields)}"
     return 422, f"{where}: {message}" if where else message, where
 
 
