@@ -1,11 +1,14 @@
 """Screenshot of the translation server's page, for the README.
 
     python scripts/screenshot.py --checkpoint RUN [--sentence "..."] [--output docs/server.png]
+    python scripts/screenshot.py --checkpoint RUN1 --checkpoint RUN2 --compare \
+        --output docs/compare.png
 
 Starts `python -m seq2seq.cli.serve` on a free loopback port, opens the page in headless
 Chromium (Debian's `chromium` and `chromium-driver`; Selenium Manager never downloads anything),
 translates the sentence, hovers one row of the attention heatmap so that the picture shows the
-highlight, saves a PNG and stops the server.
+highlight, saves a PNG and stops the server. With several checkpoints and --compare, the page's
+compare view: every model's attention on the first one's translation, side by side.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ TRANSLATE_TIMEOUT_S = 120
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+    parser.add_argument("--checkpoint", required=True, action="append", metavar="PATH",
                         help="a run dir (its final model, checkpoints/best.pt or averaged.pt) or a "
-                             "checkpoint file")
+                             "checkpoint file; repeat it to serve several models")
+    parser.add_argument("--compare", action="store_true",
+                        help="the compare view of the models served (two --checkpoint or more)")
     parser.add_argument("--sentence", default=DEFAULT_SENTENCE,
                         help="what to translate; '\\n' separates lines (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("docs/server.png"),
@@ -49,12 +54,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="viewport in CSS pixels (default: %(default)s)")
     parser.add_argument("--scale", type=device_scale, default=1.0,
                         help="device pixel ratio: 2 gives a sharper, twice as large PNG")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.compare and len(args.checkpoint) < 2:
+        parser.error("--compare needs two --checkpoint or more")
+    return args
 
 
-def capture(driver: WebDriver, url: str, sentence: str, hover: int, output: Path) -> None:
-    """Translate `sentence` on the page, hover heatmap row `hover`, save the PNG."""
+def capture(driver: WebDriver, url: str, sentence: str, hover: int, output: Path,
+            compare: bool = False) -> None:
+    """Translate `sentence` on the page (in the compare view), hover heatmap row `hover`, save
+    the PNG."""
     driver.get(f"{url}/")
+    if compare:
+        WebDriverWait(driver, TRANSLATE_TIMEOUT_S).until(
+            lambda driver: driver.find_element(By.ID, "compare-field").is_displayed())
+        driver.find_element(By.ID, "compare").click()
     source = driver.find_element(By.ID, "source")
     source.clear()
     source.send_keys(sentence)
@@ -82,12 +96,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         check_output_file(args.output, "--output")
         with tempfile.TemporaryDirectory() as logs, \
-                ServerProcess(["--checkpoint", args.checkpoint], Path(logs) / "serve.log") \
-                as server:
+                ServerProcess([arg for path in args.checkpoint for arg in ("--checkpoint", path)],
+                              Path(logs) / "serve.log") as server:
             driver = headless_chromium(width, height, args.scale)
             try:
                 capture(driver, server.url, args.sentence.replace("\\n", "\n"), args.hover,
-                        args.output)
+                        args.output, args.compare)
             finally:
                 driver.quit()
     except (ServerError, Seq2SeqError) as error:

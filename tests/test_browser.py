@@ -123,15 +123,20 @@ def test_the_api_docs_draw_every_endpoint_from_the_servers_own_files(browser, se
 
 
 @pytest.fixture(scope="module")
-def multihead_url(serve, trained_checkpoint, untrained_translator, tmp_path_factory) -> str:
-    """A server for a 2-head model: the tiny run's tokenizer and config, untrained weights."""
+def multihead_checkpoint(trained_checkpoint, untrained_translator, tmp_path_factory):
+    """A 2-head model: the tiny run's tokenizer and config, untrained weights."""
     translator = untrained_translator(MultiHeadAttentionConfig(num_heads=2))
     payload = load_checkpoint(trained_checkpoint)
     payload["config"] = to_plain(translator.config)
     payload["model"] = translator.model.state_dict()
     path = tmp_path_factory.mktemp("multihead") / "heads.pt"
     save_checkpoint(payload, path)
-    return serve("--checkpoint", str(path)).url
+    return path
+
+
+@pytest.fixture(scope="module")
+def multihead_url(serve, multihead_checkpoint) -> str:
+    return serve("--checkpoint", str(multihead_checkpoint)).url
 
 
 def test_a_multi_head_model_gets_a_tab_per_head_showing_that_heads_weights(browser,
@@ -155,3 +160,50 @@ def test_a_multi_head_model_gets_a_tab_per_head_showing_that_heads_weights(brows
                 By.CSS_SELECTOR, "button.head-tab")[index].get_attribute("aria-selected") == "true")
         shown = torch.tensor(shown_weights(browser))
         torch.testing.assert_close(shown, expected, atol=1e-3, rtol=0)
+
+
+def test_the_compare_view_draws_each_models_attention_on_the_same_translation(
+        browser, serve, trained_checkpoint, multihead_checkpoint):
+    url = serve("--checkpoint", str(trained_checkpoint),
+                "--checkpoint", str(multihead_checkpoint)).url
+    models = [model["id"] for model in request_json(f"{url}/models")["models"]]
+    browser.get(f"{url}/")
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda driver: driver.find_element(By.ID, "compare-field").is_displayed())
+    browser.find_element(By.ID, "compare").click()
+    target = "A man rides a bike ."
+    browser.find_element(By.ID, "target").send_keys(target)
+    browser.find_element(By.ID, "source").send_keys(SENTENCE)
+    browser.find_element(By.ID, "translate").click()
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+        lambda driver: visible_error(driver)
+        or len(driver.find_elements(By.CSS_SELECTOR, ".compare-map svg")) == 2)
+    assert not visible_error(browser)
+
+    cards = browser.find_elements(By.CSS_SELECTOR, ".compare-map")
+    assert [card.get_attribute("data-model") for card in cards] == models
+    for card, model in zip(cards, models, strict=True):
+        pair = request_json(f"{url}/attention", {"text": [SENTENCE], "target": [target],
+                                                 "model": model})["pairs"][0]
+        rows = card.find_elements(By.CSS_SELECTOR, "g.row")
+        assert [row.get_attribute("data-target") for row in rows] == pair["tgt_pieces"]
+        shown = torch.tensor(browser.execute_script(
+            "return [...arguments[0].querySelectorAll('g.row')].map(row => "
+            "[...row.querySelectorAll('rect.cell')].map(cell => "
+            "parseFloat(cell.getAttribute('data-weight'))));", card))
+        torch.testing.assert_close(shown, torch.tensor(pair["attention"]).mean(0),
+                                   atol=1e-3, rtol=0)
+        # the word links and the statistics under the map
+        links = card.find_elements(By.CSS_SELECTOR, ".links .link")
+        assert len(links) == len(pair["alignment"])
+        stats = card.find_element(By.CSS_SELECTOR, ".stats").text
+        assert f"entropy {pair['statistics']['entropy']:.2f} nats" in stats
+
+    # hovering a row of one map marks the same target row in both
+    first_rows = cards[0].find_elements(By.CSS_SELECTOR, "g.row")
+    ActionChains(browser).move_to_element(first_rows[1]).perform()
+    WebDriverWait(browser, 10).until(
+        lambda driver: all("active" in card.find_elements(By.CSS_SELECTOR, "g.row")[1]
+                           .get_attribute("class") for card in cards))
+    assert all(len(card.find_elements(By.CSS_SELECTOR, "g.row.active")) == 1 for card in cards)
+    assert all(card.find_element(By.CSS_SELECTOR, ".detail").text.strip() for card in cards)
