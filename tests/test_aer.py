@@ -9,7 +9,13 @@ import pytest
 import torch
 from alignments import diagonal_links, tsv_pairs
 
-from seq2seq.analysis.aer import GoldLinks, alignment_scores, read_gold
+from seq2seq.analysis.aer import (
+    GoldLinks,
+    aligner_record,
+    alignment_record,
+    alignment_scores,
+    read_gold,
+)
 from seq2seq.errors import DataError
 from seq2seq.inference.forced import forced_alignments, forced_attention
 from seq2seq.inference.translator import Translator
@@ -111,10 +117,42 @@ def test_evaluate_prints_aer_beside_bleu_and_in_the_json(trained_checkpoint, tin
     translator = Translator.from_checkpoint(trained_checkpoint, device="cpu")
     expected = alignment_scores(forced_alignments(translator, sources, references),
                                 read_gold(gold, sources, references))
-    assert report == {"reference": str(gold), **expected.as_dict()}
+    assert report == {"reference": str(gold), "aligner": None, **expected.as_dict()}
     assert lines[-1].split()[:6] == ["AER", f"{expected.aer:.4f}", "precision",
                                      f"{expected.precision:.4f}", "recall",
                                      f"{expected.recall:.4f}"]
+
+
+def test_scores_against_a_reference_aligners_links_are_called_agreement(
+        trained_checkpoint, tiny_test, tmp_path, run_command):
+    src, ref = tiny_test
+    sources = src.read_text(encoding="utf-8").splitlines()
+    references = ref.read_text(encoding="utf-8").splitlines()
+    links = tmp_path / "val.align"
+    links.write_text(diagonal_gold(sources, references))
+    aligner_record(links).write_text(json.dumps({"aligner": "eflomal", "version": "2.0.0",
+                                                 "symmetrisation": "intersection"}))
+    done = run_command("evaluate", ["--checkpoint", str(trained_checkpoint), "--src", str(src),
+                                    "--ref", str(ref), "--beam", "1", "--gold-alignments",
+                                    str(links), "--json", str(tmp_path / "report.json")])
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "alignment" not in report
+    agreement = report["agreement"]
+    assert agreement["aligner"] == "eflomal (intersection)"
+    assert agreement["agreement"] == pytest.approx(1 - agreement["aer"])
+    assert done.stdout.splitlines()[-1].startswith(
+        f"agreement with eflomal (intersection) {agreement['agreement']:.4f} (1 - AER; AER ")
+    assert alignment_record(links, alignment_scores([[(0, 0)]], [GoldLinks(
+        frozenset({(0, 0)}), frozenset({(0, 0)}))]))[0] == "agreement"
+
+
+def test_a_damaged_aligner_record_stops_before_anything_is_scored(tmp_path):
+    links = tmp_path / "val.align"
+    links.write_text("0-0\n")
+    aligner_record(links).write_text("{")
+    with pytest.raises(DataError, match=r"val.align.aligner.json does not say which aligner"):
+        read_gold(links, ["a"], ["b"])
 
 
 def test_a_bad_gold_file_is_one_line_before_translating(trained_checkpoint, tiny_test, tmp_path,
@@ -165,7 +203,7 @@ def test_a_run_scores_its_final_attention_against_data_valid_alignments(
                                  f"data.valid_alignments={links}"])
     assert done.returncode == 0, done.stderr[-3000:]
     alignment = json.loads((run_dir / "results.json").read_text())["valid"]["alignment"]
-    assert alignment["reference"] == str(links)
+    assert alignment["reference"] == str(links) and alignment["aligner"] is None
     assert 0 <= alignment["aer"] <= 1 and alignment["links"] > 0
     # data.max_eval_pairs=10: the first 10 lines' sure links, not the file's
     assert alignment["sure"] == sum(len(line.split())

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 
 import pytest
 
+from seq2seq.analysis.aer import aligner_of, aligner_record
 from seq2seq.analysis.reference_aligner import align_pairs, symmetrise
 
 # forward (source -> target) and reverse directions of one sentence pair, both as (i, j)
@@ -66,6 +68,10 @@ def test_align_cli_writes_one_line_per_pair_of_each_split(run_command, tmp_path)
     assert len((tmp_path / "out/train.align").read_text().splitlines()) == len(sources)
     assert (tmp_path / "val.align").read_text().splitlines() == ["0-1 1-0", "", "0-1 1-0"]
     assert "aligned 59 pairs with eflomal (grow-diag-final-and)" in done.stdout
+    # the record that makes scores against the file "agreement with eflomal"
+    assert aligner_of(tmp_path / "val.align") == "eflomal (grow-diag-final-and)"
+    assert json.loads(aligner_record(tmp_path / "out/train.align").read_text())["pairs"] == \
+        len(sources)
 
 
 def test_align_cli_refuses_sides_of_different_lengths_in_one_line(run_command, tmp_path):

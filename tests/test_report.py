@@ -44,6 +44,9 @@ def make_job(root: Path, name: str, overrides: list[str], test_bleu: float | Non
         }
         if "attention" in fields:  # the final model's attention statistics, since issue 33
             results["valid"]["attention"] = fields["attention"]
+        for key in ("alignment", "agreement"):  # scores against data.valid_alignments
+            if key in fields:
+                results["valid"][key] = fields[key]
         if "other_busy_cores" in fields:  # what runs record since the trainer samples the load
             results["other_busy_cores"] = fields["other_busy_cores"]
         (job / "results.json").write_text(json.dumps(results))
@@ -106,6 +109,19 @@ def test_attention_statistics_get_columns_where_runs_have_them(tmp_path):
     assert [row(table, "attention=dot")[i] for i in columns] == [
         "1.250 ± 0.354", "0.375 ± 0.177", "0.750 ± 0.000"]
     assert [row(table, "attention=general")[i] for i in columns] == ["–", "–", "–"]
+
+
+def test_agreement_with_eflomal_and_aer_against_gold_are_columns_of_their_own(tmp_path):
+    make_job(tmp_path, "a1", ["attention=dot", "seed=1"], 30.0, agreement={"agreement": 0.7})
+    make_job(tmp_path, "a2", ["attention=dot", "seed=2"], 30.0, seed=2,
+             agreement={"agreement": 0.8})
+    make_job(tmp_path, "b1", ["attention=general", "seed=1"], 31.0, alignment={"aer": 0.4})
+    table = markdown_table(build_report(tmp_path).settings)
+    header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
+    columns = header.index("val agreement with eflomal"), \
+        header.index("val AER vs data.valid_alignments")
+    assert [row(table, "attention=dot")[i] for i in columns] == ["0.750 ± 0.071", "–"]
+    assert [row(table, "attention=general")[i] for i in columns] == ["–", "0.400 (n=1)"]
 
 
 def test_no_attention_columns_without_statistics(tmp_path):

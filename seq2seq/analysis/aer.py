@@ -9,6 +9,7 @@ Sure links are possible too (S ⊆ P). Over a corpus of predicted links A:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +49,7 @@ def read_gold(path: str | Path, sources: Sequence[str], references: Sequence[str
     """The gold links of `path`, one line per (source, reference) pair (of its `first` lines
     only, for a split cut by data.max_eval_pairs); a DataError naming the file and line for a
     wrong line count, a malformed link or a word index out of range."""
+    aligner_of(path)  # a damaged record of its aligner stops here too
     lines = read_lines(path)[:first]
     if len(lines) != len(references):
         raise DataError(f"{path} has {len(lines)} lines but there are {len(references)} "
@@ -58,6 +60,47 @@ def read_gold(path: str | Path, sources: Sequence[str], references: Sequence[str
     if not any(links.sure for links in gold):
         raise DataError(f"{path} holds no sure links (i-j): recall and AER need some")
     return gold
+
+
+def aligner_record(path: str | Path) -> Path:
+    """Where scripts/align.py records which aligner made the Pharaoh file at `path`."""
+    return Path(f"{path}.aligner.json")
+
+
+def aligner_of(path: str | Path) -> str | None:
+    """The aligner that made the links at `path` (e.g. "eflomal (grow-diag-final-and)"), or
+    None for a file without a record: gold links, as far as anything here can tell."""
+    record = aligner_record(path)
+    if not record.is_file():
+        return None
+    try:
+        made = json.loads(record.read_text(encoding="utf-8"))
+        return f"{made['aligner']} ({made['symmetrisation']})"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{record} does not say which aligner made {path} ({error}); remove "
+                        "it if the links are gold, or align again") from None
+
+
+def alignment_record(path: str | Path, scores: AlignmentScores) -> tuple[str, dict[str, Any]]:
+    """The key and block that results.json and `evaluate.py --json` give these scores: against a
+    reference aligner's links "agreement", which 1 - AER measures (an error needs gold), with
+    the aligner named; against any other file "alignment", an AER."""
+    aligner = aligner_of(path)
+    block: dict[str, Any] = {"reference": str(path), "aligner": aligner, **scores.as_dict()}
+    if aligner is None:
+        return "alignment", block
+    return "agreement", {**block, "agreement": 1 - scores.aer}
+
+
+def describe_scores(path: str | Path, scores: AlignmentScores) -> str:
+    """One line of these scores, calling them what they are (AER, or agreement)."""
+    aligner = aligner_of(path)
+    figures = (f"precision {scores.precision:.4f}  recall {scores.recall:.4f}  (attention on the "
+               f"references, against {path}")
+    if aligner is None:
+        return f"AER   {scores.aer:7.4f}  {figures})"
+    return (f"agreement with {aligner} {1 - scores.aer:.4f} (1 - AER; AER {scores.aer:.4f})  "
+            f"{figures}, not gold links)")
 
 
 def alignment_scores(predicted: Sequence[Sequence[Link]],

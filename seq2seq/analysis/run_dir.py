@@ -28,7 +28,9 @@ ATTENTION_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "val_entropy": ("val attention entropy", ("valid", "attention", "entropy")),
     "val_coverage": ("val coverage", ("valid", "attention", "coverage")),
     "val_diagonal": ("val diagonal", ("valid", "attention", "diagonal")),
-    # against data.valid_alignments: an AER for gold links, disagreement for a reference aligner's
+    # against data.valid_alignments: agreement (1 - AER) with a reference aligner's links
+    # (scripts/align.py's), an AER for gold ones
+    "val_agreement": ("val agreement with eflomal", ("valid", "agreement", "agreement")),
     "val_aer": ("val AER vs data.valid_alignments", ("valid", "alignment", "aer")),
 }
 

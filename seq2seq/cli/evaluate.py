@@ -114,14 +114,12 @@ def evaluate(args: argparse.Namespace) -> None:
           "  (lowercased, only to compare with older papers)")
     alignment = None
     if gold is not None:
-        from seq2seq.analysis.aer import alignment_scores
+        from seq2seq.analysis.aer import alignment_record, alignment_scores, describe_scores
         from seq2seq.inference.forced import forced_alignments
 
         alignment = alignment_scores(
             forced_alignments(translator, sources, references, args.batch_size), gold)
-        print(f"AER   {alignment.aer:7.4f}  precision {alignment.precision:.4f}  recall "
-              f"{alignment.recall:.4f}  (attention on the references, against "
-              f"{args.gold_alignments})")
+        print(describe_scores(args.gold_alignments, alignment))
     if args.output:
         with open_output(args.output) as write:
             write(hypotheses)
@@ -141,7 +139,8 @@ def evaluate(args: argparse.Namespace) -> None:
             **scores.as_dict(),
         }
         if alignment is not None:
-            report["alignment"] = {"reference": str(args.gold_alignments), **alignment.as_dict()}
+            key, block = alignment_record(args.gold_alignments, alignment)
+            report[key] = block
         with open_output(args.json) as write:
             write([json.dumps(report, indent=2)])
 

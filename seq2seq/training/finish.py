@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 Decode = Callable[[EvalSplit, int], tuple[list[str], Scores]]
 # a split in, the model's attention statistics on it out (see analysis.attention_stats)
 Attend = Callable[[EvalSplit], list[AttentionStats]]
-# the val split in, its AER, precision and recall against data.valid_alignments out
+# the val split in, {"alignment" or "agreement": its scores against data.valid_alignments} out
 Align = Callable[[EvalSplit], dict[str, Any]]
 
 
@@ -78,8 +78,8 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
             hypotheses, scores, final_val = averaged.hypotheses, averaged.test, averaged.valid
         valid |= {"bleu": final_val.bleu, "chrf": final_val.chrf, "beam_size": beam_size}
     valid["attention"] = stats_record(attend(data.valid))
-    if align is not None:
-        valid["alignment"] = align(data.valid)
+    if align is not None:  # "alignment" (AER vs gold) or "agreement" (a reference aligner)
+        valid |= align(data.valid)
     # the references beside the translations: report.py's significance test reads both
     for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
         atomic_write_text(run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.analysis.aer import alignment_scores, read_gold
+from seq2seq.analysis.aer import alignment_record, alignment_scores, read_gold
 from seq2seq.analysis.attention_stats import AttentionStats, forced_stats
 from seq2seq.config import Config, to_plain
 from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
@@ -316,10 +316,12 @@ class Trainer:
 
     def _alignment(self, split: EvalSplit) -> dict[str, Any]:
         """The AER, precision and recall of the attention on the references against
-        data.valid_alignments, as `evaluate.py --gold-alignments` scores them."""
+        data.valid_alignments, as `evaluate.py --gold-alignments` scores them: results.json's
+        "alignment", or "agreement" for a reference aligner's links."""
         links = forced_alignments(self.translator, split.src, split.ref)
-        return {"reference": self.cfg.data.valid_alignments,
-                **alignment_scores(links, self.valid_gold).as_dict()}
+        key, block = alignment_record(self.cfg.data.valid_alignments,
+                                      alignment_scores(links, self.valid_gold))
+        return {key: block}
 
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
