@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from alignments import diagonal_links, tsv_pairs
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.analysis.aer import (
     GoldLinks,
@@ -204,6 +205,11 @@ def test_a_run_scores_its_final_attention_against_data_valid_alignments(
     assert done.returncode == 0, done.stderr[-3000:]
     alignment = json.loads((run_dir / "results.json").read_text())["valid"]["alignment"]
     assert alignment["reference"] == str(links) and alignment["aligner"] is None
+    # the evaluation at step 4 scored the same model from its val loss pass
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    assert [e.step for e in events.Scalars("1_val/aer")] == [4]
+    assert events.Scalars("1_val/aer")[0].value == pytest.approx(alignment["aer"], abs=1e-6)
+    assert "val attention (forced on the references)" in (run_dir / "train.log").read_text()
     assert 0 <= alignment["aer"] <= 1 and alignment["links"] > 0
     # data.max_eval_pairs=10: the first 10 lines' sure links, not the file's
     assert alignment["sure"] == sum(len(line.split())

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from seq2seq.analysis.attention_stats import AttentionStats, forced_stats
+from seq2seq.analysis.attention_stats import AttentionStats, corpus_stats, forced_stats
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Schedule, TrainConfig
 from seq2seq.data.prepare import prepare_data
@@ -116,8 +116,9 @@ def test_attention_statistics_of_every_evaluation_and_of_the_final_model(full_ru
         [expected] = forced_stats(translator, split.src_ids, split.tgt_ids)
         assert results[block]["attention"] == pytest.approx(asdict(expected))
     # an evaluation's statistics come with its val loss, from the same forced decoding
-    val_loss, [stats] = forced_validation(translator.model, data.valid.src_ids,
-                                          data.valid.tgt_ids, 400, torch.device("cpu"), None)
+    val_loss, attention = forced_validation(translator.model, data.valid.src_ids,
+                                            data.valid.tgt_ids, 400, torch.device("cpu"), None)
+    [stats] = corpus_stats(attention)
     assert asdict(stats) == pytest.approx(results["valid"]["attention"])
     assert val_loss > 0
     saved = json.loads((run_dir / "results.json").read_text())

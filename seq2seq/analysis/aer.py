@@ -92,6 +92,13 @@ def alignment_record(path: str | Path, scores: AlignmentScores) -> tuple[str, di
     return "agreement", {**block, "agreement": 1 - scores.aer}
 
 
+def describe_record(key: str, block: dict[str, Any]) -> str:
+    """An alignment_record in a few words, for the log."""
+    if key == "agreement":
+        return f"agreement with {block['aligner']} {block['agreement']:.3f}"
+    return f"AER {block['aer']:.3f}"
+
+
 def describe_scores(path: str | Path, scores: AlignmentScores) -> str:
     """One line of these scores, calling them what they are (AER, or agreement)."""
     aligner = aligner_of(path)

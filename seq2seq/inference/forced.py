@@ -14,6 +14,7 @@ from torch import Tensor
 
 from seq2seq.config import DEFAULT_BATCH_SIZE
 from seq2seq.data.batching import collate
+from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.inference.alignment import Link, hard_links, word_attention
 from seq2seq.inference.ensemble import Ensemble
 from seq2seq.inference.translator import Translator
@@ -33,9 +34,16 @@ def forced_alignments(translator: Translator, sources: Sequence[str], references
     tgt_ids = tokenizer.encode_tgt(list(references))
     links: list[list[Link]] = [[] for _ in sources]
     for i, weights in forced_attention(translator, src_ids, tgt_ids, batch_size):
-        links[i] = hard_links(word_attention(weights, tokenizer.src_pieces(src_ids[i]),
-                                             tokenizer.tgt_pieces(tgt_ids[i])))
+        links[i] = word_links(weights, tokenizer, src_ids[i], tgt_ids[i])
     return links
+
+
+def word_links(weights: Tensor, tokenizer: Tokenizer, src_ids: Sequence[int],
+               tgt_ids: Sequence[int]) -> list[Link]:
+    """The hard word links of one pair's attention (heads, T + 1, S + 1), as
+    `translate.py --alignments hard` makes them."""
+    return hard_links(word_attention(weights, tokenizer.src_pieces(src_ids),
+                                     tokenizer.tgt_pieces(tgt_ids)))
 
 
 def forced_attention(translator: Translator, src_ids: Sequence[Sequence[int]],

@@ -53,6 +53,14 @@ class Board:
             for name, value in asdict(one).items():
                 self.writer.add_scalar(f"{VAL}/attention_{name}{suffix}", value, step)
 
+    def alignment_scalars(self, step: int, key: str, block: dict[str, Any]) -> None:
+        """`1_val/agreement` (with a reference aligner's links) or `1_val/aer` (gold links),
+        with `_precision` and `_recall`: an alignment_record's key and block."""
+        value = block["agreement"] if key == "agreement" else block["aer"]
+        self.writer.add_scalar(f"{VAL}/{key if key == 'agreement' else 'aer'}", value, step)
+        for name in ("precision", "recall"):
+            self.writer.add_scalar(f"{VAL}/{key}_{name}", block[name], step)
+
     def translations(self, step: int, lines: Sequence[int],
                      translations: Sequence[Translation], references: Sequence[str]) -> None:
         """The text and attention cards of val `lines` (see plotted_lines)."""

@@ -20,14 +20,19 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.analysis.aer import alignment_record, alignment_scores, read_gold
-from seq2seq.analysis.attention_stats import AttentionStats, forced_stats
+from seq2seq.analysis.aer import (
+    alignment_record,
+    alignment_scores,
+    describe_record,
+    read_gold,
+)
+from seq2seq.analysis.attention_stats import AttentionStats, corpus_stats, forced_stats
 from seq2seq.config import Config, to_plain
 from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.data.prepare import EvalSplit, PreparedData
 from seq2seq.errors import TrainingError
 from seq2seq.inference.decoding import search_settings
-from seq2seq.inference.forced import forced_alignments
+from seq2seq.inference.forced import forced_alignments, word_links
 from seq2seq.inference.scores import Scores, score
 from seq2seq.inference.translator import Translator
 from seq2seq.nn.model import Seq2Seq
@@ -279,15 +284,20 @@ class Trainer:
     def _validate(self) -> tuple[float, float, float]:
         """Val loss, BLEU and chrF, written to TensorBoard with the attention plots."""
         valid, step = self.data.valid, self.state.step
-        val_loss, stats = forced_validation(self.model, valid.src_ids, valid.tgt_ids,
-                                            self.cfg.train.batch_tokens, self.device,
-                                            self.autocast_dtype)
+        val_loss, attention = forced_validation(self.model, valid.src_ids, valid.tgt_ids,
+                                                self.cfg.train.batch_tokens, self.device,
+                                                self.autocast_dtype)
+        stats = corpus_stats(attention)
+        alignment = None if self.valid_gold is None else self._forced_alignment(attention)
         log.info("val attention (forced on the references): entropy %.3f nats, coverage %.3f, "
-                 "diagonal %.3f", stats[0].entropy, stats[0].coverage, stats[0].diagonal)
+                 "diagonal %.3f%s", stats[0].entropy, stats[0].coverage, stats[0].diagonal,
+                 "" if alignment is None else f", {describe_record(*alignment)}")
         beam_size = self.cfg.train.valid_beam_size
         _, scores = self._decode(valid, beam_size)
         self.board.val_scalars(step, val_loss, scores.bleu, scores.chrf)
         self.board.attention_scalars(step, stats)
+        if alignment is not None:
+            self.board.alignment_scalars(step, *alignment)
         lines = self.plotted
         settings = search_settings(self.cfg, beam_size, attention=True)  # again, with attention
         found = self.translator.search([valid.src[line] for line in lines], settings)
@@ -313,6 +323,15 @@ class Trainer:
         """The split's attention statistics, [heads averaged, head 1, ...], from forced decoding
         of the references (results.json's; each evaluation has them from its val loss pass)."""
         return forced_stats(self.translator, split.src_ids, split.tgt_ids)
+
+    def _forced_alignment(self, attention: list[torch.Tensor]) -> tuple[str, dict[str, Any]]:
+        """An evaluation's scores against data.valid_alignments, from its val loss pass's
+        attention (alignment_record's key and block)."""
+        valid = self.data.valid
+        links = [word_links(weights, self.tokenizer, valid.src_ids[i], valid.tgt_ids[i])
+                 for i, weights in enumerate(attention)]
+        return alignment_record(self.cfg.data.valid_alignments,
+                                alignment_scores(links, self.valid_gold))
 
     def _alignment(self, split: EvalSplit) -> dict[str, Any]:
         """The AER, precision and recall of the attention on the references against
