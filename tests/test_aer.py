@@ -17,6 +17,7 @@ from seq2seq.analysis.aer import (
     alignment_scores,
     read_gold,
 )
+from seq2seq.analysis.sentence_figures import figure, read_figures
 from seq2seq.errors import DataError
 from seq2seq.inference.forced import forced_alignments, forced_attention
 from seq2seq.inference.translator import Translator
@@ -210,6 +211,12 @@ def test_a_run_scores_its_final_attention_against_data_valid_alignments(
     assert [e.step for e in events.Scalars("1_val/aer")] == [4]
     assert events.Scalars("1_val/aer")[0].value == pytest.approx(alignment["aer"], abs=1e-6)
     assert "val attention (forced on the references)" in (run_dir / "train.log").read_text()
+    # the same figures sentence by sentence, for the report's significance marks
+    results = json.loads((run_dir / "results.json").read_text())["valid"]
+    table = read_figures(run_dir / "val.attention.tsv")
+    assert len(table["links"]) == 10
+    assert figure(table, "val_aer") == pytest.approx(alignment["aer"])
+    assert figure(table, "val_entropy") == pytest.approx(results["attention"]["entropy"])
     assert 0 <= alignment["aer"] <= 1 and alignment["links"] > 0
     # data.max_eval_pairs=10: the first 10 lines' sure links, not the file's
     assert alignment["sure"] == sum(len(line.split())

@@ -13,9 +13,9 @@ from seq2seq.analysis.attention_stats import (
     AttentionStats,
     corpus_stats,
     diagonal_band,
-    forced_stats,
     stats_record,
 )
+from seq2seq.inference.forced import forced_attention
 
 
 def uniform(T: int, S: int) -> torch.Tensor:
@@ -84,7 +84,7 @@ def test_forced_statistics_of_a_model_for_every_scorer(scorer, attention_config,
                                                        untrained_translator):
     translator = untrained_translator(attention_config)
     src_ids, tgt_ids = [[5, 6, 7], [8, 9], [5]], [[6, 7], [9, 10, 11], []]
-    stats = forced_stats(translator, src_ids, tgt_ids, batch_size=2)
+    stats = corpus_stats(w for _, w in forced_attention(translator, src_ids, tgt_ids, 2))
     heads = translator.model.decoder.attention.num_heads
     assert len(stats) == (1 if heads == 1 else heads + 1)
     for figure in stats:

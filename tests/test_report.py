@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seq2seq.analysis.report import (
@@ -122,6 +123,43 @@ def test_agreement_with_eflomal_and_aer_against_gold_are_columns_of_their_own(tm
         header.index("val AER vs data.valid_alignments")
     assert [row(table, "attention=dot")[i] for i in columns] == ["0.750 ± 0.071", "–"]
     assert [row(table, "attention=general")[i] for i in columns] == ["–", "0.400 (n=1)"]
+
+
+def write_val_figures(job: Path, entropy_per_token: np.ndarray) -> None:
+    """A val.attention.tsv of 40 sentences of 5 target and 4 source tokens each."""
+    rows = ["target_tokens\tsource_tokens\tentropy\tcoverage\tdiagonal"]
+    rows += [f"5\t4\t{5 * e}\t1.0\t2.5" for e in entropy_per_token]
+    (job / "val.attention.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_attention_columns_mark_figures_that_differ_from_the_best_settings(tmp_path):
+    noise = np.random.default_rng(0).normal(0, 0.3, size=(3, 2, 40))
+    means = {"dot": 1.0, "general": 1.6, "additive": 1.0}  # general: clearly more entropy
+    bleus = {"dot": 32.0, "general": 30.0, "additive": 31.0}
+    for k, (scorer, mean) in enumerate(means.items()):
+        for seed in (1, 2):
+            # additive: other sentences' noise around dot's mean, so no real difference
+            per_sentence = mean + noise[k, seed - 1]
+            job = make_job(tmp_path, f"{k}{seed}", [f"attention={scorer}", f"seed={seed}"],
+                           bleus[scorer], seed=seed,
+                           attention={"entropy": float(per_sentence.mean()), "coverage": 0.25,
+                                      "diagonal": 0.5})
+            write_val_figures(job, per_sentence)
+    report = build_report(tmp_path)
+    table = markdown_table(report.settings)
+    entropy = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")].index(
+        "val attention entropy")
+    assert not row(table, "attention=dot")[entropy].endswith("‡")  # the best: the reference
+    assert row(table, "attention=general")[entropy].endswith(" ‡")
+    assert not row(table, "attention=additive")[entropy].endswith("‡")
+    assert "‡ in an attention column: the val figure differs from that of `attention=dot`" \
+        in table
+    # a run without its sentence figures: no marks, and the report says why
+    (tmp_path / "01" / "val.attention.tsv").unlink()
+    report = build_report(tmp_path)
+    assert "‡" not in markdown_table(report.settings)
+    assert any("no significance test of the attention columns" in note and
+               "val.attention.tsv is missing" in note for note in report.notes)
 
 
 def test_no_attention_columns_without_statistics(tmp_path):

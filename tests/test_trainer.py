@@ -18,11 +18,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from seq2seq.analysis.attention_stats import AttentionStats, corpus_stats, forced_stats
+from seq2seq.analysis.attention_stats import AttentionStats, corpus_stats
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import Schedule, TrainConfig
 from seq2seq.data.prepare import prepare_data
 from seq2seq.errors import CheckpointError, TrainingError
+from seq2seq.inference.forced import forced_attention
 from seq2seq.inference.translator import Translator
 from seq2seq.training import trainer as trainer_module
 from seq2seq.training.precision import precision_name
@@ -104,7 +105,7 @@ def test_run_dir_holds_checkpoints_tensorboard_and_results(full_run, tiny_setup)
 
 def test_attention_statistics_of_every_evaluation_and_of_the_final_model(full_run, tiny_setup):
     """Each evaluation logs the val split's forced-decoding statistics (from its val loss pass);
-    results.json holds the final model's on val and test, the ones forced_stats gives for
+    results.json holds the final model's on val and test, the ones forced decoding gives for
     best.pt."""
     run_dir, results = full_run
     _, data = tiny_setup
@@ -113,7 +114,8 @@ def test_attention_statistics_of_every_evaluation_and_of_the_final_model(full_ru
         assert [e.step for e in events.Scalars(f"1_val/attention_{name}")] == [12, 24]
     translator = Translator.from_checkpoint(run_dir / "checkpoints" / "best.pt", device="cpu")
     for block, split in (("valid", data.valid), ("test", data.test)):
-        [expected] = forced_stats(translator, split.src_ids, split.tgt_ids)
+        [expected] = corpus_stats(w for _, w in forced_attention(translator, split.src_ids,
+                                                                 split.tgt_ids))
         assert results[block]["attention"] == pytest.approx(asdict(expected))
     # an evaluation's statistics come with its val loss, from the same forced decoding
     val_loss, attention = forced_validation(translator.model, data.valid.src_ids,

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seq2seq.errors import DataError
 from seq2seq.files import read_lines
 from seq2seq.inference.alignment import Link
@@ -113,16 +115,24 @@ def describe_scores(path: str | Path, scores: AlignmentScores) -> str:
 def alignment_scores(predicted: Sequence[Sequence[Link]],
                      gold: Sequence[GoldLinks]) -> AlignmentScores:
     """Corpus-level AER, precision and recall of `predicted` links (one list per sentence)."""
+    return scores_of(link_counts(predicted, gold))
+
+
+def link_counts(predicted: Sequence[Sequence[Link]], gold: Sequence[GoldLinks]) -> np.ndarray:
+    """Per sentence (N, 5): |A|, |S|, |P|, |A∩S|, |A∩P|, what the corpus figures sum."""
     if len(predicted) != len(gold):
         raise ValueError(f"{len(predicted)} predicted alignments for {len(gold)} gold ones")
-    found = sure_hits = possible_hits = sure = possible = 0
-    for links, truth in zip(predicted, gold, strict=True):
-        links = set(links)
-        found += len(links)
-        sure += len(truth.sure)
-        possible += len(truth.possible)
-        sure_hits += len(links & truth.sure)
-        possible_hits += len(links & truth.possible)
+    rows = []
+    for found, truth in zip(predicted, gold, strict=True):
+        links = set(found)
+        rows.append((len(links), len(truth.sure), len(truth.possible), len(links & truth.sure),
+                     len(links & truth.possible)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def scores_of(counts: np.ndarray) -> AlignmentScores:
+    """The corpus figures of link_counts' rows."""
+    found, sure, possible, sure_hits, possible_hits = (int(v) for v in counts.sum(axis=0))
     if not sure:
         raise ValueError("no sure gold links: recall and AER are undefined")
     return AlignmentScores(

@@ -27,10 +27,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from seq2seq.config import DEFAULT_BATCH_SIZE
-from seq2seq.inference.forced import forced_attention
-from seq2seq.inference.translator import Translator
-
 BAND = 0.1  # half-width of the diagonal band, in the scaled positions
 
 
@@ -76,15 +72,6 @@ def corpus_stats(sentences: Iterable[Tensor]) -> list[AttentionStats]:
     means = total / tokens.clamp(min=1)  # (H + 1, 3)
     rows = [means[-1]] + (list(means[:-1]) if len(means) > 2 else [])
     return [AttentionStats(*(float(v) for v in row)) for row in rows]
-
-
-def forced_stats(translator: Translator, src_ids: Sequence[Sequence[int]],
-                 tgt_ids: Sequence[Sequence[int]],
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[AttentionStats]:
-    """The statistics of the model's attention while it reads the references (forced
-    decoding, as alignment studies score attention): [heads averaged, head 1, ...]."""
-    return corpus_stats(weights for _, weights in
-                        forced_attention(translator, src_ids, tgt_ids, batch_size))
 
 
 def stats_record(stats: Sequence[AttentionStats]) -> dict[str, object]:

@@ -27,6 +27,8 @@ from seq2seq.analysis.run_dir import (
     read_overrides,
     read_results,
 )
+from seq2seq.analysis.sentence_figures import FILE as FIGURES_FILE
+from seq2seq.analysis.sentence_figures import joined, paired_p_value, read_figures
 from seq2seq.config import is_path_key
 from seq2seq.cpu_load import BUSY_CORES
 from seq2seq.errors import ReportError
@@ -92,6 +94,9 @@ class Setting:
     # the paired bootstrap test of its test BLEU against the best setting (see
     # `test_against_best`): "best" for the best itself; None if untested
     versus_best: Versus | str | None = None
+    # per attention column, the p-value of its val figure against the best setting's (see
+    # `test_attention_against_best`; None: the same figure); absent where untested
+    attention_p: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int | None]:
@@ -190,6 +195,7 @@ def build_report(root: Path, ignore: Iterable[str] = ()) -> Report:
     missing = [job for job in jobs if job.results is None]
     notes = consistency_notes(settings)
     notes += test_against_best(settings)
+    notes += test_attention_against_best(settings)
     return Report(Path(root), settings, missing, common, notes)
 
 
@@ -245,6 +251,7 @@ def consistency_notes(settings: Sequence[Setting]) -> list[str]:
 
 BOOTSTRAP_SAMPLES = 1000
 SIGNIFICANCE_LEVEL = 0.05
+DIFFERS = "‡"  # marks an attention figure that differs significantly from the best setting's
 
 
 def test_against_best(settings: Sequence[Setting]) -> list[str]:
@@ -284,7 +291,7 @@ def test_against_best(settings: Sequence[Setting]) -> list[str]:
                         "than the other runs"]
             joined += hypotheses
         outputs.append(joined)
-    best = max(range(len(settings)), key=lambda i: settings[i].stats["test_bleu"].mean)
+    best = best_by_bleu(settings)
     order = [best, *(i for i in range(len(settings)) if i != best)]
     test = PairedTest([(settings[i].label, outputs[i]) for i in order], {"BLEU": BLEU()},
                       [references * len(seeds)], test_type="bs", n_samples=BOOTSTRAP_SAMPLES)
@@ -295,6 +302,43 @@ def test_against_best(settings: Sequence[Setting]) -> list[str]:
         settings[index].versus_best = "best" if index == best else \
             Versus(delta, float(result.p_value) if delta != 0 else None)
     return []
+
+
+def test_attention_against_best(settings: Sequence[Setting]) -> list[str]:
+    """Test each setting's val attention figures (the report's attention columns) against the
+    best setting's (by test BLEU, as vs best) by paired bootstrap resampling of the val
+    sentences of the paired runs' final models (their val.attention.tsv, joined over the paired
+    seeds as vs best joins the test outputs), and set `attention_p`. Returns notes on what could
+    not be tested."""
+    keys = [key for key in ATTENTION_METRICS if any(key in s.stats for s in settings)]
+    seeds = paired_seeds(settings)
+    if len(settings) < 2 or not keys or not seeds:  # test_against_best says why, if it must
+        return []
+    tables = []
+    for setting in settings:
+        runs = []
+        for seed in seeds:
+            job = next(job for job in setting.jobs if job.seed == seed)
+            table = read_figures(job.path / FIGURES_FILE)
+            if isinstance(table, str):
+                return [f"no significance test of the attention columns: {table}"]
+            runs.append(table)
+        tables.append(joined(runs))
+    if len({len(table["target_tokens"]) for table in tables}) > 1:
+        return ["no significance test of the attention columns: the runs' val splits differ "
+                "in length"]
+    best = best_by_bleu(settings)
+    for index, setting in enumerate(settings):
+        for key in keys:
+            if index != best and key in setting.stats and key in settings[best].stats:
+                setting.attention_p[key] = paired_p_value(tables[index], tables[best], key,
+                                                          BOOTSTRAP_SAMPLES)
+    return []
+
+
+def best_by_bleu(settings: Sequence[Setting]) -> int:
+    """The index of the setting with the highest mean test BLEU: what vs best compares with."""
+    return max(range(len(settings)), key=lambda i: settings[i].stats["test_bleu"].mean)
 
 
 def paired_seeds(settings: Sequence[Setting]) -> list[int]:
@@ -364,7 +408,8 @@ def markdown_table(settings: Sequence[Setting]) -> str:
         cells["params"] = f"{stats['params'].mean:,.0f}"
         cells["tokens_per_s"] = f"{stats['tokens_per_s'].mean:,.0f}"
         cells["train_seconds"] = format_duration(stats["train_seconds"].mean)
-        cells |= {key: format_stat(stats[key], 3) if key in stats else "–" for key in attention}
+        cells |= {key: format_stat(stats[key], 3) + significance_mark(setting, key)
+                  if key in stats else "–" for key in attention}
         for key in BOLD:
             if index in bold[key]:
                 cells[key] = f"**{cells[key]}**"
@@ -374,7 +419,25 @@ def markdown_table(settings: Sequence[Setting]) -> str:
         row = [f"`{setting.label}`", *(cells[key] for key in (*METRICS, *attention)),
                str(len(setting.jobs)), format_versus_best(setting.versus_best)]
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join([*lines, "", *pairing_footnote(settings), *timing_footnote(settings)])
+    return "\n".join([*lines, "", *pairing_footnote(settings), *attention_footnote(settings),
+                      *timing_footnote(settings)])
+
+
+def significance_mark(setting: Setting, key: str) -> str:
+    """" ‡" where the attention figure differs significantly from the best setting's."""
+    p_value = setting.attention_p.get(key)
+    return f" {DIFFERS}" if p_value is not None and p_value < SIGNIFICANCE_LEVEL else ""
+
+
+def attention_footnote(settings: Sequence[Setting]) -> list[str]:
+    """What the attention columns' marks mean, once they were tested."""
+    if not any(setting.attention_p for setting in settings):
+        return []
+    best = settings[best_by_bleu(settings)]
+    return [f"{DIFFERS} in an attention column: the val figure differs from that of "
+            f"`{best.label}` (the best test BLEU) with p < {SIGNIFICANCE_LEVEL}, by paired "
+            f"bootstrap resampling ({BOOTSTRAP_SAMPLES} resamples) of the val sentences of "
+            "the paired runs' final models (each run's val.attention.tsv).", ""]
 
 
 def loaded_cores(setting: Setting) -> list[float]:

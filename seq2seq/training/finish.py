@@ -11,8 +11,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from seq2seq.analysis.attention_stats import AttentionStats, stats_record
+import numpy as np
+from torch import Tensor
+
+from seq2seq.analysis.attention_stats import corpus_stats, stats_record
 from seq2seq.analysis.run_dir import read_overrides
+from seq2seq.analysis.sentence_figures import FILE as FIGURES_FILE
+from seq2seq.analysis.sentence_figures import write_figures
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import MIN_AVERAGED_CHECKPOINTS, Config, to_plain
 from seq2seq.data.prepare import EvalSplit, PreparedData
@@ -28,10 +33,11 @@ log = logging.getLogger(__name__)
 
 # a split and a beam size in, the model's translations of the split and their scores out
 Decode = Callable[[EvalSplit, int], tuple[list[str], Scores]]
-# a split in, the model's attention statistics on it out (see analysis.attention_stats)
-Attend = Callable[[EvalSplit], list[AttentionStats]]
-# the val split in, {"alignment" or "agreement": its scores against data.valid_alignments} out
-Align = Callable[[EvalSplit], dict[str, Any]]
+# a split in, the model's attention on each pair out, (heads, T + 1, S + 1), forced decoding
+Attend = Callable[[EvalSplit], list[Tensor]]
+# the val split's attention in, its scores against data.valid_alignments out: "alignment" (AER
+# vs gold) or "agreement" (a reference aligner), their block, and each sentence's link counts
+Align = Callable[[list[Tensor]], tuple[str, dict[str, Any], np.ndarray]]
 
 
 @dataclass
@@ -77,9 +83,12 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
         if averaged.final:
             hypotheses, scores, final_val = averaged.hypotheses, averaged.test, averaged.valid
         valid |= {"bleu": final_val.bleu, "chrf": final_val.chrf, "beam_size": beam_size}
-    valid["attention"] = stats_record(attend(data.valid))
-    if align is not None:  # "alignment" (AER vs gold) or "agreement" (a reference aligner)
-        valid |= align(data.valid)
+    attention, counts = attend(data.valid), None
+    valid["attention"] = stats_record(corpus_stats(attention))
+    if align is not None:
+        key, valid[key], counts = align(attention)
+    # sentence by sentence, for the report's significance tests of the attention columns
+    write_figures(run_dir / FIGURES_FILE, attention, counts)
     # the references beside the translations: report.py's significance test reads both
     for kind, lines in (("hyp", hypotheses), ("ref", test.ref)):
         atomic_write_text(run_dir / f"{test.name}.{kind}.txt", "\n".join(lines) + "\n")
@@ -92,7 +101,7 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
     results = run_results(
         config=to_plain(cfg), parameters=model.parameter_counts(), state=asdict(state),
         valid=valid, test={"split": test.name, "beam_size": beam_size, **scores.as_dict(),
-                                 "attention": stats_record(attend(test))},
+                                 "attention": stats_record(corpus_stats(attend(test)))},
         data=data.stats(), averaging=averaging, **facts)
     write_results(run_dir / "results.json", results)
     if board is not None:

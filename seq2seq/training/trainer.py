@@ -17,22 +17,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.analysis.aer import (
     alignment_record,
-    alignment_scores,
     describe_record,
+    link_counts,
     read_gold,
+    scores_of,
 )
-from seq2seq.analysis.attention_stats import AttentionStats, corpus_stats, forced_stats
+from seq2seq.analysis.attention_stats import corpus_stats
 from seq2seq.config import Config, to_plain
 from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.data.prepare import EvalSplit, PreparedData
 from seq2seq.errors import TrainingError
 from seq2seq.inference.decoding import search_settings
-from seq2seq.inference.forced import forced_alignments, word_links
+from seq2seq.inference.forced import forced_attention, word_links
 from seq2seq.inference.scores import Scores, score
 from seq2seq.inference.translator import Translator
 from seq2seq.nn.model import Seq2Seq
@@ -288,7 +290,7 @@ class Trainer:
                                                 self.cfg.train.batch_tokens, self.device,
                                                 self.autocast_dtype)
         stats = corpus_stats(attention)
-        alignment = None if self.valid_gold is None else self._forced_alignment(attention)
+        alignment = None if self.valid_gold is None else self._forced_alignment(attention)[:2]
         log.info("val attention (forced on the references): entropy %.3f nats, coverage %.3f, "
                  "diagonal %.3f%s", stats[0].entropy, stats[0].coverage, stats[0].diagonal,
                  "" if alignment is None else f", {describe_record(*alignment)}")
@@ -319,28 +321,24 @@ class Trainer:
         hypotheses = [translation.text for translation in found]
         return hypotheses, score(hypotheses, split.ref)
 
-    def _attention_stats(self, split: EvalSplit) -> list[AttentionStats]:
-        """The split's attention statistics, [heads averaged, head 1, ...], from forced decoding
-        of the references (results.json's; each evaluation has them from its val loss pass)."""
-        return forced_stats(self.translator, split.src_ids, split.tgt_ids)
+    def _attention(self, split: EvalSplit) -> list[torch.Tensor]:
+        """Each pair's attention (heads, T + 1, S + 1), in order, from forced decoding of the
+        references (results.json's; each evaluation has them from its val loss pass)."""
+        attention = [torch.empty(0)] * len(split)
+        for i, weights in forced_attention(self.translator, split.src_ids, split.tgt_ids):
+            attention[i] = weights
+        return attention
 
-    def _forced_alignment(self, attention: list[torch.Tensor]) -> tuple[str, dict[str, Any]]:
-        """An evaluation's scores against data.valid_alignments, from its val loss pass's
-        attention (alignment_record's key and block)."""
+    def _forced_alignment(self, attention: list[torch.Tensor]
+                          ) -> tuple[str, dict[str, Any], np.ndarray]:
+        """The val split's scores against data.valid_alignments, from its attention (an
+        evaluation's val loss pass, or the final model's): alignment_record's key and block,
+        and the link counts of each sentence."""
         valid = self.data.valid
         links = [word_links(weights, self.tokenizer, valid.src_ids[i], valid.tgt_ids[i])
                  for i, weights in enumerate(attention)]
-        return alignment_record(self.cfg.data.valid_alignments,
-                                alignment_scores(links, self.valid_gold))
-
-    def _alignment(self, split: EvalSplit) -> dict[str, Any]:
-        """The AER, precision and recall of the attention on the references against
-        data.valid_alignments, as `evaluate.py --gold-alignments` scores them: results.json's
-        "alignment", or "agreement" for a reference aligner's links."""
-        links = forced_alignments(self.translator, split.src, split.ref)
-        key, block = alignment_record(self.cfg.data.valid_alignments,
-                                      alignment_scores(links, self.valid_gold))
-        return {key: block}
+        counts = link_counts(links, self.valid_gold)
+        return (*alignment_record(self.cfg.data.valid_alignments, scores_of(counts)), counts)
 
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
@@ -354,6 +352,7 @@ class Trainer:
                  "world_size": self.dist.world_size, "stop_reason": stop_reason,
                  "epochs": self._epochs_done()}
         return test_and_report(self.cfg, self.run_dir, self.model, self.data, self.state,
-                               self._decode, self._attention_stats,
-                               None if self.valid_gold is None else self._alignment, self.kept,
+                               self._decode, self._attention,
+                               None if self.valid_gold is None else self._forced_alignment,
+                               self.kept,
                                self.board, facts)
