@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from alignments import diagonal_links
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.analysis.aer import parse_links
 from seq2seq.config import AdditiveAttentionConfig, ConfigError, ModelConfig
@@ -82,8 +83,9 @@ def test_training_with_the_loss_pulls_the_attention_to_the_alignment():
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(60):
         optimizer.zero_grad()
-        loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, 0.0, target,
-             10.0).backward()
+        translation, alignment = loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                                      0.0, target)
+        (translation + 10.0 * alignment).backward()
         optimizer.step()
     assert guided_only() < before / 3
 
@@ -139,7 +141,7 @@ def test_a_run_trains_with_guided_alignment(tiny_run, tiny_corpus_dir, tmp_path,
     links.write_text(diagonal_links(train_pairs(tiny_corpus_dir)))
     run_dir = tmp_path / "run"
     done = run_command("train", [*tiny_run, "train.max_steps=4", f"hydra.run.dir={run_dir}",
-                                 "train.guided_alignment.weight=1",
+                                 "train.guided_alignment.weight=1", "train.log_every=1",
                                  f"train.guided_alignment.file={links}"])
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
@@ -147,6 +149,10 @@ def test_a_run_trains_with_guided_alignment(tiny_run, tiny_corpus_dir, tmp_path,
     assert results["config"]["train"]["guided_alignment"] == {"weight": 1.0, "file": str(links)}
     assert "guided alignment (weight 1): links of 400 training pairs" in \
         (run_dir / "train.log").read_text()
+    # the alignment loss is a curve of its own; the train loss is the translation loss alone
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    assert [e.step for e in events.Scalars("2_train/alignment_loss")] == [1, 2, 3, 4]
+    assert all(e.value > 0 for e in events.Scalars("2_train/alignment_loss"))
 
 
 def test_a_bad_training_alignment_file_stops_the_run_before_training(tiny_run, tmp_path,

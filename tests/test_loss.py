@@ -141,7 +141,8 @@ def test_sequence_loss_equals_cross_entropy_over_real_tokens(tie):
     expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
 
-    got = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+    got, unguided = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+    assert float(unguided) == 0.0
     got.backward()
     torch.testing.assert_close(got, expected)
     for name, parameter in model.named_parameters():
@@ -151,9 +152,9 @@ def test_sequence_loss_equals_cross_entropy_over_real_tokens(tie):
 def test_sequence_loss_under_bfloat16_autocast_is_close_to_full_precision():
     src, src_lengths, tgt_in, tgt_out = make_batch()
     model = make_model(tie=True, attention=AdditiveAttentionConfig()).float()
-    full = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+    full, _ = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+        mixed, _ = SequenceLoss(model)(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, full, rtol=2e-2, atol=0)
     mixed.backward()

@@ -138,16 +138,17 @@ class SequenceLoss(nn.Module):
         self.model = model
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
-                label_smoothing: float = 0.0, alignment: Tensor | None = None,
-                alignment_weight: float = 0.0) -> Tensor:
-        """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> a scalar (fp32 with
-        AMP). With `alignment` (B, T, S), the guided-alignment targets, their loss times
-        `alignment_weight` is added (training/guided_alignment.py)."""
+                label_smoothing: float = 0.0, alignment: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T) -> the summed translation
+        loss and the summed guided-alignment loss against `alignment` (B, T, S), 0 without it
+        (training/guided_alignment.py); scalars, fp32 with AMP. The trainer weighs and adds
+        them, and logs each."""
         loss, weights = summed_loss(self.model, src, src_lengths, tgt_in, tgt_out,
                                     label_smoothing, need_weights=alignment is not None)
         if alignment is None:
-            return loss
-        return loss + alignment_weight * alignment_loss(weights, alignment)
+            return loss, loss.new_zeros(())
+        return loss, alignment_loss(weights, alignment)
 
 
 def summed_loss(model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
@@ -167,13 +168,12 @@ def summed_loss(model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt_in: Tensor
 
 def sequence_loss(loss: nn.Module, batch: Batch, label_smoothing: float,
                   autocast_dtype: torch.dtype | None,
-                  guided: GuidedAlignment | None = None) -> Tensor:
+                  guided: GuidedAlignment | None = None) -> tuple[Tensor, Tensor]:
     """``loss`` (a SequenceLoss, or DDP around one) on a batch, under autocast when a dtype is
-    given: the summed label-smoothed cross-entropy over the batch's real target tokens, plus
-    the weighted guided-alignment loss when `guided` is given."""
+    given: the summed label-smoothed cross-entropy over the batch's real target tokens, and the
+    summed guided-alignment loss against `guided`'s targets (0 without)."""
     alignment = None if guided is None else guided.targets(batch).to(batch.src.device)
     with torch.autocast(batch.src.device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         return loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing,
-                    alignment, 0.0 if guided is None else guided.weight)
-
+                    alignment)

@@ -34,11 +34,15 @@ class Board:
         self.writer = SummaryWriter(Path(run_dir) / "tb", purge_step=purge_step)
 
     def train_scalars(self, step: int, loss: float, grad_norm: float, lr: float,
-                      tokens_per_s: float) -> None:
+                      tokens_per_s: float, alignment_loss: float | None = None) -> None:
+        """The translation loss per target token, and with guided alignment its own loss per
+        target token (unweighted) as `alignment_loss`."""
         for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),
                            ("learning_rate", lr), ("grad_norm", grad_norm),
                            ("tokens_per_s", tokens_per_s)):
             self.writer.add_scalar(f"{TRAIN}/{tag}", value, step)
+        if alignment_loss is not None:
+            self.writer.add_scalar(f"{TRAIN}/alignment_loss", alignment_loss, step)
 
     def val_scalars(self, step: int, loss: float, bleu: float, chrf: float) -> None:
         for tag, value in (("loss", loss), ("perplexity", math.exp(min(loss, 50.0))),

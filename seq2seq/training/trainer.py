@@ -184,14 +184,16 @@ class Trainer:
         return "max_epochs"
 
     def train_step(self, batch: Batch) -> float | None:
-        """One teacher-forced update; returns the loss per token, or None if it was skipped."""
+        """One teacher-forced update; returns the translation loss per token (without the
+        guided-alignment loss, which TensorBoard shows apart), or None if it was skipped."""
         cfg, state = self.cfg.train, self.state
         self.train_model.train()
         # normalise by the target tokens of all ranks' batches together, so that the update is
         # the one a single process would make on their union, whatever each rank's share
         num_tokens = self.dist.sum_over_ranks(batch.num_tgt_tokens)
-        loss = sequence_loss(self.train_model, batch, cfg.label_smoothing,
-                             self.autocast_dtype, self.guided) / num_tokens
+        translation, alignment = (part / num_tokens for part in sequence_loss(
+            self.train_model, batch, cfg.label_smoothing, self.autocast_dtype, self.guided))
+        loss = translation + alignment * cfg.guided_alignment.weight
         if self.dist.enabled:
             loss = loss * self.dist.world_size  # DDP averages gradients over the ranks
         self.optimizer.zero_grad(set_to_none=True)
@@ -203,10 +205,11 @@ class Trainer:
         # mean over ranks is the loss per token of the union, and it makes every rank skip alike;
         # the ranks' mean training time gives them all the same budget share, hence the same lr.
         stats = self.dist.mean_over_ranks(torch.stack([
-            loss.detach().float(), grad_norm.float(),
+            translation.detach().float(), alignment.detach().float(), grad_norm.float(),
             torch.tensor(state.train_seconds, device=loss.device)]))
-        loss_value, norm_value, train_seconds = (float(v) for v in stats.cpu())
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)) \
+        loss_value, alignment_value, norm_value, train_seconds = (float(v) for v in stats.cpu())
+        if not (math.isfinite(loss_value) and math.isfinite(alignment_value)
+                and math.isfinite(norm_value)) \
                 and self.autocast_dtype != torch.float16:
             return self._skip_non_finite(loss_value)
         self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips inf/NaN gradients
@@ -220,7 +223,8 @@ class Trainer:
         if state.step % cfg.log_every == 0 and self.board is not None:
             self.board.train_scalars(state.step, loss_value, norm_value,
                                      self.optimizer.param_groups[0]["lr"],
-                                     state.train_tokens / max(state.train_seconds, 1e-9))
+                                     state.train_tokens / max(state.train_seconds, 1e-9),
+                                     alignment_value if self.guided is not None else None)
         return loss_value
 
     def _skip_non_finite(self, loss_value: float) -> None:
