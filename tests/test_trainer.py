@@ -424,11 +424,11 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, m
     calls = {"n": 0}
 
     def forward_with_nans(*args, **kwargs):
-        loss = real_forward(*args, **kwargs)
+        loss, alignment = real_forward(*args, **kwargs)
         calls["n"] += 1
         if trainer.model.training and calls["n"] in (2, 3):  # two bad batches, then recovery
             loss = loss * float("nan")
-        return loss
+        return loss, alignment
 
     monkeypatch.setattr(trainer.loss, "forward", forward_with_nans)
     with caplog.at_level(logging.WARNING):
@@ -440,8 +440,8 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tiny_setup, tmp_path, m
 
     always_nan = build_trainer(with_train(cfg, max_nan_steps=3), tmp_path / "diverged", data)
     diverging_forward = always_nan.loss.forward
-    monkeypatch.setattr(always_nan.loss, "forward",
-                        lambda *a, **k: diverging_forward(*a, **k) * float("nan"))
+    monkeypatch.setattr(always_nan.loss, "forward", lambda *a, **k: tuple(
+        part * float("nan") for part in diverging_forward(*a, **k)))
     with pytest.raises(TrainingError, match="3 consecutive non-finite"):
         always_nan.fit()
 
