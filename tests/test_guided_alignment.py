@@ -34,7 +34,7 @@ def test_word_links_spread_to_pieces_and_rows_are_distributions():
     # source words: piece 0 | pieces 1, 2; target words: piece 0 | pieces 1, 2
     pair = AlignedPair(links=np.array([[1, 0], [0, 1]]), src_words=np.array([0, 1, 1]),
                        tgt_words=np.array([0, 1, 1]))
-    target = GuidedAlignment([pair], weight=1.0).targets(one_pair_batch(3, 3))
+    target = GuidedAlignment([pair]).targets(one_pair_batch(3, 3))
     expected = torch.tensor([[0, 0.5, 0.5, 0],  # target word 0 <- source word 1's two pieces
                              [1, 0, 0, 0],  # target word 1 <- source word 0, in both pieces
                              [1, 0, 0, 0],
@@ -45,7 +45,7 @@ def test_word_links_spread_to_pieces_and_rows_are_distributions():
 def test_an_unlinked_word_and_a_lone_space_piece_get_no_target():
     pair = AlignedPair(links=np.array([[0, 0]]), src_words=np.array([-1, 0]),
                        tgt_words=np.array([0, 1]))
-    target = GuidedAlignment([pair, None], weight=1.0).targets(one_pair_batch(2, 2))
+    target = GuidedAlignment([pair, None]).targets(one_pair_batch(2, 2))
     torch.testing.assert_close(target[0], torch.tensor([[0, 1.0, 0], [0, 0, 0], [0, 0, 0]]))
 
 
@@ -71,7 +71,7 @@ def test_training_with_the_loss_pulls_the_attention_to_the_alignment():
     batch = collate([(0, src[0].numpy(), tgt[0].numpy()), (1, src[1].numpy(), tgt[1].numpy())])
     diagonal = AlignedPair(np.array([[i, i] for i in range(4)]), np.arange(5), np.arange(4))
     reverse = AlignedPair(np.array([[4 - i, i] for i in range(4)]), np.arange(5), np.arange(4))
-    target = GuidedAlignment([diagonal, reverse], weight=1.0).targets(batch)
+    target = GuidedAlignment([diagonal, reverse]).targets(batch)
 
     @torch.no_grad()
     def guided_only() -> float:

@@ -54,8 +54,8 @@ class AlignedPair:
 class GuidedAlignment:
     """The alignment targets of the training pairs, by their position in the training set."""
 
-    def __init__(self, pairs: Sequence[AlignedPair | None], weight: float) -> None:
-        self.pairs, self.weight = pairs, weight
+    def __init__(self, pairs: Sequence[AlignedPair | None]) -> None:
+        self.pairs = pairs
 
     def targets(self, batch: Batch) -> Tensor:
         """The batch's target attention: (B, T, S) float, rows summing to 1 or (no link) to 0.
@@ -121,7 +121,7 @@ def load_guided_alignment(path: str, weight: float, data: PreparedData,
              weight, len(pairs) - unguided, path, time.perf_counter() - started,
              f"; {unguided} pairs unguided (their subwords make other words than their "
              "whitespace split)" if unguided else "")
-    return GuidedAlignment(pairs, weight)
+    return GuidedAlignment(pairs)
 
 
 def _aligned(line: str, src: str, tgt: str, src_ids: list[int], tgt_ids: list[int],
