@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seq2seq.analysis.aer import (
     GoldLinks,
+    aligner_of,
     aligner_record,
     alignment_record,
     alignment_scores,
@@ -145,7 +146,7 @@ def test_scores_against_a_reference_aligners_links_are_called_agreement(
     assert agreement["agreement"] == pytest.approx(1 - agreement["aer"])
     assert done.stdout.splitlines()[-1].startswith(
         f"agreement with eflomal (intersection) {agreement['agreement']:.4f} (1 - AER; AER ")
-    assert alignment_record(links, alignment_scores([[(0, 0)]], [GoldLinks(
+    assert alignment_record(links, aligner_of(links), alignment_scores([[(0, 0)]], [GoldLinks(
         frozenset({(0, 0)}), frozenset({(0, 0)}))]))[0] == "agreement"
 
 
@@ -154,7 +155,7 @@ def test_a_damaged_aligner_record_stops_before_anything_is_scored(tmp_path):
     links.write_text("0-0\n")
     aligner_record(links).write_text("{")
     with pytest.raises(DataError, match=r"val.align.aligner.json does not say which aligner"):
-        read_gold(links, ["a"], ["b"])
+        aligner_of(links)
 
 
 def test_a_bad_gold_file_is_one_line_before_translating(trained_checkpoint, tiny_test, tmp_path,

@@ -51,7 +51,6 @@ def read_gold(path: str | Path, sources: Sequence[str], references: Sequence[str
     """The gold links of `path`, one line per (source, reference) pair (of its `first` lines
     only, for a split cut by data.max_eval_pairs); a DataError naming the file and line for a
     wrong line count, a malformed link or a word index out of range."""
-    aligner_of(path)  # a damaged record of its aligner stops here too
     lines = read_lines(path)[:first]
     if len(lines) != len(references):
         raise DataError(f"{path} has {len(lines)} lines but there are {len(references)} "
@@ -71,7 +70,8 @@ def aligner_record(path: str | Path) -> Path:
 
 def aligner_of(path: str | Path) -> str | None:
     """The aligner that made the links at `path` (e.g. "eflomal (grow-diag-final-and)"), or
-    None for a file without a record: gold links, as far as anything here can tell."""
+    None for a file without a record: gold links, as far as anything here can tell. Read it
+    with the links, before any scoring: a damaged record stops there."""
     record = aligner_record(path)
     if not record.is_file():
         return None
@@ -83,11 +83,12 @@ def aligner_of(path: str | Path) -> str | None:
                         "it if the links are gold, or align again") from None
 
 
-def alignment_record(path: str | Path, scores: AlignmentScores) -> tuple[str, dict[str, Any]]:
-    """The key and block that results.json and `evaluate.py --json` give these scores: against a
-    reference aligner's links "agreement", which 1 - AER measures (an error needs gold), with
-    the aligner named; against any other file "alignment", an AER."""
-    aligner = aligner_of(path)
+def alignment_record(path: str | Path, aligner: str | None,
+                     scores: AlignmentScores) -> tuple[str, dict[str, Any]]:
+    """The key and block that results.json and `evaluate.py --json` give these scores against
+    the links at `path`: against a reference aligner's (`aligner_of`) "agreement", which 1 - AER
+    measures (an error needs gold), with the aligner named; against any other file
+    "alignment", an AER."""
     block: dict[str, Any] = {"reference": str(path), "aligner": aligner, **scores.as_dict()}
     if aligner is None:
         return "alignment", block
@@ -95,21 +96,12 @@ def alignment_record(path: str | Path, scores: AlignmentScores) -> tuple[str, di
 
 
 def describe_record(key: str, block: dict[str, Any]) -> str:
-    """An alignment_record in a few words, for the log."""
+    """An alignment_record in one line, calling the figure what it is (AER, or agreement)."""
+    figures = f"precision {block['precision']:.4f}  recall {block['recall']:.4f}"
     if key == "agreement":
-        return f"agreement with {block['aligner']} {block['agreement']:.3f}"
-    return f"AER {block['aer']:.3f}"
-
-
-def describe_scores(path: str | Path, scores: AlignmentScores) -> str:
-    """One line of these scores, calling them what they are (AER, or agreement)."""
-    aligner = aligner_of(path)
-    figures = (f"precision {scores.precision:.4f}  recall {scores.recall:.4f}  (attention on the "
-               f"references, against {path}")
-    if aligner is None:
-        return f"AER   {scores.aer:7.4f}  {figures})"
-    return (f"agreement with {aligner} {1 - scores.aer:.4f} (1 - AER; AER {scores.aer:.4f})  "
-            f"{figures}, not gold links)")
+        return (f"agreement with {block['aligner']} {block['agreement']:.4f} (1 - AER; AER "
+                f"{block['aer']:.4f})  {figures}")
+    return f"AER   {block['aer']:7.4f}  {figures}"
 
 
 def alignment_scores(predicted: Sequence[Sequence[Link]],

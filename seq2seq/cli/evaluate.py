@@ -93,10 +93,11 @@ def evaluate(args: argparse.Namespace) -> None:
         name = str(args.src)
     if not sources:
         raise DataError(f"{name} is empty: nothing to evaluate")
-    gold = None
+    gold = aligner = None
     if args.gold_alignments is not None:  # refused before the long part, if it must be
-        from seq2seq.analysis.aer import read_gold
+        from seq2seq.analysis.aer import aligner_of, read_gold
 
+        aligner = aligner_of(args.gold_alignments)
         gold = read_gold(args.gold_alignments, sources, references)
 
     settings = translator.settings(args.beam, args.length_penalty, args.max_len_ratio)
@@ -114,12 +115,13 @@ def evaluate(args: argparse.Namespace) -> None:
           "  (lowercased, only to compare with older papers)")
     alignment = None
     if gold is not None:
-        from seq2seq.analysis.aer import alignment_record, alignment_scores, describe_scores
+        from seq2seq.analysis.aer import alignment_record, alignment_scores, describe_record
         from seq2seq.inference.forced import forced_alignments
 
-        alignment = alignment_scores(
-            forced_alignments(translator, sources, references, args.batch_size), gold)
-        print(describe_scores(args.gold_alignments, alignment))
+        alignment = alignment_record(args.gold_alignments, aligner, alignment_scores(
+            forced_alignments(translator, sources, references, args.batch_size), gold))
+        print(f"{describe_record(*alignment)}  (attention on the references, against "
+              f"{args.gold_alignments}{', not gold links' if aligner else ''})")
     if args.output:
         with open_output(args.output) as write:
             write(hypotheses)
@@ -139,7 +141,7 @@ def evaluate(args: argparse.Namespace) -> None:
             **scores.as_dict(),
         }
         if alignment is not None:
-            key, block = alignment_record(args.gold_alignments, alignment)
+            key, block = alignment
             report[key] = block
         with open_output(args.json) as write:
             write([json.dumps(report, indent=2)])

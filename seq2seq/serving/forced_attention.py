@@ -17,8 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from seq2seq.analysis.attention_stats import corpus_stats
-from seq2seq.inference.alignment import hard_links, word_attention
-from seq2seq.inference.forced import forced_attention
+from seq2seq.inference.forced import forced_attention, word_links
 from seq2seq.inference.translator import EOS_PIECE, Translator
 
 
@@ -48,11 +47,11 @@ def forced_json(translator: Translator, sources: Sequence[str],
                                     "statistics": None}
                                    for src, tgt in zip(sources, targets, strict=True)]
     for k, weights in forced_attention(translator, src_ids, tgt_ids):
-        src_pieces, tgt_pieces = tokenizer.src_pieces(src_ids[k]), tokenizer.tgt_pieces(tgt_ids[k])
-        links = hard_links(word_attention(weights, src_pieces, tgt_pieces))
         pairs[kept[k]].update(
-            src_pieces=src_pieces + [EOS_PIECE], tgt_pieces=tgt_pieces + [EOS_PIECE],
+            src_pieces=tokenizer.src_pieces(src_ids[k]) + [EOS_PIECE],
+            tgt_pieces=tokenizer.tgt_pieces(tgt_ids[k]) + [EOS_PIECE],
             attention=weights.double().round(decimals=4).tolist(),
-            alignment=[list(link) for link in links],
+            alignment=[list(link) for link in word_links(weights, tokenizer, src_ids[k],
+                                                         tgt_ids[k])],
             statistics=asdict(corpus_stats([weights])[0]))
     return pairs

@@ -58,7 +58,8 @@ def test_and_report(cfg: Config, run_dir: Path, model: Seq2Seq, data: PreparedDa
     """Test the best checkpoint with the final beam (and, with checkpoint averaging, the
     average of the kept evaluations' weights, which becomes the final model if its val BLEU
     with that beam is higher); write results.json, with the final model's attention statistics
-    on val and test (and its AER on val, given `align`), and HParams, and return results.json.
+    on val and test (and, given `align`, its scores against data.valid_alignments), the val
+    figures sentence by sentence (val.attention.tsv) and HParams; return results.json.
     `facts` are results.json's device, precision, world_size, stop_reason and epochs."""
     best = run_dir / "checkpoints" / "best.pt"
     if best.exists():

@@ -59,11 +59,11 @@ class Board:
 
     def alignment_scalars(self, step: int, key: str, block: dict[str, Any]) -> None:
         """`1_val/agreement` (with a reference aligner's links) or `1_val/aer` (gold links),
-        with `_precision` and `_recall`: an alignment_record's key and block."""
-        value = block["agreement"] if key == "agreement" else block["aer"]
-        self.writer.add_scalar(f"{VAL}/{key if key == 'agreement' else 'aer'}", value, step)
-        for name in ("precision", "recall"):
-            self.writer.add_scalar(f"{VAL}/{key}_{name}", block[name], step)
+        each with `_precision` and `_recall`: an alignment_record's key and block."""
+        name = "agreement" if key == "agreement" else "aer"
+        for tag, value in ((name, block[name]), (f"{name}_precision", block["precision"]),
+                           (f"{name}_recall", block["recall"])):
+            self.writer.add_scalar(f"{VAL}/{tag}", value, step)
 
     def translations(self, step: int, lines: Sequence[int],
                      translations: Sequence[Translation], references: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.analysis.aer import (
+    aligner_of,
     alignment_record,
     describe_record,
     link_counts,
@@ -93,6 +94,7 @@ class Trainer:
         self.guided = load_guided_alignment(guided.file, guided.weight, data, cfg.data) \
             if guided.enabled else None
         alignments = cfg.data.valid_alignments
+        self.valid_aligner = None if alignments is None else aligner_of(alignments)
         self.valid_gold = None if alignments is None else read_gold(
             alignments, data.valid.src, data.valid.ref, first=cfg.data.max_eval_pairs)
 
@@ -342,7 +344,8 @@ class Trainer:
         links = [word_links(weights, self.tokenizer, valid.src_ids[i], valid.tgt_ids[i])
                  for i, weights in enumerate(attention)]
         counts = link_counts(links, self.valid_gold)
-        return (*alignment_record(self.cfg.data.valid_alignments, scores_of(counts)), counts)
+        return (*alignment_record(self.cfg.data.valid_alignments, self.valid_aligner,
+                                  scores_of(counts)), counts)
 
     def _epochs_done(self) -> float:
         return self.state.epoch + self.state.batch_in_epoch / max(len(self.sampler), 1)
