@@ -14,7 +14,6 @@ the processes join the job before Hydra starts, so rank 0 can fix the run dir fo
 from __future__ import annotations
 
 import logging
-import math
 import re
 import sys
 import traceback
@@ -27,12 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.analysis.run_dir import last_error
 from seq2seq.cli.common import (
     CONFIG_NAME,
     CONFIG_PATH,
@@ -163,33 +160,6 @@ class RunDirGuard(Callback):
 
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # in .hydra/
-
-
-class SweepOutcome(Callback):
-    """A Hydra callback (config.yaml, hydra.callbacks): counts a sweep's failed jobs, and ends
-    a sweep with failures with a line that names each with its error (from its train.log, as
-    report.py reads it) and exit code 1. Jobs after a failed one still run: one job's failure
-    (in its data, say, or a machine short of threads) must not cost the rest of the comparison.
-    (A bad setting gets no job started: `check_sweep` refuses the sweep first.)"""
-
-    def __init__(self) -> None:
-        self.jobs: list[str] = []
-        self.failed: list[str] = []  # "NAME: ERROR", or NAME where its train.log has no error
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        job_dir = Path(config.hydra.runtime.output_dir)
-        self.jobs.append(job_dir.name)  # the job's folder in the sweep dir
-        failed = job_return.status is not JobStatus.COMPLETED
-        value = None if failed else job_return.return_value
-        if failed or (isinstance(value, float) and math.isnan(value)):
-            error = last_error(job_dir / "train.log")
-            self.failed.append(f"{job_dir.name}: {error}" if error else job_dir.name)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.failed:
-            print(f"error: {len(self.failed)} of {len(self.jobs)} jobs failed (see their "
-                  f"train.log): {'; '.join(self.failed)}", file=sys.stderr)
-            sys.exit(1)
 
 
 def torchrun_overrides(context: Distributed, args: Sequence[str]) -> list[str]:
