@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from seq2seq.cpu_load import machine_cores
 from seq2seq.errors import ConfigError
 
 
@@ -506,15 +507,25 @@ def unnamed_keys() -> list[str]:
                             for name in (split_fields if key.endswith("_files") else [""]))]
 
 
+def parallel_jobs() -> int:
+    """`hydra/launcher=parallel`'s default n_jobs: one job per GPU on a machine with GPUs (each
+    takes its own: cli/launcher_job.py), else one per core, each with one thread (on 2 cores,
+    2 jobs of 1 thread finish a sweep sooner than 1 job of 2: docs/results.md#parallel-sweeps)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else machine_cores()
+
+
 def register_configs() -> None:
     """Register the schemas the YAML files extend: `schema`, the root (first in config.yaml's
     defaults list), and `schema/attention/NAME`, which attention/NAME.yaml names; and the
-    resolver config.yaml names the path keys with."""
+    resolvers config.yaml names the path keys with and hydra/launcher/parallel.yaml its jobs."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     OmegaConf.register_new_resolver("seq2seq_unnamed_keys", unnamed_keys, replace=True)
+    OmegaConf.register_new_resolver("seq2seq_parallel_jobs", parallel_jobs, replace=True)
     for name, schema in ATTENTION_CONFIGS.items():
         store.store(group="schema/attention", name=name, node=schema)
 

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 BUSY_CORES = 0.5  # other processes' use of the CPU, in cores, from which the machine is loaded
 
 
+def machine_cores() -> int:
+    """The cores this process may run on: a scheduler's CPU set (SLURM's, taskset's), or all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class CpuTimes:
     """The machine's CPU time since boot beside this process's, at one moment."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import errno
+import fcntl
 import gzip
 import logging
 import lzma
@@ -33,6 +34,21 @@ log = logging.getLogger(__name__)
 _COMPRESSED = {".gz": ("gzip", gzip.open, b"\x1f\x8b"), ".xz": ("xz", lzma.open, b"\xfd7zXZ\x00"),
                ".bz2": ("bzip2", bz2.open, b"BZh")}
 FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
+
+
+@contextmanager
+def held_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (a lock file, made if missing) for the block, waiting
+    for another process that holds it first (saying so, with `what` it is doing): jobs of a
+    parallel sweep that share data.root then train its tokenizer and encode its corpus once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process %s", what)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file lets the lock go
 
 
 @contextmanager

@@ -87,8 +87,14 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+# Ctrl-C; kill and a scheduler's cancel or preemption; SLURM's warning before a time limit
+# (sbatch --signal=USR2@SECONDS), which submitit's jobs get too
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2")
+                     if hasattr(signal, name))
+
+
 class StopRequest:
-    """While active (a `with` block), SIGINT and SIGTERM are requests to stop at the next safe
+    """While active (a `with` block), STOP_SIGNALS are requests to stop at the next safe
     point: `signum` records the first. A second signal raises KeyboardInterrupt (an abort) when
     `abort_on_second`. Once `interrupt` is set, a signal raises `interrupt(signum)` at once
     instead (when nothing is left to save). The previous handlers come back at exit."""
@@ -100,7 +106,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._request)
         return self
 

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from seq2seq.cli.common import compose_config
+from seq2seq.cli.common import compose_config, sweep_jobs
 from seq2seq.config import ATTENTION_CONFIGS, Config, DecoderStyle, to_object
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+SEARCHES = ["tune_cpu"]  # Optuna's sweeper picks their jobs as it goes: no grid to enumerate
+GRIDS = [experiment for experiment in EXPERIMENTS if experiment not in SEARCHES]
 
 
 @dataclass
@@ -69,7 +71,7 @@ def grids() -> dict[str, tuple[int, list[Job]]]:
     (Other seeds train the same model; composing only seed 1 keeps this test fast.)
     """
     grids = {}
-    for experiment in EXPERIMENTS:
+    for experiment in GRIDS:
         all_jobs = sweep_overrides(experiment)
         composed = []
         for number, overrides in enumerate(all_jobs):
@@ -127,6 +129,26 @@ def test_attention_cpu_gives_every_scorer_the_same_time_budget(grids):
     assert sorted(job.config.attention.type for job in jobs) == sorted(ATTENTION_CONFIGS)
     assert {(job.config.train.max_minutes, job.config.model.hidden_size) for job in jobs} == \
         {(40, 256)}
+
+
+def test_tune_cpu_searches_the_cpu_recipe_for_the_best_val_bleu():
+    cfg = compose_config(["experiment=tune_cpu"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"train.lr", "train.batch_tokens", "model.embedding_dropout",
+                                   "model.output_dropout", "model.word_dropout"}
+    task = to_object(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]))
+    assert task.train.max_minutes == 40 and task.attention.type == "general"  # cpu40's
+
+
+def test_a_search_is_checked_at_the_edges_of_its_space_before_any_trial():
+    jobs = sweep_jobs(["experiment=tune_cpu"])
+    assert len(jobs) == 1 + 1 + 2 + 1 + 1 + 1  # the first job, then each other edge once
+    assert jobs[0][:5] == ["train.lr=0.0005", "train.batch_tokens=2000",
+                           "model.embedding_dropout=0.1", "model.output_dropout=0.2",
+                           "model.word_dropout=0.0"]
+    assert {job[0] for job in jobs} == {"train.lr=0.0005", "train.lr=0.004"}
+    assert {job[1] for job in jobs} == {f"train.batch_tokens={n}" for n in (2000, 3000, 4000)}
 
 
 def test_job_folder_names_are_short_readable_and_flat(grids):
@@ -320,6 +342,9 @@ def test_a_sweep_whose_every_job_fails_exits_non_zero(tiny_run, failing_sweep):
      "error: sweep job 1 (attention.num_heads=3): attention.num_heads=3 is invalid"),
     (["attention=null,dot"], "error: sweep job 0 (attention=null): attention=null is invalid: "
                              "expected one of additive, dot, general, multihead\n"),
+    # a search sweeper's space: its edges, before any trial
+    (["experiment=tune_cpu", "train.lr=tag(log, interval(0.001, 40))"],
+     "error: sweep job 1 (train.lr=40.0): train.lr=40.0 is invalid: expected a float in (0, 10]"),
     (["model.decoder_layers=1,1000000000"],
      "error: sweep job 1 (model.decoder_layers=1000000000): the model of "),
 ])

@@ -33,6 +33,7 @@ from seq2seq.cpu_load import BUSY_CORES, other_busy_cores
 from seq2seq.errors import Seq2SeqError
 
 if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
     from omegaconf import DictConfig, ListConfig
 
     from seq2seq.inference.translator import Translator
@@ -240,7 +241,9 @@ def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
 def sweep_jobs(args: Sequence[str]) -> list[list[str]]:
     """The overrides of each job that `train.py -m ARGS` launches, as Hydra's basic sweeper makes
     them: the config's hydra.sweeper.params (an experiment's grid), then ARGS, in their cartesian
-    product; ARGS' hydra.* overrides apply to every job. A bad override is one line."""
+    product; ARGS' hydra.* overrides apply to every job. A search sweeper (Optuna's) picks its
+    jobs as it goes: for it, the jobs at the edges of its search space (`search_space_edges`).
+    A bad override is one line."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -253,8 +256,33 @@ def sweep_jobs(args: Sequence[str]) -> list[list[str]]:
         params = [f"{key}={value}" for key, value in (sweep.hydra.sweeper.params or {}).items()]
         parser = OverridesParser.create(config_loader=hydra.config_loader)
         task = parser.parse_overrides([*params, *_as_given(sweep.hydra.overrides.task)])
-        (jobs,) = BasicSweeper.split_arguments(task, max_batch_size=None)
+        if sweep.hydra.sweeper._target_.endswith(".BasicSweeper"):
+            (jobs,) = BasicSweeper.split_arguments(task, max_batch_size=None)
+        else:
+            jobs = search_space_edges(task)
     return [[*_as_given(sweep.hydra.overrides.hydra), *job] for job in jobs]
+
+
+def search_space_edges(task: Sequence[Override]) -> list[list[str]]:
+    """Jobs that between them take every edge of a search space once: each interval's low and
+    high end, each choice's every option, one key at a time away from the first job (every key
+    at its low end or first option). Enough to refuse a bad key or value before any trial."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    options: dict[str, list[str]] = {}  # by key: a later override of a key replaces its values
+    for override in task:
+        value = override.value()
+        if isinstance(value, IntervalSweep):
+            values = [value.start, value.end]
+        elif override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        key = override.get_key_element()
+        options[key] = [f"{key}={value}" for value in values]
+    first = [values[0] for values in options.values()]
+    return [first] + [first[:index] + [other] + first[index + 1:]
+                      for index, values in enumerate(options.values()) for other in values[1:]]
 
 
 def _as_given(overrides: ListConfig) -> list[str]:

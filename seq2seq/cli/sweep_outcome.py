@@ -10,7 +10,6 @@ sweep dir (`.jobs/NUM.json`) for the end of the sweep to read (and remove).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seq2seq.analysis.run_dir import last_error
@@ -36,11 +36,12 @@ class SweepOutcome(Callback):
         shutil.rmtree(outcomes_dir(config), ignore_errors=True)  # an earlier sweep's, if any
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode is not RunMode.MULTIRUN:  # Hydra calls this for a single run too
+            return
         job_dir = Path(config.hydra.runtime.output_dir)
         failed = job_return.status is not JobStatus.COMPLETED
-        value = None if failed else job_return.return_value
         error = None
-        if failed or (isinstance(value, float) and math.isnan(value)):
+        if failed or job_return.return_value is None:  # train() returns None for a failure
             error = last_error(job_dir / "train.log") or ""
         folder = outcomes_dir(config)
         folder.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.cli import launcher_job
 from seq2seq.cli.common import (
     CONFIG_NAME,
     CONFIG_PATH,
@@ -53,9 +54,10 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
-def train(cfg: DictConfig) -> float:
-    """Returns the best val BLEU, so Hydra sweepers can optimise it."""
-    from seq2seq.training.setup import build_trainer
+def train(cfg: DictConfig) -> float | None:
+    """Returns the final model's val BLEU, which Hydra's search sweepers (Optuna's) maximise;
+    None for a sweep job that failed, which such a sweeper counts as a failed trial (NaN broke
+    Optuna's)."""
     from seq2seq.training.state import AlreadyFinished, Interrupted  # after Hydra: fast --help
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -64,7 +66,7 @@ def train(cfg: DictConfig) -> float:
     try:
         with user_errors():
             try:
-                results = build_trainer(to_object(cfg), run_dir).fit()
+                results = fit(cfg, run_dir)
             except (AlreadyFinished, Interrupted):
                 raise  # how a run ends, not a failure
             except Exception as error:
@@ -72,7 +74,7 @@ def train(cfg: DictConfig) -> float:
                 raise
     except SystemExit:  # a user error, which user_errors printed
         if in_sweep:
-            return float("nan")  # one failed job must not cancel the rest of a sweep
+            return None  # one failed job must not cancel the rest of a sweep
         RunDirGuard.remove_what_the_run_made(run_dir)
         raise
     except AlreadyFinished as done:
@@ -82,15 +84,33 @@ def train(cfg: DictConfig) -> float:
     except Interrupted as stop:
         log_to_file(logging.WARNING, str(stop))
         print(f"stopped: {stop}", file=sys.stderr)
+        if in_sweep:
+            launcher_job.requeue_after_preemption(stop.signum)
         sys.exit(128 + stop.signum)
     except Exception as error:  # not the user's: a bug, or the machine's (no threads, no memory)
         if not in_sweep:
             raise
         print(f"error: {failure_line(error)} (the traceback is in {run_dir / 'train.log'})",
               file=sys.stderr)
-        return float("nan")  # nor must a job that ran out of threads or memory
+        return None  # nor must a job that ran out of threads or memory
     log.info("results in %s", run_dir / "results.json")
     return results["valid"]["bleu"]
+
+
+def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train the run `cfg` describes and return its results. A sweep job first takes its share
+    of the machine from the launcher that runs it (its threads, its own GPU, its tasks' process
+    group) and continues its own last.pt if a launcher started it again."""
+    from seq2seq.training.setup import build_trainer
+
+    config = to_object(cfg)
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode is not RunMode.MULTIRUN:
+        return build_trainer(config, run_dir).fit()
+    config = launcher_job.settled(config, hydra_config, run_dir)
+    with launcher_job.own_process_group(), \
+            launcher_job.own_gpu(config, hydra_config.launcher, Path(hydra_config.sweep.dir)):
+        return build_trainer(config, run_dir).fit()
 
 
 def log_failure(error: Exception) -> None:
@@ -231,7 +251,9 @@ def check_sweep(args: Sequence[str]) -> None:
         try:
             check_run(job, number)
         except Seq2SeqError as error:
-            swept = " ".join(shortened(override) for override in job if override not in shared)
+            # the first job by what it sweeps, the others by how they differ from it
+            named = job if number == 0 else [o for o in job if o not in jobs[0]]
+            swept = " ".join(shortened(override) for override in named if override not in shared)
             raise type(error)(f"sweep job {number} ({swept or 'its only job'}): {error}") from None
 
 

@@ -25,7 +25,7 @@ from seq2seq.data.holdout import Holdout, find_held_out, hold_out
 from seq2seq.data.tokenizer import Tokenizer, load_or_train_tokenizer, sample_seed
 from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import DataError
-from seq2seq.files import atomic_writer
+from seq2seq.files import atomic_writer, held_lock
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +132,9 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000,
         _check_digest(train_pairs, train_digest, train_source)
     if holdout is not None:
         _record_holdout(holdout, cfg, directory)
-    tokenizer = load_or_train_tokenizer(cfg, train_pairs, cache_dir=directory)
-    train = _encoded_train(cfg, train_pairs, tokenizer, directory)
+    with held_lock(directory / ".prepare.lock", f"preparing {directory}"):
+        tokenizer = load_or_train_tokenizer(cfg, train_pairs, cache_dir=directory)
+        train = _encoded_train(cfg, train_pairs, tokenizer, directory)
     empty, too_long = train_pairs.empty, len(train_pairs) - len(train)
     if empty or too_long:
         logger.info(

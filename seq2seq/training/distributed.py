@@ -3,7 +3,9 @@ rank in step.
 
 torchrun starts one process per GPU (or per CPU slot) on each node and tells each one its place
 through environment variables: RANK (0 .. WORLD_SIZE-1 across all nodes), LOCAL_RANK (its GPU on
-this node), WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Gradients are averaged by
+this node), WORLD_SIZE, MASTER_ADDR and MASTER_PORT. A job of several tasks that SLURM's srun or
+submitit started (hydra/launcher=slurm with tasks_per_node=N) gets the same variables from
+SLURM's (or submitit's) own: `task_environment`. Gradients are averaged by
 DistributedDataParallel (Li et al. 2020, "PyTorch Distributed", VLDB); everything else the ranks
 must agree on goes through the helpers of `Distributed`. Every helper returns its input unchanged
 for a single process, so the trainer reads the same with one process or many.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -120,6 +123,7 @@ def init_distributed() -> Distributed:
     holds both, so the small control messages (flags, token counts, objects) travel on the CPU
     and do not wait for the GPU. Idempotent: a second call returns the same answer.
     """
+    os.environ.update(task_environment())
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1 and not dist.is_initialized():
         return Distributed()
@@ -133,6 +137,40 @@ def init_distributed() -> Distributed:
         dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes()))
     return Distributed(rank=dist.get_rank(), local_rank=local_rank,
                        world_size=dist.get_world_size())
+
+
+def task_environment() -> dict[str, str]:
+    """torchrun's variables for a task of a job that SLURM's srun or submitit (its local
+    executor too) started with several tasks, read from the scheduler's variables
+    (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS, SLURM_JOB_NODELIST, SLURM_JOB_ID) through
+    submitit; {} where torchrun set them already, or for a job of one task. MASTER_PORT:
+    yours, else one derived from the job id, the same in every task."""
+    if "WORLD_SIZE" in os.environ:
+        return {}
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        job = JobEnvironment()
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        try:
+            from submitit.slurm.slurm import SlurmJobEnvironment
+        except ImportError:
+            raise TrainingError("a SLURM job of several tasks trains one DDP model, which needs "
+                                'submitit: pip install "seq2seq[cluster]"') from None
+        job = SlurmJobEnvironment()
+    else:
+        return {}
+    if job.num_tasks == 1:
+        return {}
+    port = os.environ.get("MASTER_PORT") or str(PORTS[0] + zlib.crc32(job.job_id.encode())
+                                                 % (PORTS[1] - PORTS[0]))
+    return {"RANK": str(job.global_rank), "LOCAL_RANK": str(job.local_rank),
+            "WORLD_SIZE": str(job.num_tasks), "MASTER_PORT": port,
+            # one node: the loopback interface, whatever the host's name resolves to
+            "MASTER_ADDR": "127.0.0.1" if job.num_nodes == 1 else job.hostnames[0]}
+
+
+PORTS = (20000, 60000)  # where a job's MASTER_PORT is drawn from, as submitit's helper draws it
 
 
 def timeout_minutes() -> float:
