@@ -74,7 +74,7 @@ def settled(config: Config, hydra_config: DictConfig, run_dir: Path) -> Config:
     given = any(override_key(o) == "train.num_threads" for o in hydra_config.overrides.task)
     threads = job_threads(hydra_config.launcher, machine_cores())
     if not given and threads is not None:
-        log.info("this job trains with %d CPU threads: its share of this machine's %d cores "
+        log.info("this job trains with %d CPU thread(s): its share of this machine's %d cores "
                  "(set train.num_threads to choose)", threads, machine_cores())
         train = replace(train, num_threads=threads)
     if not train.resume and (run_dir / "checkpoints" / "last.pt").is_file():

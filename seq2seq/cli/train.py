@@ -258,10 +258,14 @@ def check_sweep(args: Sequence[str]) -> None:
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+SHOW_FLAGS = ("-c", "--cfg", "-i", "--info")  # Hydra's flags that print and run nothing
 
 
 def main() -> None:
     register_configs()
+    if any(arg in SHOW_FLAGS or arg.startswith("--cfg=") for arg in sys.argv[1:]):
+        # `-m ... --cfg hydra` shows what a sweep would run with; Hydra takes one of the two
+        sys.argv[1:] = [arg for arg in sys.argv[1:] if arg not in MULTIRUN_FLAGS]
     multirun = any(arg in MULTIRUN_FLAGS for arg in sys.argv[1:])
     if not multirun:
         with user_errors():

@@ -14,7 +14,13 @@ from seq2seq.config import Config
 from seq2seq.data.prepare import PreparedData, prepare_data
 from seq2seq.errors import TrainingError
 from seq2seq.nn.model import Seq2Seq, build_model
-from seq2seq.runtime import make_deterministic, seed_everything, select_device, set_threads
+from seq2seq.runtime import (
+    make_deterministic,
+    reset_peak_rss,
+    seed_everything,
+    select_device,
+    set_threads,
+)
 from seq2seq.training.batches import training_sampler
 from seq2seq.training.distributed import Distributed, init_distributed
 from seq2seq.training.optim import BudgetShare, build_optimizer, build_scheduler
@@ -38,6 +44,7 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
     group, and rank 0 prepares the corpus before the others read its cache.
     """
     set_threads(cfg.train.num_threads)
+    reset_peak_rss()  # this run's peak, also in a process that ran another before
     dist = init_distributed()  # a single process unless run by torchrun
     device = dist.device(select_device(cfg.device.value))
     make_deterministic(device)
