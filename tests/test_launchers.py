@@ -149,7 +149,8 @@ def test_a_parallel_sweep_runs_two_jobs_at_once_and_reports(tiny_run, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_submitit_local_sweep_runs_each_job_in_a_process_of_its_own(tiny_run, tmp_path):
+def test_a_submitit_local_sweep_runs_each_job_in_a_process_of_its_own(tiny_run, tmp_path,
+                                                                      run_command):
     sweep_dir = tmp_path / "multirun"
     done = train_command(["-m", *tiny_run, "seed=1,2", "train.max_steps=10",
                           "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep_dir}",
@@ -157,6 +158,10 @@ def test_a_submitit_local_sweep_runs_each_job_in_a_process_of_its_own(tiny_run, 
     assert done.returncode == 0, done.stderr[-3000:]
     assert [results(sweep_dir / job)["steps"] for job in ("0", "1")] == [10, 10]
     assert len(list((sweep_dir / ".submitit").glob("*/*_0_result.pkl"))) == 2
+    report = run_command("report", [str(sweep_dir), "--no-plot"])
+    assert report.returncode == 0, report.stderr
+    assert "missing:" not in report.stdout
+    assert report.stdout.splitlines()[2].split(" | ")[-2] == "2"  # one setting, seeds 1 and 2
 
 
 @pytest.mark.slow
@@ -174,42 +179,80 @@ def test_a_failed_job_makes_the_sweep_fail_with_every_launcher(kind, tiny_run, t
     assert not (sweep_dir / ".jobs").exists()  # the outcomes were read, and removed
 
 
-@pytest.mark.slow
-def test_a_preempted_job_requeues_and_ends_as_an_uninterrupted_one(tiny_run, tmp_path,
-                                                                  run_command):
-    """USR2, as SLURM sends it before a time limit (and submitit's local controller does):
-    the job saves last.pt, submitit requeues it, and it continues from there."""
-    run = [*tiny_run, "train.max_steps=300", "train.eval_every=100", "train.log_every=20"]
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_run, build_once) -> Path:
+    """PREEMPTED_RUN trained in one go, as a single run (in a process of its own)."""
+    def train(root: Path) -> None:
+        done = train_command([*tiny_run, *PREEMPTED_RUN, f"hydra.run.dir={root / 'run'}"], root)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return build_once("uninterrupted", train) / "run"
+
+
+PREEMPTED_RUN = ["train.max_steps=300", "train.eval_every=100", "train.log_every=20", "seed=1"]
+
+
+def preempted_sweep(tiny_run, tmp_path: Path, signum: str) -> tuple[Path, int, str]:
+    """A submitit_local sweep of PREEMPTED_RUN whose task gets `signum` (kill -s) once it
+    trains: the sweep dir, the sweep's exit code and stderr."""
     sweep_dir = tmp_path / "multirun"
     sweep = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *run, "seed=1",
+        [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *tiny_run, *PREEMPTED_RUN,
          "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep_dir}", BY_NUMBER],
         cwd=tmp_path, env=command_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
-    log = sweep_dir / "0" / "train.log"
     try:
-        task = wait_for_training(log, sweep_dir)
-        subprocess.run(["kill", "-USR2", task], check=True)
+        task = wait_for_training(sweep_dir / "0" / "train.log", sweep_dir)
+        subprocess.run(["kill", "-s", signum, task], check=True)
         _, err = sweep.communicate(timeout=300)
     finally:
         sweep.kill()
-    assert sweep.returncode == 0, err[-3000:]
-    text = log.read_text()
+    return sweep_dir, sweep.returncode, err
+
+
+def assert_same_run(ours: Path, theirs: Path) -> None:
+    """Two run dirs that hold the same results and the same final weights."""
+    mine, other = results(ours), results(theirs)
+    assert mine["steps"] == other["steps"] == 300
+    assert mine["valid"]["bleu"] == other["valid"]["bleu"]
+    assert mine["test"]["bleu"] == other["test"]["bleu"]
+    weights = [load_checkpoint(path, "best.pt")["model"] for path in (ours, theirs)]
+    for name, tensor in weights[1].items():
+        torch.testing.assert_close(weights[0][name], tensor, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_a_preempted_job_requeues_and_ends_as_an_uninterrupted_one(tiny_run, tmp_path,
+                                                                  uninterrupted):
+    """USR2, as SLURM sends it before a time limit (or at a preemption, with
+    PreemptParameters=send_user_signal), and submitit's local controller before its timeout:
+    the job saves last.pt, submitit requeues it, and it continues from there."""
+    sweep_dir, code, err = preempted_sweep(tiny_run, tmp_path, "USR2")
+    assert code == 0, err[-3000:]
+    text = (sweep_dir / "0" / "train.log").read_text()
     assert "SIGUSR2 received: saving last.pt after this step" in text
     assert "this job's folder holds its last.pt (the job was started again): continuing it" \
         in text
-    requeued = results(sweep_dir / "0")
+    assert_same_run(sweep_dir / "0", uninterrupted)
 
-    alone = run_command("train", [*run, "seed=1", f"hydra.run.dir={tmp_path / 'alone'}"])
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    uninterrupted = results(tmp_path / "alone")
-    assert requeued["steps"] == uninterrupted["steps"] == 300
-    assert requeued["valid"]["bleu"] == uninterrupted["valid"]["bleu"]
-    assert requeued["test"]["bleu"] == uninterrupted["test"]["bleu"]
-    ours, theirs = (load_checkpoint(path, "best.pt")["model"]
-                    for path in (sweep_dir / "0", tmp_path / "alone"))
-    for name, tensor in theirs.items():
-        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0)
+
+@pytest.mark.slow
+def test_a_job_stopped_by_sigterm_saves_its_run_and_the_sweep_names_it(tiny_run, tmp_path,
+                                                                      uninterrupted,
+                                                                      run_command):
+    """SIGTERM (kill, scancel) ends the job unfinished with its last.pt: the sweep ends with the
+    failed-job line, not submitit's traceback, and train.resume continues the job exactly."""
+    sweep_dir, code, err = preempted_sweep(tiny_run, tmp_path, "TERM")
+    job_dir = sweep_dir / "0"
+    assert code == 1, err[-3000:]
+    assert err.splitlines()[-1] == (
+        "error: 1 of 1 jobs failed (see their train.log): 0: stopped: interrupted by SIGTERM; "
+        f"state saved to {job_dir / 'checkpoints' / 'last.pt'}; continue with "
+        f"train.resume={job_dir}")
+    assert "Traceback" not in err
+    resumed = run_command("train", [f"train.resume={job_dir}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(job_dir, uninterrupted)
 
 
 def wait_for_training(log: Path, sweep_dir: Path, timeout: float = 120) -> str:

@@ -127,7 +127,7 @@ def own_process_group() -> Iterator[None]:
     main() does for torchrun. Tasks other than rank 0 log warnings only, and not to train.log."""
     from seq2seq.training.distributed import init_distributed, shutdown_distributed
 
-    if "SUBMITIT_EXECUTOR" not in os.environ:
+    if not in_own_process():
         yield
         return
     context = init_distributed()
@@ -144,6 +144,12 @@ def own_process_group() -> Iterator[None]:
         shutdown_distributed(wait_for_peers=finished)
 
 
+def in_own_process() -> bool:
+    """Whether this job runs in a process of its own that submitit started (locally or under
+    SLURM), rather than in the sweep's process or a joblib worker."""
+    return "SUBMITIT_EXECUTOR" in os.environ
+
+
 def requeue_after_preemption(signum: int) -> None:
     """After the trainer saved last.pt on submitit's preemption signal (USR2: SLURM sends it
     signal_delay_s before the time limit, and where a preemption warns first), hand the signal
@@ -151,7 +157,7 @@ def requeue_after_preemption(signum: int) -> None:
     job (the requeued job continues from its last.pt: `settled`) and exits; on SLURM it is
     `scontrol requeue`, on this machine the exit code that makes the local controller start the
     job again. Nothing for a job that submitit did not start."""
-    if "SUBMITIT_EXECUTOR" not in os.environ:
+    if not in_own_process():
         return
     from submitit.core.job_environment import JobEnvironment
 

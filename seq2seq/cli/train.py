@@ -85,7 +85,12 @@ def train(cfg: DictConfig) -> float | None:
         log_to_file(logging.WARNING, str(stop))
         print(f"stopped: {stop}", file=sys.stderr)
         if in_sweep:
-            launcher_job.requeue_after_preemption(stop.signum)
+            launcher_job.requeue_after_preemption(stop.signum)  # exits if it requeues
+            if launcher_job.in_own_process():
+                # submitit reads a job that exits without a result as a crash, and the sweep
+                # would end in its traceback: the job ends unfinished, as a failed one does
+                log_to_file(logging.ERROR, f"stopped: {stop}")
+                return None
         sys.exit(128 + stop.signum)
     except Exception as error:  # not the user's: a bug, or the machine's (no threads, no memory)
         if not in_sweep:
