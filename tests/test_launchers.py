@@ -338,3 +338,22 @@ def test_the_slurm_launcher_config_prints_for_a_cluster_user(choice, run_command
         assert key in launcher
     if choice == "slurm":  # ours: a time limit that fits a CPU or GPU run, requeues on time-out
         assert (launcher.timeout_min, launcher.max_num_timeout) == (240, 3)
+
+
+@pytest.mark.parametrize("args,line", [
+    (["hydra/launcher=parallel", "hydra.launcher.n_jobs=0"],
+     "error: sweep job 0 (its only job): hydra.launcher.n_jobs=0 is invalid: expected a nonzero "
+     "int: jobs at once, or -1 for one per core, -2 for all cores but one\n"),
+    (["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=0"],
+     "error: sweep job 0 (its only job): hydra.launcher.cpus_per_task=0 is invalid: expected "
+     "null or an int >= 1\n"),
+    (["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=0"],
+     "error: sweep job 0 (its only job): hydra.launcher.tasks_per_node=0 is invalid"),
+    (["hydra/launcher=paralel"], "error: In 'hydra/config': Could not find "
+                                 "'hydra/launcher/paralel' (choose from basic, joblib, parallel,"),
+])
+def test_launcher_settings_that_would_fail_at_launch_are_refused_first(args, line, tmp_path,
+                                                                       refused_training):
+    err = refused_training(["-m", "debug=smoke", *args, f"hydra.sweep.dir={tmp_path / 'm'}"])
+    assert err.startswith(line)
+    assert not (tmp_path / "m").exists()

@@ -211,6 +211,7 @@ def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
     """
     from omegaconf import OmegaConf
 
+    from seq2seq.cli.launcher_job import check_launcher
     from seq2seq.config import to_object
     from seq2seq.errors import ConfigError
     from seq2seq.files import check_output_dir
@@ -229,6 +230,7 @@ def check_overrides(overrides: Sequence[str], job: int | None = None) -> Config:
     if threads is not None and (refusal := threads_refusal(threads)):
         raise ConfigError(f"train.num_threads {refusal}")
     if job is not None:
+        check_launcher(composed.hydra.launcher)
         check_job_dir(sweep_dir, subdir, _as_given(composed.hydra.overrides.task))
         if sweep_dir is not None and subdir is not None:  # a sweep again into its folder
             check_run_dir(Path(sweep_dir) / subdir, config.train.resume, "hydra.sweep.dir")

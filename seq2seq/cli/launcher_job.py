@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.config import Config, override_key
 from seq2seq.cpu_load import machine_cores
-from seq2seq.errors import TrainingError
+from seq2seq.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,25 @@ def job_threads(launcher: DictConfig, cores: int) -> int | None:
     if kind == SUBMITIT_LOCAL:
         return max(1, cores // int(launcher.get("tasks_per_node") or 1))
     return None
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """Launcher settings that would fail only once the sweep launches, refused before: joblib's
+    n_jobs=0, and submitit's counts below 1. A ConfigError names the key and the value."""
+    given = OmegaConf.to_container(launcher, resolve=False)  # n_jobs' default: ours, not read
+    rules = {"n_jobs": ("a nonzero int: jobs at once, or -1 for one per core, -2 for all cores "
+                        "but one", lambda value: value != 0),
+             "cpus_per_task": ("null or an int >= 1", lambda value: value >= 1),
+             "tasks_per_node": ("an int >= 1", lambda value: value >= 1),
+             "gpus_per_node": ("null or an int >= 0", lambda value: value >= 0),
+             "nodes": ("an int >= 1", lambda value: value >= 1),
+             "timeout_min": ("minutes >= 1", lambda value: value >= 1)}
+    for key, (expected, valid) in rules.items():
+        value = given.get(key)
+        if value is None or isinstance(value, str) and value.startswith("${"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not valid(value):
+            raise ConfigError(f"hydra.launcher.{key}={value} is invalid: expected {expected}")
 
 
 def settled(config: Config, hydra_config: DictConfig, run_dir: Path) -> Config:
