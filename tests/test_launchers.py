@@ -104,7 +104,8 @@ def test_slurm_variables_become_torchruns(monkeypatch):
     pytest.importorskip("submitit")  # the cluster extra, which dev installs
     for key in ("WORLD_SIZE", "SUBMITIT_EXECUTOR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_PROCID": "5",
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
+             "SLURM_PROCID": "5",
              "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
              "SLURM_JOB_NODELIST": "gpu[07-08]"}
     for key, value in slurm.items():
@@ -116,8 +117,12 @@ def test_slurm_variables_become_torchruns(monkeypatch):
     assert task_environment()["MASTER_PORT"] == env["MASTER_PORT"]  # every task agrees
     monkeypatch.setenv("MASTER_PORT", "29555")
     assert task_environment()["MASTER_PORT"] == "29555"
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS")
+    assert task_environment() == {}  # the batch script of an 8-task allocation: one process
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
     monkeypatch.setenv("SLURM_NTASKS", "1")
     assert task_environment() == {}  # one task: no process group
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("WORLD_SIZE", "8")
     assert task_environment() == {}  # torchrun's own
@@ -293,7 +298,8 @@ def test_two_slurm_tasks_train_one_ddp_model(tiny_run, tmp_path):
     tasks = [subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "train.py"), *tiny_run, *DDP_RUN],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=command_env(SLURM_JOB_ID="77", SLURM_NTASKS="2", SLURM_PROCID=str(rank),
+        env=command_env(SLURM_JOB_ID="77", SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2",
+                        SLURM_STEP_ID="0", SLURM_PROCID=str(rank),
                         SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_JOB_NUM_NODES="1",
                         SLURM_JOB_NODELIST="localhost", MASTER_PORT=port,
                         SEQ2SEQ_DIST_TIMEOUT_MINUTES="2"))

@@ -143,15 +143,17 @@ def task_environment() -> dict[str, str]:
     """torchrun's variables for a task of a job that SLURM's srun or submitit (its local
     executor too) started with several tasks, read from the scheduler's variables
     (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS, SLURM_JOB_NODELIST, SLURM_JOB_ID) through
-    submitit; {} where torchrun set them already, or for a job of one task. MASTER_PORT:
-    yours, else one derived from the job id, the same in every task."""
+    submitit's reader of them; {} where torchrun set them already, or for a job of one task.
+    MASTER_PORT: yours, else one derived from the job id, the same in every task."""
     if "WORLD_SIZE" in os.environ:
         return {}
     if "SUBMITIT_EXECUTOR" in os.environ:
         from submitit import JobEnvironment
 
         job = JobEnvironment()
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+    elif int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        # a task of `srun --ntasks=N` (SLURM_STEP_*): not a batch script of an allocation of
+        # N tasks that runs python itself, once, where SLURM_NTASKS=N too
         try:
             from submitit.slurm.slurm import SlurmJobEnvironment
         except ImportError:
