@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from commands import command_env
+from ddp import DISTRIBUTED_RUN
 from server_process import free_port
 from torch.nn.parallel import DistributedDataParallel
 
@@ -41,8 +42,6 @@ from seq2seq.training.state import Interrupted
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-DISTRIBUTED_RUN = ["train.max_steps=20", "train.eval_every=10", "train.log_every=5",
-                   "data.max_eval_pairs=20"]
 # a rank stuck in a collective fails the test in 2 minutes instead of hanging it for an hour
 TEST_TIMEOUT = {TIMEOUT_ENV: "2"}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from commands import command_env
+from ddp import DISTRIBUTED_RUN
 from omegaconf import OmegaConf
 from server_process import free_port
 
@@ -274,14 +275,10 @@ def wait_for_training(log: Path, sweep_dir: Path, timeout: float = 120) -> str:
     raise AssertionError(f"no training step in {log} after {timeout} s")
 
 
-DDP_RUN = ["train.max_steps=20", "train.eval_every=10", "train.log_every=5",
-           "data.max_eval_pairs=20"]  # test_distributed's torchrun run
-
-
 @pytest.mark.slow
 def test_a_submitit_job_of_two_tasks_trains_one_ddp_model(tiny_run, tmp_path):
     sweep_dir = tmp_path / "multirun"
-    done = train_command(["-m", *tiny_run, *DDP_RUN, "hydra/launcher=submitit_local",
+    done = train_command(["-m", *tiny_run, *DISTRIBUTED_RUN, "hydra/launcher=submitit_local",
                           "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep_dir}",
                           BY_NUMBER], tmp_path, SEQ2SEQ_DIST_TIMEOUT_MINUTES="2")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -296,7 +293,7 @@ def test_two_slurm_tasks_train_one_ddp_model(tiny_run, tmp_path):
     variables, and the two train one model in one run dir, as torchrun's processes do."""
     port = str(free_port())
     tasks = [subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *tiny_run, *DDP_RUN],
+        [sys.executable, str(REPO / "scripts" / "train.py"), *tiny_run, *DISTRIBUTED_RUN],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=command_env(SLURM_JOB_ID="77", SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2",
                         SLURM_STEP_ID="0", SLURM_PROCID=str(rank),
