@@ -36,6 +36,7 @@ from seq2seq.data.batching import Batch, TokenBudgetSampler, collate
 from seq2seq.data.prepare import PreparedData, prepare_data
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.inference.decoding import SearchSettings, translate_ids
+from seq2seq.machine import this_machine
 from seq2seq.nn.model import build_model
 from seq2seq.runtime import select_device
 from seq2seq.training.setup import build_trainer
@@ -248,12 +249,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
     data = load_data(args)
+    machine = this_machine(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     environment = {
         "torch": torch.__version__, "python": platform.python_version(),
-        "machine": platform.machine(), "processor": platform.processor(),
+        "architecture": platform.machine(), "machine": machine.record(),
         "device": str(device), "threads": torch.get_num_threads(),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
+    print(f"machine: {machine.line()}; {torch.get_num_threads()} torch threads, {device}")
     results: dict[str, Any] = {"settings": vars(args), "environment": environment,
                                "training": [], "decoding": []}
     if args.train:

@@ -26,6 +26,7 @@ from pathlib import Path
 from server_process import ServerError, ServerProcess, request_json
 
 from seq2seq.files import read_lines
+from seq2seq.machine import this_machine
 
 BATCHED: list[str] = []  # the server's defaults
 ONE_AT_A_TIME = ["--max-batch-tokens", "1", "--batch-window-ms", "0"]
@@ -135,6 +136,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def print_table(results: list[LoadResult], args: argparse.Namespace) -> None:
+    print(f"machine: {this_machine().line()}")
     print(f"{args.clients} clients x {args.requests} single-sentence requests, beam {args.beam}"
           f"{' (' + args.server_args + ')' if args.server_args else ''}")
     print(f"{'mode':<14} {'sent/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'RSS rest MB':>12} "

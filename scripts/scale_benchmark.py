@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from seq2seq.machine import this_machine
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 SRC, TGT = "de", "en"
@@ -141,7 +143,8 @@ def train_run(overrides: list[str], args: argparse.Namespace, work: Path, name: 
 
 
 def report(rows: list[dict[str, object]], baseline: Measured | None) -> None:
-    print("\ncorpus        pairs   prepare s  peak MB   cache hit s  peak MB   first step s  "
+    print(f"\nmachine: {this_machine().line()}")
+    print("corpus        pairs   prepare s  peak MB   cache hit s  peak MB   first step s  "
           "peak MB" + ("   train peak MB" if baseline else ""))
     for row in rows:
         cells = [f"{row['corpus']:<8}{row['pairs']:>11,}"]

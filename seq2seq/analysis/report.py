@@ -12,6 +12,7 @@ import logging
 import re
 import statistics
 import textwrap
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from seq2seq.analysis.sentence_figures import joined, paired_p_value, read_figur
 from seq2seq.config import is_path_key
 from seq2seq.cpu_load import BUSY_CORES
 from seq2seq.errors import ReportError
+from seq2seq.machine import Machine
 
 log = logging.getLogger(__name__)
 
@@ -468,8 +470,9 @@ def pairing_footnote(settings: Sequence[Setting]) -> list[str]:
 
 
 def timing_footnote(settings: Sequence[Setting]) -> list[str]:
-    """What the timing marks mean, and whether the load was recorded at all."""
-    notes = []
+    """Which machines the timing comes from, what the timing marks mean, and whether the load
+    was recorded at all."""
+    notes = [machines_note([job.results for setting in settings for job in setting.jobs])]
     loaded = [f"`{setting.label}` up to {max(cores):.1f} cores, in {len(cores)} of its "
               f"{len(setting.jobs)} runs" for setting in settings
               if (cores := loaded_cores(setting))]
@@ -487,6 +490,22 @@ def timing_footnote(settings: Sequence[Setting]) -> list[str]:
         notes.append(f"Timing: every run trained while other processes used under "
                      f"{BUSY_CORES} cores.")
     return [*notes, ""]
+
+
+def machines_note(runs: Sequence[dict[str, Any]]) -> str:
+    """`Machine: LINE.`, or each machine with its number of runs: tokens/s and train time are
+    the machine's as much as the setting's."""
+    lines = Counter(Machine(**results["machine"]).line() if "machine" in results else None
+                    for results in runs)
+    unrecorded = lines.pop(None, 0)
+    before = "their results.json is from before the trainer named its machine"
+    if not lines:
+        return f"Machine: unknown ({before})."
+    named = f"Machine: {next(iter(lines))}." if len(lines) == 1 else "Machines: " + "; ".join(
+        f"{line} ({count} runs)" for line, count in lines.most_common()) + "."
+    if unrecorded:
+        named += f" Unknown for {unrecorded} of the {len(runs)} runs ({before})."
+    return named
 
 
 def describe_scores(settings: Sequence[Setting]) -> str:

@@ -11,6 +11,7 @@ import sacrebleu
 import torch
 
 from seq2seq.files import atomic_write_text
+from seq2seq.machine import this_machine
 from seq2seq.runtime import peak_rss_mb
 
 
@@ -32,6 +33,9 @@ def run_results(config: dict[str, Any], parameters: dict[str, int], device: torc
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "sacrebleu": sacrebleu.__version__},
         "device": str(device),
+        # where the speed and time figures come from (CPU model, vector extensions, GPU)
+        "machine": this_machine(torch.cuda.get_device_name(device)
+                                if device.type == "cuda" else None).record(),
         "precision": precision,  # of training: fp32, or bf16/fp16 autocast (train.amp)
         "world_size": world_size,  # processes; tokens_per_s counts them all
         "seed": config["seed"],

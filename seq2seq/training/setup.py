@@ -13,6 +13,7 @@ import torch
 from seq2seq.config import Config
 from seq2seq.data.prepare import PreparedData, prepare_data
 from seq2seq.errors import TrainingError
+from seq2seq.machine import this_machine
 from seq2seq.nn.model import Seq2Seq, build_model
 from seq2seq.runtime import (
     make_deterministic,
@@ -109,6 +110,8 @@ def log_run_start(cfg: Config, run_dir: Path, model: Seq2Seq, device: torch.devi
     log.info("model parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     log.info("device %s (%s), %d training batches per epoch", device,
              precision_name(autocast_dtype), batches_per_epoch)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    log.info("machine: %s", this_machine(gpu).line())  # what tokens/s below depend on
     if device.type == "cpu" and cfg.model.hidden_size > CPU_HIDDEN_SIZE:
         log.warning("training the %s-parameter model (hidden size %d, sized for a GPU) on "
                     "the CPU: slow (after %d steps the log says how slow); experiment=cpu40 "
