@@ -49,6 +49,7 @@ class Schedule(Enum):
     inverse_sqrt = "inverse_sqrt"
     cosine = "cosine"
     linear = "linear"
+    wsd = "wsd"  # warmup, a stable lr, then a decay over the budget's last train.decay_share
 
 
 class AverageSelect(Enum):
@@ -368,7 +369,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: Schedule = Schedule.plateau
-    warmup_steps: int = 0  # inverse_sqrt / cosine / linear
+    warmup_steps: int = 0  # inverse_sqrt / cosine / linear / wsd
+    decay_share: float = 0.2  # wsd: the last share of the budget, in which the lr decays
     plateau_factor: float = 0.5
     plateau_patience: int = 1  # evaluations without val BLEU gain before the lr is cut
     min_lr: float = 1e-5
@@ -410,6 +412,8 @@ class TrainConfig:
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
                self.betas, "two floats in [0, 1)")
         _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an int >= 0")
+        _check(0 < self.decay_share <= 1, "train.decay_share", self.decay_share,
+               "a float in (0, 1]")
         _check(0 < self.plateau_factor < 1, "train.plateau_factor", self.plateau_factor,
                "a float in (0, 1)")
         _check(self.plateau_patience >= 0, "train.plateau_patience", self.plateau_patience,

@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -176,7 +177,7 @@ def test_the_cpu_trains_in_fp32_with_amp_on_and_results_say_so(tiny_setup, tmp_p
         ["bf16 autocast", "fp16 autocast"]
 
 
-@pytest.mark.parametrize("schedule", [Schedule.plateau, Schedule.linear])
+@pytest.mark.parametrize("schedule", [Schedule.plateau, Schedule.linear, Schedule.wsd])
 def test_sigterm_saves_last_and_resume_matches_uninterrupted_run(tiny_setup, tmp_path,
                                                                  monkeypatch, schedule):
     cfg, data = tiny_setup
@@ -234,6 +235,42 @@ def test_a_linear_decay_ends_at_min_lr_when_the_time_budget_does(tiny_setup, tmp
     falls = [before - after for before, after in itertools.pairwise(lrs[1:])]
     assert falls == pytest.approx([(lr - min_lr) / 60] * 58, rel=1e-3)
     assert lrs[-1] == pytest.approx(min_lr + (lr - min_lr) * 2 / 60)
+
+
+@pytest.mark.parametrize("seconds_per_step", [1, 3])  # a fast machine, and one 3x slower
+def test_wsd_has_decayed_to_min_lr_when_the_time_budget_ends_at_any_speed(
+        tiny_setup, tmp_path, monkeypatch, seconds_per_step):
+    """A one-minute budget is 60 steps at 1 s a step and 20 at 3 s: either way the lr holds for
+    the first 80% of the minute and reaches min_lr by its end (a fake clock, no sleeps)."""
+    cfg, data = tiny_setup
+    cfg = with_train(cfg, schedule=Schedule.wsd, decay_share=0.2, max_steps=None,
+                     max_epochs=100_000, max_minutes=1.0, eval_every=10)
+    clock = itertools.count(step=seconds_per_step)
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    trainer = build_trainer(cfg, tmp_path, data)
+    lrs = []  # the lr of each step, and of the update after the last
+    real_step = trainer.train_step
+
+    def recording_step(batch):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        return real_step(batch)
+
+    monkeypatch.setattr(trainer, "train_step", recording_step)
+    steps = trainer.fit()["steps"]
+    assert steps == 60 // seconds_per_step
+    lr, min_lr = cfg.train.lr, cfg.train.min_lr
+    stable = [rate for rate in lrs if rate == pytest.approx(lr)]
+    # the first 80% of the minute (the share a step's lr follows is that of the steps before
+    # the previous one: the first two steps both have spent none)
+    assert len(stable) == 0.8 * steps + 2
+    assert lrs == sorted(lrs, reverse=True)  # then only down
+    def wsd(share: float) -> float:
+        return min_lr + (lr - min_lr) * (1 - math.sqrt((share - 0.8) / 0.2))
+
+    # the last step, two steps from the end, and the lr the budget's last second set: on the
+    # schedule's curve to min_lr, which a run of thousands of steps ends within a step of
+    assert lrs[-1] == pytest.approx(wsd(1 - 2 / steps), rel=1e-3)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(wsd(1 - 1 / steps), rel=1e-3)
 
 
 def scalar_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -47,12 +47,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, budget: 
     def linear(step: int) -> float:  # the best decay for a fixed budget (Li et al. 2020)
         return warmed_up(step) * (floor + (1 - floor) * (1 - budget.spent))
 
+    def warmup_stable_decay(step: int) -> float:
+        """lr until the budget's last decay_share, then down to min_lr by its end, in the
+        (1 - sqrt) shape that Hägele et al. (2024) found best for such a cooldown: a run that
+        a time budget ends on a slow machine has annealed too."""
+        into_decay = (budget.spent - (1 - cfg.decay_share)) / cfg.decay_share
+        decayed = 1 - math.sqrt(min(max(into_decay, 0.0), 1.0))
+        return warmed_up(step) * (floor + (1 - floor) * decayed)
+
     if cfg.schedule is Schedule.plateau:
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
             min_lr=cfg.min_lr)
     schedules = {Schedule.constant: lambda step: 1.0, Schedule.inverse_sqrt: inverse_sqrt,
-                 Schedule.cosine: cosine, Schedule.linear: linear}
+                 Schedule.cosine: cosine, Schedule.linear: linear,
+                 Schedule.wsd: warmup_stable_decay}
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[cfg.schedule])
 
 
