@@ -511,7 +511,7 @@ def unnamed_keys() -> list[str]:
                             for name in (split_fields if key.endswith("_files") else [""]))]
 
 
-def parallel_jobs() -> int:
+def default_parallel_jobs() -> int:
     """`hydra/launcher=parallel`'s default n_jobs: one job per GPU on a machine with GPUs (each
     takes its own: cli/launcher_job.py), else one per core, each with one thread (on 2 cores, 2
     jobs of 1 thread trained 1.24x the tokens/s of 1 job of 2, and 4 at once no more:
@@ -530,7 +530,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     OmegaConf.register_new_resolver("seq2seq_unnamed_keys", unnamed_keys, replace=True)
-    OmegaConf.register_new_resolver("seq2seq_parallel_jobs", parallel_jobs, replace=True)
+    OmegaConf.register_new_resolver("seq2seq_parallel_jobs", default_parallel_jobs, replace=True)
     for name, schema in ATTENTION_CONFIGS.items():
         store.store(group="schema/attention", name=name, node=schema)
 

@@ -42,6 +42,15 @@ class Machine:
         return asdict(self)
 
 
+def recorded_machine(record: Any) -> Machine | None:
+    """The machine a results.json names; None for one from before runs named it, or a record
+    this version cannot read."""
+    try:
+        return Machine(**record)
+    except TypeError:
+        return None
+
+
 def this_machine(gpu: str | None = None) -> Machine:
     """This machine, with `gpu` (torch.cuda.get_device_name) when the work runs on one."""
     model, flags = _cpu_model_and_flags()
@@ -93,9 +102,4 @@ def _torch_kernels() -> str | None:
     process that has not loaded torch (a load test's client: the server's kernels are its own,
     on the same CPU)."""
     torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        return torch.backends.cpu.get_cpu_capability()
-    except AttributeError:  # torch before 2.1
-        return None
+    return None if torch is None else torch.backends.cpu.get_cpu_capability()

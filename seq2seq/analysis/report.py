@@ -33,7 +33,7 @@ from seq2seq.analysis.sentence_figures import joined, paired_p_value, read_figur
 from seq2seq.config import is_path_key
 from seq2seq.cpu_load import BUSY_CORES
 from seq2seq.errors import ReportError
-from seq2seq.machine import Machine
+from seq2seq.machine import recorded_machine
 
 log = logging.getLogger(__name__)
 
@@ -495,8 +495,8 @@ def timing_footnote(settings: Sequence[Setting]) -> list[str]:
 def machines_note(runs: Sequence[dict[str, Any]]) -> str:
     """`Machine: LINE.`, or each machine with its number of runs: tokens/s and train time are
     the machine's as much as the setting's."""
-    lines = Counter(Machine(**results["machine"]).line() if "machine" in results else None
-                    for results in runs)
+    lines = Counter(machine.line() if (machine := recorded_machine(results.get("machine")))
+                    else None for results in runs)
     unrecorded = lines.pop(None, 0)
     before = "their results.json is from before the trainer named its machine"
     if not lines:

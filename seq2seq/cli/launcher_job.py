@@ -91,10 +91,11 @@ def settled(config: Config, hydra_config: DictConfig, run_dir: Path) -> Config:
     finds one: submitit after a preemption or a time limit, SLURM after it requeued the job."""
     train = config.train
     given = any(override_key(o) == "train.num_threads" for o in hydra_config.overrides.task)
-    threads = job_threads(hydra_config.launcher, machine_cores())
+    cores = machine_cores()
+    threads = job_threads(hydra_config.launcher, cores)
     if not given and threads is not None:
         log.info("this job trains with %d CPU thread(s): its share of this machine's %d cores "
-                 "(set train.num_threads to choose)", threads, machine_cores())
+                 "(set train.num_threads to choose)", threads, cores)
         train = replace(train, num_threads=threads)
     if not train.resume and (run_dir / "checkpoints" / "last.pt").is_file():
         log.warning("this job's folder holds its last.pt (the job was started again): "
