@@ -37,7 +37,7 @@ from seq2seq.data.prepare import PreparedData, prepare_data
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.inference.decoding import SearchSettings, translate_ids
 from seq2seq.machine import this_machine
-from seq2seq.nn.model import build_model
+from seq2seq.nn.model import build_model, saved_output_ids
 from seq2seq.runtime import select_device
 from seq2seq.training.setup import build_trainer
 
@@ -176,7 +176,7 @@ def decoding_model(args: argparse.Namespace, data: PreparedData,
     cfg = to_object(payload["config"])
     tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
     model = build_model(cfg.model, cfg.attention, tokenizer.src_vocab_size,
-                        tokenizer.tgt_vocab_size)
+                        tokenizer.tgt_vocab_size, saved_output_ids(payload["model"]))
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), tokenizer, f"checkpoint {args.checkpoint}"
 

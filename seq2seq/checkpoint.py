@@ -21,7 +21,8 @@ from seq2seq.files import atomic_writer, write_error
 log = logging.getLogger(__name__)
 
 # 2: one settings schema per attention scorer, and a parameter-free "dot" scorer
-FORMAT_VERSION = 2
+# 3: the output layer scores the training targets' pieces only (decoder.output_layer.ids)
+FORMAT_VERSION = 3
 REQUIRED_KEYS = ("format_version", "model", "config", "tokenizer")
 
 

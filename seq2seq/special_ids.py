@@ -8,3 +8,4 @@ PAD_ID = 0
 UNK_ID = 1
 BOS_ID = 2
 EOS_ID = 3
+FIRST_PIECE_ID = 4  # the ids below are the special tokens above

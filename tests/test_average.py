@@ -42,12 +42,25 @@ def test_the_average_of_identical_checkpoints_is_that_checkpoint(trained_checkpo
 def test_weights_are_averaged_element_wise(trained_checkpoint):
     first = load_checkpoint(trained_checkpoint)
     second = load_checkpoint(trained_checkpoint)
-    second["model"] = {name: tensor + 1.0 for name, tensor in second["model"].items()}
+    second["model"] = {name: tensor + 1.0 if tensor.is_floating_point() else tensor
+                       for name, tensor in second["model"].items()}
     second["state"]["step"] = 99
     averaged = average_payloads([first, second], ["a", "b"])
     for name, tensor in first["model"].items():
-        torch.testing.assert_close(averaged["model"][name], tensor + 0.5)
+        if tensor.is_floating_point():
+            torch.testing.assert_close(averaged["model"][name], tensor + 0.5)
+        else:  # the output layer's ids: the pieces it scores, the same in both
+            assert torch.equal(averaged["model"][name], tensor), name
+    assert "decoder.output_layer.ids" in first["model"]
     assert averaged["state"]["averaged_steps"] == [first["state"]["step"], 99]
+
+
+def test_checkpoints_scoring_other_pieces_are_not_averaged(trained_checkpoint):
+    first, second = load_checkpoint(trained_checkpoint), load_checkpoint(trained_checkpoint)
+    ids = second["model"]["decoder.output_layer.ids"]
+    ids[-1] += 1  # the same shape: another run's data would give other pieces
+    with pytest.raises(CheckpointError, match="differ in decoder.output_layer.ids"):
+        average_payloads([first, second], ["a", "b"])
 
 
 class Payload(dict):
@@ -63,13 +76,15 @@ def test_one_checkpoint_at_a_time_is_held(trained_checkpoint):
     def load(step: int) -> Payload:
         assert all(ref() is None for ref in alive), "a previous checkpoint is still held"
         payload = Payload(load_checkpoint(trained_checkpoint))
-        payload["model"] = {name: t + step for name, t in payload["model"].items()}
+        payload["model"] = {name: t + step if t.is_floating_point() else t
+                            for name, t in payload["model"].items()}
         alive.append(weakref.ref(payload))
         return payload
 
     averaged = average_payloads((load(step) for step in range(4)), list("abcd"))
     for name, tensor in plain["model"].items():
-        torch.testing.assert_close(averaged["model"][name], tensor + 1.5)
+        torch.testing.assert_close(averaged["model"][name],
+                                   tensor + 1.5 if tensor.is_floating_point() else tensor)
 
 
 def mismatched(payload, kind: str):

@@ -150,9 +150,10 @@ def test_initial_state():
 @pytest.mark.parametrize("tie", [True, False])
 def test_tied_output_weights_are_the_target_embedding(tie):
     decoder = make_decoder(GeneralAttentionConfig(), DecoderStyle.luong, False, tie=tie)
-    assert (decoder.output_layer.weight is decoder.embedding.weight) == tie
+    weight, _ = decoder.output_layer.weight_and_bias()
+    assert (weight is decoder.embedding.weight) == tie
     assert decoder.attentional_size == (E if tie else H)
-    assert decoder.output_layer.weight.shape == (VOCAB, decoder.attentional_size)
+    assert weight.shape == (VOCAB, decoder.attentional_size)
 
 
 def test_input_feeding_is_a_luong_option():

@@ -117,7 +117,7 @@ def test_models_with_other_subword_models_are_refused(trained_checkpoint, tiny_d
 
 def test_an_int8_ensemble_quantizes_every_member(trained_checkpoint, other_seed):
     int8 = Translator.from_checkpoint([trained_checkpoint, other_seed], quantize="int8")
-    layers = [member.decoder.output_layer for member in int8.model.members]
+    layers = [member.decoder.output_layer.linear for member in int8.model.members]
     assert all(type(layer).__module__.startswith("torch.ao.nn.quantized") for layer in layers)
     translations = int8.translate(SENTENCES, int8.settings(beam_size=2))
     assert len(translations) == len(SENTENCES) and translations[2] == ""

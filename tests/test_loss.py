@@ -93,7 +93,7 @@ def test_the_output_layer_runs_on_real_target_tokens_only(monkeypatch):
     model = make_model(tie=False)
 
     def spy(x, w, b=None):
-        if w is model.decoder.output_layer.weight:
+        if w is model.decoder.output_layer.weight_and_bias()[0]:
             rows.append(x)
         return real_linear(x, w, b)
 

@@ -30,7 +30,7 @@ from seq2seq.inference.search import (
     max_output_lengths,
 )
 from seq2seq.nn.model import build_model
-from seq2seq.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.special_ids import BOS_ID, EOS_ID, FIRST_PIECE_ID, PAD_ID, UNK_ID
 
 VOCAB = 24
 SHORT = {"max_len_ratio": 1.0, "max_len_offset": 2}  # short limits keep the tests fast
@@ -40,11 +40,14 @@ def make_model(attention: AttentionConfig, style: DecoderStyle, feeding: bool,
                eos_bias: float = 0.0, vocab: int = VOCAB) -> torch.nn.Module:
     """A tiny random model in eval mode. Weights are scaled up so that its output distribution
     is peaked (a search then has real choices to make); `eos_bias` is added to the EOS logit so
-    that a random model ends its sentences instead of always running to the length limit."""
+    that a random model ends its sentences instead of always running to the length limit. Its
+    output layer scores every other piece only, as one over a joint vocabulary would: search
+    must turn its rows into the right ids."""
     torch.manual_seed(0)
     model_cfg = ModelConfig(embedding_size=16, hidden_size=16, decoder_style=style,
                             input_feeding=feeding)
-    model = build_model(model_cfg, attention, vocab, vocab)
+    output_ids = [*range(FIRST_PIECE_ID), *range(FIRST_PIECE_ID + 1, vocab, 2)]
+    model = build_model(model_cfg, attention, vocab, vocab, output_ids)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(3.0)
@@ -66,8 +69,17 @@ def forward_log_prob(model, src, src_lengths, tokens: list[int]) -> torch.Tensor
     """Per-step log-probabilities of `tokens + EOS` for one sentence, teacher-forced: (T+1, V)."""
     tgt_in = torch.tensor([[BOS_ID, *tokens]])
     with torch.inference_mode():
-        logits, _ = model(src, src_lengths, tgt_in)  # (1, T + 1, V)
-    return logits[0].float().log_softmax(dim=-1)
+        logits, _ = model(src, src_lengths, tgt_in)  # (1, T + 1, K)
+    return by_id(model, logits[0].float().log_softmax(dim=-1))
+
+
+def by_id(model, log_probs: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the output layer's rows (..., K) -> over the vocabulary's ids
+    (..., V): -inf for an id that has no row."""
+    layer = model.decoder.output_layer
+    full = log_probs.new_full((*log_probs.shape[:-1], len(layer.rows)), float("-inf"))
+    full[..., layer.ids] = log_probs
+    return full
 
 
 def all_log_probs(model, src: torch.Tensor, outputs: list[list[int]]) -> torch.Tensor:
@@ -78,8 +90,9 @@ def all_log_probs(model, src: torch.Tensor, outputs: list[list[int]]) -> torch.T
     sources = src.expand(len(outputs), -1)  # (N, S)
     lengths = torch.full((len(outputs),), src.numel())
     with torch.inference_mode():
-        logits, _ = model(sources, lengths, tgt_in)  # (N, width, V)
-    picked = logits.float().log_softmax(dim=-1).gather(2, tgt_out[..., None]).squeeze(2)
+        logits, _ = model(sources, lengths, tgt_in)  # (N, width, K)
+    log_probs = by_id(model, logits.float().log_softmax(dim=-1))  # (N, width, V)
+    picked = log_probs.gather(2, tgt_out[..., None]).squeeze(2)
     return picked.masked_fill(tgt_out == PAD_ID, 0.0).sum(dim=1)  # (N,)
 
 

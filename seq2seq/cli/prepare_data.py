@@ -80,7 +80,8 @@ def format_stats(stats: dict[str, Any], pair: str, directory: Path) -> str:
         f"train pairs dropped: {stats['train_dropped']:,} ({drops.get('empty', 0):,} empty, "
         f"{drops.get('too_long', 0):,} over data.max_len)",
         f"vocabulary: {'joint' if stats['joint_vocab'] else 'separate'}, "
-        f"src {stats['src_vocab_size']:,}, tgt {stats['tgt_vocab_size']:,}",
+        f"src {stats['src_vocab_size']:,}, tgt {stats['tgt_vocab_size']:,} "
+        f"(the training targets use {stats['output_pieces']:,}: the output layer's rows)",
         f"padding efficiency: {stats['padding_efficiency']:.3f} "
         f"({stats['train_batches']:,} train batches of <= {stats['batch_tokens']:,} tokens)",
     ]

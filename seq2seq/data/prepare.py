@@ -26,6 +26,7 @@ from seq2seq.data.tokenizer import Tokenizer, load_or_train_tokenizer, sample_se
 from seq2seq.data.training_pairs import TrainingPairs
 from seq2seq.errors import DataError
 from seq2seq.files import atomic_writer, held_lock
+from seq2seq.special_ids import FIRST_PIECE_ID
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class PreparedData:
     # the training text, read from its files again for every epoch's sampled segmentation
     # (data.tokenizer.sampling)
     train_pairs: TrainingPairs
+    # the target pieces the output layer scores (seq2seq.nn.output_layer), ascending
+    output_ids: np.ndarray
     drop_counts: dict[str, int] = field(default_factory=dict)  # train_dropped by reason
     batch_tokens: int = 6000  # the budget padding_efficiency is measured with
     held_out: dict[str, bytes] = field(default_factory=dict)  # split -> Holdout.keys()
@@ -66,7 +69,8 @@ class PreparedData:
         return {"train_digest": self.train_pairs.digest, "held_out": dict(self.held_out)}
 
     def stats(self) -> dict[str, Any]:
-        """Corpus statistics: pairs, tokens and lengths per split, vocab sizes, padding."""
+        """Corpus statistics: pairs, tokens and lengths per split, vocab sizes (and the target
+        pieces the output layer scores), padding."""
         splits = {"train": _split_stats(self.train.src_lengths, self.train.tgt_lengths)}
         for split in (self.valid, self.test):
             splits[split.name] = _split_stats([len(ids) for ids in split.src_ids],
@@ -81,6 +85,7 @@ class PreparedData:
             "joint_vocab": self.tokenizer.joint,
             "src_vocab_size": self.tokenizer.src_vocab_size,
             "tgt_vocab_size": self.tokenizer.tgt_vocab_size,
+            "output_pieces": len(self.output_ids),  # those the training targets use
             "batch_tokens": self.batch_tokens,
             "train_batches": len(sampler),
             "padding_efficiency": padding_efficiency(
@@ -158,7 +163,19 @@ def prepare_data(cfg: DataConfig, batch_tokens: int = 6000,
         batch_tokens=batch_tokens,
         train_pairs=train_pairs,
         held_out=holdout.keys() if holdout is not None else {},
+        output_ids=output_ids(train, tokenizer.tgt_vocab_size, cfg.tokenizer.sampling.enabled),
     )
+
+
+def output_ids(train: PairDataset, vocab_size: int, sampling: bool) -> np.ndarray:
+    """The target pieces the model must be able to produce, ascending: the special ids and every
+    piece of the training targets; every piece under subword sampling, whose segmentations may
+    use any piece of the target text's substrings."""
+    if sampling:
+        return np.arange(vocab_size)
+    used = np.bincount(np.asarray(train.tgt_tokens), minlength=vocab_size) > 0  # (V,)
+    used[:FIRST_PIECE_ID] = True  # the special ids
+    return np.flatnonzero(used)
 
 
 def _check_digest(train_pairs: TrainingPairs, expected: str, files: AlignedFiles | TsvFile

@@ -77,19 +77,33 @@ class _EnsembleDecoder(nn.Module):
 
 
 class _MeanLogProbabilities(nn.Module):
-    """features (N, sum of P_i) -> the mean of the members' log-softmax outputs (N, V)."""
+    """features (N, sum of P_i) -> the mean of the members' log-softmax outputs (N, K) over
+    `ids`, the pieces that any member scores. A piece that a member has no row for (members
+    trained on other targets) has log-probability -inf under it, so the ensemble never
+    chooses it."""
 
     def __init__(self, members: list[Seq2Seq]) -> None:
         super().__init__()
         # The members, not their output layers: int8 quantization swaps those layers for others.
         self._members = members
-        self._sizes = [member.decoder.output_layer.in_features for member in members]
+        layers = [member.decoder.output_layer for member in members]
+        self._sizes = [layer.in_features for layer in layers]
+        ids = layers[0].ids
+        if any(not torch.equal(layer.ids, ids) for layer in layers[1:]):
+            ids = torch.unique(torch.cat([layer.ids for layer in layers]))  # ascending
+        self.register_buffer("ids", ids, persistent=False)  # (K,)
+        # each member's rows among `ids`, or None where they are the same
+        self._columns = [None if torch.equal(layer.ids, ids)
+                         else torch.searchsorted(ids, layer.ids) for layer in layers]
 
     def forward(self, features: Tensor) -> Tensor:
         total = None
-        for member, part in zip(self._members, features.split(self._sizes, dim=-1),
-                                strict=True):
-            log_probs = member.decoder.output_layer(part).float().log_softmax(dim=-1)  # (N, V)
+        for member, part, columns in zip(self._members, features.split(self._sizes, dim=-1),
+                                         self._columns, strict=True):
+            log_probs = member.decoder.output_layer(part).float().log_softmax(dim=-1)  # (N, K_i)
+            if columns is not None:
+                log_probs = log_probs.new_full((len(part), len(self.ids)), float("-inf")) \
+                    .index_copy_(1, columns.to(part.device), log_probs)  # (N, K)
             total = log_probs if total is None else total.add_(log_probs)
         return total.div_(len(self._members))
 

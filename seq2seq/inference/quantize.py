@@ -9,12 +9,14 @@ on Multi30k are measured in docs/results.md (int8 on the CPU).
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
 from torch import nn
 
 from seq2seq.config import QUANTIZATIONS
+from seq2seq.nn.output_layer import OutputLayer
 
 # Layers whose weight the model reads as a tensor (additive attention's energy vector v): they
 # stay fp32. With one output each, they cost nothing worth quantizing.
@@ -22,7 +24,8 @@ KEEP_FP32 = ("energy_layer",)
 
 
 def quantize(model: nn.Module, kind: str) -> nn.Module:
-    """A copy of `model` (in eval mode, on the CPU) with int8 Linear and GRU layers.
+    """A copy of `model` (in eval mode, on the CPU) with int8 Linear and GRU layers; a tied
+    output layer gets an int8 copy of its rows of the embedding table.
 
     Sets PyTorch's quantized engine for the process (`choose_engine`): the weights are packed
     for it.
@@ -36,11 +39,15 @@ def quantize(model: nn.Module, kind: str) -> nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         qconfig = torch.ao.quantization.default_dynamic_qconfig
+        model = copy.deepcopy(model).cpu().eval()
+        for module in model.modules():
+            if isinstance(module, OutputLayer):
+                module.untie()  # a Linear of its own, which becomes an int8 one
         layers = {name: qconfig for name, module in model.named_modules()
                   if type(module) in (nn.Linear, nn.GRU)
                   and name.rsplit(".", 1)[-1] not in KEEP_FP32}
-        return torch.ao.quantization.quantize_dynamic(
-            model.cpu().eval(), layers, dtype=torch.qint8, inplace=False)
+        return torch.ao.quantization.quantize_dynamic(model, layers, dtype=torch.qint8,
+                                                      inplace=True)
 
 
 def choose_engine() -> str:

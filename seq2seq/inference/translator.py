@@ -31,7 +31,7 @@ from seq2seq.inference.decoding import SearchSettings, search_settings, translat
 from seq2seq.inference.ensemble import Ensemble
 from seq2seq.inference.quantize import quantize
 from seq2seq.inference.search import Hypothesis, check_beam
-from seq2seq.nn.model import Seq2Seq, build_model
+from seq2seq.nn.model import Seq2Seq, build_model, saved_output_ids
 from seq2seq.runtime import select_device
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,8 @@ def _load_model(path: str | Path, name: str | None) -> _Loaded:
         config = to_object(payload["config"])
         tokenizer = Tokenizer.from_bytes(payload["tokenizer"])
         model = build_model(config.model, config.attention, tokenizer.src_vocab_size,
-                            tokenizer.tgt_vocab_size)
-    except (ConfigError, DataError, KeyError, TypeError) as error:
+                            tokenizer.tgt_vocab_size, saved_output_ids(payload["model"]))
+    except (ConfigError, DataError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a config or tokenizer this seq2seq cannot use: "
                               f"{error}") from None
     _check_fit(payload["model"], model.state_dict(), path)

@@ -13,11 +13,14 @@ Two styles (``DecoderStyle``):
 
 In both, the output layer reads tanh(W_c [h; c]) after dropout; with tied embeddings
 (Press & Wolf 2017) its weight is the target embedding matrix, so that vector has the embedding
-size. Per-step loops compute the output layer once, for all steps, after the loop.
+size. Per-step loops compute the output layer once, for all steps, after the loop. The output
+layer scores the target pieces only (`seq2seq.nn.output_layer`): its logits have a row per
+piece of `output_layer.ids`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 from seq2seq.config import DecoderStyle
 from seq2seq.nn.attention import CrossAttention
 from seq2seq.nn.encoder import EncoderOutput, embedding_init_, run_gru
+from seq2seq.nn.output_layer import OutputLayer
 from seq2seq.nn.word_dropout import WordDropout
 from seq2seq.special_ids import PAD_ID
 
@@ -78,7 +82,9 @@ class Decoder(nn.Module):
         output_dropout: float = 0.0,
         rnn_dropout: float = 0.0,
         tie_embeddings: bool = False,
+        output_ids: Sequence[int] | Tensor | None = None,
     ):
+        """`output_ids`: the target pieces the output layer scores (OutputLayer); None: all."""
         super().__init__()
         if input_feeding and style is not DecoderStyle.luong:
             raise ValueError("input feeding is a luong-style option")
@@ -106,15 +112,15 @@ class Decoder(nn.Module):
         self.attention = attention
         self.combine = nn.Linear(hidden_size + context_size, self.attentional_size, bias=False)
         self.output_dropout = nn.Dropout(output_dropout)
-        self.output_layer = nn.Linear(self.attentional_size, vocab_size)
+        self.output_layer = OutputLayer(self.attentional_size, vocab_size, output_ids)
         if tie_embeddings:
-            self.output_layer.weight = self.embedding.weight
+            self.output_layer.tie(self.embedding)
 
     def share_embedding(self, embedding: nn.Embedding) -> None:
         """Read target words from `embedding` (the encoder's), and write them with it too if the
         output layer was tied to this decoder's own table."""
-        if self.output_layer.weight is self.embedding.weight:
-            self.output_layer.weight = embedding.weight
+        if self.output_layer.table is self.embedding:
+            self.output_layer.tie(embedding)
         self.embedding = embedding
 
     def init(self, encoded: EncoderOutput) -> tuple[Memory, DecoderState]:
@@ -138,7 +144,8 @@ class Decoder(nn.Module):
         state: DecoderState,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), weights (B, heads, T, S) or None."""
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, K) over the output layer's pieces,
+        weights (B, heads, T, S) or None."""
         attentional, weights = self.features(tgt_in, memory, state, need_weights)  # (B, T, P)
         return self.output_layer(attentional), weights
 
@@ -165,7 +172,8 @@ class Decoder(nn.Module):
     def step(
         self, prev: Tensor, state: DecoderState, memory: Memory, need_weights: bool = True
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """One token: prev (N,) ids -> logits (N, V), the next state, weights (N, heads, S).
+        """One token: prev (N,) ids -> logits (N, K) over the output layer's pieces, the next
+        state, weights (N, heads, S).
 
         The memory has N rows, or N / G rows shared by G consecutive rows (beams) each.
         """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 from seq2seq.config import AttentionConfig, ModelConfig
@@ -37,7 +39,8 @@ class Seq2Seq(nn.Module):
         tgt_in: Tensor,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Teacher forcing: logits (B, T, V) for tgt_in (B, T), weights (B, heads, T, S) or None.
+        """Teacher forcing: logits (B, T, K) over the output layer's K pieces for tgt_in (B, T),
+        weights (B, heads, T, S) or None.
 
         Training does not come here: seq2seq.training.loss.SequenceLoss runs the output layer fused
         with the loss, on real target tokens only.
@@ -69,13 +72,22 @@ class Seq2Seq(nn.Module):
         return counts
 
 
+def saved_output_ids(weights: dict[str, Tensor]) -> Tensor | None:
+    """The output layer's ids in a saved state dict, which the model must be built with before
+    it loads the weights; None if they are missing (the weights then do not fit)."""
+    return weights.get("decoder.output_layer.ids")
+
+
 def build_model(
     model_cfg: ModelConfig,
     attention_cfg: AttentionConfig,
     src_vocab_size: int,
     tgt_vocab_size: int,
+    output_ids: Sequence[int] | Tensor | None = None,
 ) -> Seq2Seq:
-    """The model the configs describe: decoder hidden size H, encoder states 2H."""
+    """The model the configs describe: decoder hidden size H, encoder states 2H; its output
+    layer scores the target pieces `output_ids` (ascending; see seq2seq.nn.output_layer), or
+    every piece when None."""
     hidden = model_cfg.hidden_size
     heads = model_cfg.self_attention_heads if model_cfg.encoder_self_attention else None
     encoder = Encoder(
@@ -104,6 +116,7 @@ def build_model(
         output_dropout=model_cfg.output_dropout,
         rnn_dropout=model_cfg.rnn_dropout,
         tie_embeddings=model_cfg.tie_embeddings,
+        output_ids=output_ids,
     )
     if model_cfg.share_embeddings:
         if src_vocab_size != tgt_vocab_size:

@@ -63,7 +63,8 @@ def attention(cfg: AttentionConfig, query_size: int, key_size: int) -> int:
 def parameter_counts(model: ModelConfig, attention_cfg: AttentionConfig, src_vocab_size: int,
                      tgt_vocab_size: int) -> dict[str, int]:
     """What `build_model(...).parameter_counts()` will say, by the same parts: a shared or tied
-    weight counts once, under embeddings."""
+    weight counts once, under embeddings. The output layer counts a row per target piece: an
+    upper bound, as a trained model scores only those its training targets use."""
     E, H, L_dec = model.embedding_size, model.hidden_size, model.decoder_layers
     states = 2 * H  # the encoder's [forward; backward] states: attention keys and context
     encoder = gru(E, H, model.encoder_layers, directions=2) + linear(states, L_dec * H)

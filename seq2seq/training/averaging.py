@@ -54,6 +54,10 @@ def average_payloads(payloads: Iterable[dict[str, Any]], names: Sequence[str]
             for key, total in totals.items():
                 if total.is_floating_point():
                     total += payload["model"][key].double()
+                elif not torch.equal(total, payload["model"][key]):  # the pieces scored, say
+                    raise CheckpointError(
+                        f"{name} and {first['name']} differ in {key}: only checkpoints of one "
+                        "model (one run) can be averaged")
         steps.append(payload.get("state", {}).get("step"))
         del payload  # the next checkpoint loads in its place
     if first is None:

@@ -155,14 +155,16 @@ def summed_loss(model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt_in: Tensor
                 tgt_out: Tensor, label_smoothing: float = 0.0,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
     """SequenceLoss's scalar, and the attention (B, heads, T, S) when asked: validation reads
-    both from one pass."""
+    both from one pass. The softmax runs over the output layer's pieces: every training target
+    is one of them, and a validation target that is not counts as UNK."""
     tgt_mask = tgt_out.ne(PAD_ID)  # (B, T)
     memory, state = model.start(src, src_lengths)
     attentional, weights = model.decoder.features(tgt_in, memory, state,
                                                   need_weights)  # (B, T, P)
     output_layer = model.decoder.output_layer
-    loss = linear_cross_entropy(attentional[tgt_mask], output_layer.weight, output_layer.bias,
-                                tgt_out[tgt_mask], label_smoothing)
+    weight, bias = output_layer.weight_and_bias()  # (K, P), (K,): the target pieces' rows
+    loss = linear_cross_entropy(attentional[tgt_mask], weight, bias,
+                                output_layer.rows[tgt_out[tgt_mask]], label_smoothing)
     return loss, weights
 
 

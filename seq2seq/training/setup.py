@@ -57,7 +57,7 @@ def build_trainer(cfg: Config, run_dir: Path, data: PreparedData | None = None) 
         train_digest = (resume.get("training_data") or {}).get("train_digest")
     data = data if data is not None else prepare_data_on_all_ranks(cfg, dist, train_digest)
     model = build_model(cfg.model, cfg.attention, data.tokenizer.src_vocab_size,
-                        data.tokenizer.tgt_vocab_size).to(device)
+                        data.tokenizer.tgt_vocab_size, data.output_ids).to(device)
     if dist.enabled:
         # one dropout stream per rank (the weights are the same: DDP copies rank 0's)
         seed_everything(cfg.seed + dist.rank)
