@@ -6,7 +6,8 @@ by the search's log-softmax), as OpenNMT-py and fairseq do.
 `decoder.output_layer`. Its memory and state hold one per member; its features are the members'
 features side by side, which its output layer splits again, so search slices rows of them as it
 does for one model and needs no ensemble case. Members share one target vocabulary (the caller
-checks their subword models); their sizes and attention may differ. Attention weights (for
+checks their subword models), though not always the pieces their output layers score (models
+trained on other targets); their sizes and attention may differ. Attention weights (for
 plots) are the members' mean, per head when all have as many heads, else over heads first.
 """
 
