@@ -78,7 +78,7 @@ class OutputLayer(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """features (N, P) -> logits (N, K)."""
-        if self.linear is not None:
+        if self.linear is not None:  # called, not read: int8 swaps it for a packed int8 Linear
             return self.linear(features)
         weight, bias = self.weight_and_bias()
         return F.linear(features, weight, bias)
