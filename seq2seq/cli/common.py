@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +27,7 @@ from seq2seq.config import (
     QUANTIZATIONS,
     THREADS_PER_CORE,
     Config,
+    DataConfig,
     DeviceName,
     threads_refusal,
 )
@@ -472,3 +474,44 @@ def open_output(path: Path | None) -> Iterator[Callable[[list[str]], None]]:
                 raise OutputError(write_error(path, error)) from None
 
         yield write_file
+
+
+def checkpoint_split(translator: Translator, split: str, data_source: str | None,
+                     data_root: str | None) -> list[tuple[str, str]]:
+    """The pairs of `split` of the corpus the translator's checkpoint was trained on, read where
+    its config (or --data-source and --data-root) says the files are; a split held out of its
+    training file is the one the checkpoint recorded (an older checkpoint kept no record)."""
+    from seq2seq.data.prepare import read_split
+    from seq2seq.errors import DataError
+
+    cfg = with_data_location(translator.config.data, data_source, data_root)
+    training_data = translator.training_data
+    try:
+        held_out = training_data["held_out"] if training_data else None
+        return read_split(cfg, split, held_out)
+    except DataError as error:
+        moved = "not found" in str(error) or "not a directory" in str(error)
+        if data_source is not None or not moved:
+            raise
+        raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
+                        "--data-source DIR points at where its files are now)") from None
+
+
+def with_data_location(cfg: DataConfig, source: str | None, root: str | None) -> DataConfig:
+    """The checkpoint's data config, pointed at where the corpus is on this machine."""
+    from seq2seq.config import CorpusKind
+
+    if root is not None:
+        cfg = replace(cfg, root=root)
+    if source is None:
+        return cfg
+    if cfg.corpus is CorpusKind.multi30k:
+        return replace(cfg, source=source)
+
+    def moved(files):
+        return replace(files, **{side: str(Path(source) / Path(path).name)
+                                 for side in ("src", "tgt", "tsv")
+                                 if (path := getattr(files, side)) is not None})
+
+    return replace(cfg, train_files=moved(cfg.train_files), valid_files=moved(cfg.valid_files),
+                   test_files=moved(cfg.test_files))

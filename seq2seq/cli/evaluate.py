@@ -16,20 +16,16 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from seq2seq.cli.common import (
     add_model_arguments,
+    checkpoint_split,
     load_translator,
     open_output,
     refuse_same_files,
     run_cli,
 )
-
-if TYPE_CHECKING:
-    from seq2seq.config import DataConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +78,7 @@ def evaluate(args: argparse.Namespace) -> None:
             check_output_file(path, option)
     translator = load_translator(args)
     if args.split is not None:
-        pairs = checkpoint_split(args, translator.config.data, translator.training_data)
+        pairs = checkpoint_split(translator, args.split, args.data_source, args.data_root)
         sources, references = [s for s, _ in pairs], [t for _, t in pairs]
         name = args.split
     else:
@@ -145,47 +141,6 @@ def evaluate(args: argparse.Namespace) -> None:
             report[key] = block
         with open_output(args.json) as write:
             write([json.dumps(report, indent=2)])
-
-
-def checkpoint_split(args: argparse.Namespace, cfg: DataConfig,
-                     training_data: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """The pairs of `--split` of the corpus the checkpoint was trained on, read where its
-    config (or --data-source and --data-root) says the files are; a split held out of its
-    training file is the one its `training_data` recorded (None: an older checkpoint, which
-    kept no record)."""
-    from seq2seq.data.prepare import read_split
-    from seq2seq.errors import DataError
-
-    cfg = with_data_location(cfg, args.data_source, args.data_root)
-    try:
-        held_out = training_data["held_out"] if training_data else None
-        return read_split(cfg, args.split, held_out)
-    except DataError as error:
-        moved = "not found" in str(error) or "not a directory" in str(error)
-        if args.data_source is not None or not moved:
-            raise
-        raise DataError(f"{error} (the corpus as the checkpoint's config describes it; "
-                        "--data-source DIR points at where its files are now)") from None
-
-
-def with_data_location(cfg: DataConfig, source: str | None, root: str | None) -> DataConfig:
-    """The checkpoint's data config, pointed at where the corpus is on this machine."""
-    from seq2seq.config import CorpusKind
-
-    if root is not None:
-        cfg = replace(cfg, root=root)
-    if source is None:
-        return cfg
-    if cfg.corpus is CorpusKind.multi30k:
-        return replace(cfg, source=source)
-
-    def moved(files):
-        return replace(files, **{side: str(Path(source) / Path(path).name)
-                                 for side in ("src", "tgt", "tsv")
-                                 if (path := getattr(files, side)) is not None})
-
-    return replace(cfg, train_files=moved(cfg.train_files), valid_files=moved(cfg.valid_files),
-                   test_files=moved(cfg.test_files))
 
 
 if __name__ == "__main__":
