@@ -75,7 +75,8 @@ def test_busy_cores_are_measured_between_zero_and_all_cores():
     assert 0.0 <= common.other_busy_cores(0.05) <= (os.cpu_count() or 1)
 
 
-@pytest.mark.parametrize("command", ["average", "evaluate", "report", "serve", "translate"])
+@pytest.mark.parametrize("command", ["average", "distill", "evaluate", "report", "serve",
+                                     "translate"])
 @pytest.mark.parametrize("typed", ["/venv/bin/seq2seq-{}", "scripts/{}.py"])
 def test_usage_names_the_command_as_the_user_typed_it(command, typed, monkeypatch, capsys):
     main = entry_points(group="console_scripts")[f"seq2seq-{command}"].load()

@@ -93,9 +93,18 @@ def settings(jobs: list[Job]) -> set[tuple]:
 
 def test_every_sweep_experiment_sweeps_something_and_recipes_are_one_run(grids):
     sweeps = {"attention_ablation", "decoder_ablation", "heads_ablation", "attention_cpu"}
-    assert sweeps | {"cpu40"} == set(grids)
+    assert sweeps | {"cpu40", "distill_cpu40"} == set(grids)
     for experiment, (count, _) in grids.items():
         assert (count > 1) == (experiment in sweeps), experiment
+
+
+def test_the_distilled_student_is_the_cpu40_recipe_on_the_distilled_corpus():
+    cpu40, student = (to_object(compose_config([f"experiment={name}", "data.source=DIR"]))
+                      for name in ("cpu40", "distill_cpu40"))
+    for part in ("model", "attention", "train"):
+        assert getattr(student, part) == getattr(cpu40, part), part
+    assert student.data.corpus.value == "custom"
+    assert student.data.train_files.tgt == "DIR/train.en"
 
 
 def test_attention_ablation_is_every_scorer_times_three_seeds(grids):
