@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from seq2seq.data.corpus import sha256_file
 from seq2seq.errors import OutputError
 from seq2seq.inference.decoding import SearchSettings
 from seq2seq.inference.translator import Translator
@@ -32,7 +33,7 @@ def fingerprint(translator: Translator, settings: SearchSettings, sources: Seque
     """What decides the translations: the teachers' bytes, the search, the sources, the batches
     (a batch's padding can move a beam's scores by float rounding)."""
     return {
-        "teachers": [{"path": str(path), "sha256": _sha256(path)}
+        "teachers": [{"path": str(path), "sha256": sha256_file(path)}
                      for path in translator.checkpoints],
         "quantization": translator.quantization,
         "search": {"beam_size": settings.beam_size, "length_penalty": settings.length_penalty,
@@ -120,10 +121,3 @@ def _append(out: BinaryIO, journal: Path, record: dict[str, Any]) -> None:
     except OSError as error:
         raise OutputError(f"cannot write {journal}: {error.strerror or error}") from None
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
